@@ -1,0 +1,14 @@
+"""Suite-wide settings: offline, no W&B network, nothing written to the home folder."""
+import os
+import tempfile
+
+# Set before any test imports huggingface_hub or wandb: nothing here may reach a hub.
+_tmp = tempfile.mkdtemp(prefix="tinv-tests-")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", os.path.join(_tmp, "hf"))
+os.environ.setdefault("WANDB_MODE", "offline")
+for _k, _sub in [("WANDB_DIR", "wandb"), ("WANDB_CACHE_DIR", "wandb-cache"),
+                 ("WANDB_CONFIG_DIR", "wandb-config"), ("WANDB_DATA_DIR", "wandb-data")]:
+    os.environ.setdefault(_k, os.path.join(_tmp, _sub))
+os.environ.setdefault("WANDB_SILENT", "true")
