@@ -1,0 +1,5 @@
+"""Analysis of tinv sweeps: result rows -> one CSV table -> the paper's figures.
+
+`collect.py` is the only part that reads job folders (and `gallery.py`, which needs the
+sample images). Every plot rebuilds from the CSV alone.
+"""

@@ -1,0 +1,337 @@
+"""Gather every result row of one or more sweeps into one CSV table.
+
+    python analysis/collect.py SWEEP_DIR... -o results.csv
+
+One line per job. Columns (see docs/analysis.md):
+  job_id, status, error, sweep, job_dir         the row's identity (job_dir absolute)
+  method, concept, model, eval, ...             Hydra choices (bare group names); `concept`
+                                                is the resolved name (choice in choice.concept)
+  seed, method.inversion.lr, eval.guidance, ... the resolved config, flattened with dots
+  reconstruction_clip, editability_oracle, ...  metrics (absent ones are empty)
+  ci.<metric>.lo, ci.<metric>.hi                the job's own interval
+  scores.<metric>                               per-sample scores as a JSON list, so the
+                                                plots can re-bootstrap from the CSV alone
+  per_prompt, artifacts                         JSON
+  timings.<k>, provenance.<k>, training.<k>,    the row's other sections, flattened (a config
+  concept.n_images, ...                         column of the same name wins)
+
+Missing and failed jobs (the rule, also in docs/analysis.md):
+  * failed  = a row with status "failed", or a Hydra job folder (one holding `.hydra/`)
+              without a row whose logs hold a Python traceback or an error line;
+  * missing = a Hydra job folder without a row and without an error ("incomplete":
+              killed, timed out, still running), or a job that the sweep's
+              `multirun.yaml` expands to and that no job folder or row matches
+              ("never started").
+Both are listed on stderr and in `<out>.jobs.json`; the table is written regardless.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import yaml
+from tqdm import tqdm
+
+ROW_FILE = "result.json"
+# A log line that says a job died; plain "error" words in config dumps must not count.
+# Hydra's log format is "[time][logger][LEVEL] - message".
+_ERROR_LINE = re.compile(r"^(Traceback \(most recent call last\)|\S*(Error|Exception)\b.*:|.*\bCUDA out of memory"
+                         r"|\[[^\]]*\]\[[^\]]*\]\[(ERROR|CRITICAL)\])", re.MULTILINE)
+_LOG_SUFFIXES = (".log", ".err", ".out", ".txt")
+# Choice values that the tinv sweeper expands itself (`concept=all`); Hydra's basic
+# expansion keeps them as one job, so they match any value here.
+WILDCARD_VALUES = {"all"}
+
+
+LEADING_COLUMNS = ("job_id", "status", "sweep", "method", "concept", "model", "eval", "seed")
+METRIC_PREFIXES = ("reconstruction_", "editability_")
+# Row keys read above; `traceback` (long) and `folder` (= job_dir) stay out of the table.
+_KNOWN_KEYS = {"schema", "job_id", "status", "error", "sweep", "choices", "config", "metrics", "metrics_ci",
+               "scores", "timings", "provenance", "per_prompt", "artifacts", "traceback", "folder"}
+
+
+@dataclass
+class JobIssue:
+    """A job without a usable row: what went wrong and where to look."""
+    kind: str           # "failed" | "missing"
+    where: str          # job folder, or the sweep folder for a never-started job
+    reason: str         # "status=failed", "unreadable row", "error in log", "incomplete", "never started"
+    detail: str = ""    # the error message or the overrides of the job
+
+
+# ---------------------------------------------------------------- rows -> flat records
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a.b.c": leaf}; lists stay leaves (they go out as JSON)."""
+    if not isinstance(d, dict):
+        return {prefix: d} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def row_to_record(row: dict, job_dir: Path) -> dict[str, Any]:
+    """One result row -> one flat table record (column names as in the module doc)."""
+    rec: dict[str, Any] = {
+        "job_id": row.get("job_id"), "status": row.get("status"),
+        "error": row.get("error"), "sweep": row.get("sweep"), "job_dir": str(job_dir.resolve()),
+    }
+    choices = {k: v for k, v in (row.get("choices") or {}).items() if not str(k).startswith("hydra")}
+    rec.update(choices)
+    for key, value in flatten(row.get("config") or {}).items():
+        if key.startswith("hydra."):
+            continue
+        # A scalar config key named like a choice (rare) must not overwrite the choice.
+        rec["config." + key if key in choices else key] = value
+    rec.update(row.get("metrics") or {})
+    for name, ci in (row.get("metrics_ci") or {}).items():
+        if ci is not None and len(ci) == 2:
+            rec[f"ci.{name}.lo"], rec[f"ci.{name}.hi"] = ci
+    for name, values in (row.get("scores") or {}).items():
+        rec[f"scores.{name}"] = values
+    for section in ("timings", "provenance"):
+        for key, value in flatten(row.get(section) or {}).items():
+            rec[f"{section}.{key}"] = value
+    rec["per_prompt"] = row.get("per_prompt")
+    rec["artifacts"] = row.get("artifacts")
+    # Other sections the harness adds (training, concept with n_images, eval_protocol):
+    # flattened, never overriding a config column of the same name.
+    for section, value in row.items():
+        if section in _KNOWN_KEYS:
+            continue
+        for key, leaf in (flatten(value, section) if isinstance(value, dict) else {section: value}).items():
+            rec.setdefault(key, leaf)
+    # `concept` names the concept itself: a generic choice (folder, dreambench) would
+    # pool different concepts, so the resolved name wins and the choice is kept beside it.
+    resolved = (row.get("concept") or {}).get("name") if isinstance(row.get("concept"), dict) else None
+    resolved = resolved or ((row.get("config") or {}).get("concept") or {}).get("name")
+    if resolved and resolved != rec.get("concept"):
+        rec["choice.concept"], rec["concept"] = rec.get("concept"), resolved
+    # Lists and dicts travel as JSON so that pandas writes one cell and reads it back.
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in rec.items()}
+
+
+# ---------------------------------------------------------------- walking a sweep
+def _read_row(path: Path) -> dict | None:
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"collect: cannot read {path}: {e}; counted as failed", file=sys.stderr)
+        return None
+    if not isinstance(row, dict):
+        print(f"collect: {path} holds no JSON object; counted as failed", file=sys.stderr)
+        return None
+    return row
+
+
+def _error_in_logs(job_dir: Path) -> str:
+    """The first error line of any log in the job folder (recursive), or ''."""
+    for log in sorted(job_dir.rglob("*")):
+        if log.is_file() and log.suffix in _LOG_SUFFIXES:
+            text = log.read_text(errors="replace")
+            m = _ERROR_LINE.search(text)
+            if m:
+                # Prefer the last line of a traceback: it names the exception.
+                tail = [l for l in text[m.start():].splitlines() if l.strip()]
+                last = next((l for l in reversed(tail) if _ERROR_LINE.match(l)), tail[0])
+                return f"{log.name}: {last.strip()[:300]}"
+    return ""
+
+
+def _job_overrides(job_dir: Path) -> list[str] | None:
+    f = job_dir / ".hydra" / "overrides.yaml"
+    if not f.is_file():
+        return None
+    return list(yaml.safe_load(f.read_text()) or [])
+
+
+def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
+    """The override lists that the sweep's multirun.yaml expands to (Hydra's basic sweeper
+    rule: `hydra.sweeper.params` then the command-line task overrides, Cartesian product).
+    None when there is no multirun.yaml or it cannot be parsed. Choice sweeps that only the
+    config repo can expand (glob(...), the tinv sweeper's `all`) stay one wildcard job."""
+    f = sweep_dir / "multirun.yaml"
+    if not f.is_file():
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_cfg = (yaml.safe_load(f.read_text()) or {}).get("hydra", {})
+    params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
+    overrides = [f"{k}={v}" for k, v in params.items()]
+    overrides += list((hydra_cfg.get("overrides") or {}).get("task") or [])
+    # glob(...) needs the config repo to expand: treat it like `all`, a wildcard.
+    overrides = [re.sub(r"=\s*glob\(.*\)\s*$", "=all", o) for o in overrides]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    except Exception as e:  # glob() needs the config loader; say so and skip the check
+        print(f"collect: cannot expand {f} ({e}); missing-job check limited to job folders",
+              file=sys.stderr)
+        return None
+    return [job for batch in batches for job in batch]
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.lstrip("+~").partition("=")
+    return key, value
+
+
+def _same_job(expected: list[str], folder: list[str]) -> bool:
+    """An expected override list equals a job folder's, wildcards matching any value."""
+    have = dict(_split(o) for o in folder)
+    return len(have) == len(expected) and all(
+        k in have and (v in WILDCARD_VALUES or have[k] == v) for k, v in map(_split, expected))
+
+
+def _override_matches_record(override: str, rec: dict) -> bool | None:
+    """Does a row agree with one `key=value` override? None if the row lacks the key
+    or the value is a wildcard."""
+    key, value = _split(override)
+    if key.startswith("hydra.") or key.startswith("hydra/") or value in WILDCARD_VALUES:
+        return None
+    key = key.replace("/", ".") if key not in rec else key
+    if key not in rec or rec[key] is None:
+        return None
+    have = rec[key]
+    if str(have) == value or str(rec.get("choice." + key)) == value:
+        return True
+    try:
+        return yaml.safe_load(value) == (json.loads(have) if isinstance(have, str) and have[:1] in "[{" else have)
+    except (yaml.YAMLError, json.JSONDecodeError):
+        return False
+
+
+def _matches(overrides: list[str], rec: dict) -> bool:
+    votes = [_override_matches_record(o, rec) for o in overrides]
+    known = [v for v in votes if v is not None]
+    return bool(known) and all(known)
+
+
+def scan_sweep(sweep_dir: Path) -> tuple[list[dict], list[JobIssue]]:
+    """All rows under one sweep folder, as flat records, plus the failed and missing jobs."""
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist")
+    records: list[dict] = []
+    issues: list[JobIssue] = []
+    row_dirs: set[Path] = set()
+    folder_overrides: list[list[str]] = []
+    for path in tqdm(sorted(sweep_dir.rglob(ROW_FILE)), desc=f"rows in {sweep_dir}", unit="row",
+                     disable=None, leave=False):
+        job_dir = path.parent
+        row_dirs.add(job_dir)
+        row = _read_row(path)
+        if row is None:
+            issues.append(JobIssue("failed", str(job_dir), "unreadable row"))
+            continue
+        rec = row_to_record(row, job_dir)
+        records.append(rec)
+        if row.get("status") != "ok":
+            issues.append(JobIssue("failed", str(job_dir), f"status={row.get('status')}",
+                                   str(row.get("error") or "")[:300]))
+    for hydra_dir in sorted(sweep_dir.rglob(".hydra")):
+        job_dir = hydra_dir.parent
+        ov = _job_overrides(job_dir)
+        if ov is not None:
+            folder_overrides.append(ov)
+        if job_dir == sweep_dir or any(d == job_dir or job_dir in d.parents for d in row_dirs):
+            continue
+        # The harness may keep rows in a folder named by the job hash, apart from Hydra's.
+        if ov and any(_matches(ov, rec) for rec in records):
+            continue
+        err = _error_in_logs(job_dir)
+        what = " ".join(ov or [])
+        if err:
+            issues.append(JobIssue("failed", str(job_dir), "error in log", f"{what}: {err}"))
+        else:
+            issues.append(JobIssue("missing", str(job_dir), "incomplete",
+                                   f"{what}: no result.json and no error in its logs"))
+    # Hydra keeps its multirun folders inside the sweep (conf/config.yaml: _hydra/multirun-*).
+    for multirun in sorted(sweep_dir.rglob("multirun.yaml")):
+        for job in expected_jobs(multirun.parent) or []:
+            if any(_same_job(job, ov) for ov in folder_overrides) or any(_matches(job, rec) for rec in records):
+                continue
+            issues.append(JobIssue("missing", str(multirun.parent), "never started", " ".join(job)))
+    return records, issues
+
+
+# ---------------------------------------------------------------- the table
+def collect(sweep_dirs: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list[JobIssue]]:
+    """Rows of all sweeps -> DataFrame (one line per job) and the list of job issues."""
+    records, issues = [], []
+    for d in sweep_dirs:
+        r, i = scan_sweep(Path(d))
+        records += r
+        issues += i
+    df = pd.DataFrame.from_records(records)
+    if df.empty:
+        df = pd.DataFrame(columns=list(LEADING_COLUMNS))
+    # What a person looks for first: identity, the setup, the scores; then the rest.
+    metrics = [c for c in df.columns if c.startswith(METRIC_PREFIXES) and "." not in c]
+    first = [c for c in LEADING_COLUMNS if c in df.columns] + metrics
+    return df[first + [c for c in df.columns if c not in first]], issues
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the table is for everyone
+    os.replace(tmp, path)
+
+
+def write_outputs(df: pd.DataFrame, issues: list[JobIssue], out: Path) -> Path:
+    """Table to `out` and the job issues to `<out stem>.jobs.json`, both atomically."""
+    _atomic_write_text(out, df.to_csv(index=False))
+    jobs = out.with_name(out.stem + ".jobs.json")
+    n_ok = int((df["status"] == "ok").sum()) if "status" in df else 0
+    _atomic_write_text(jobs, json.dumps({
+        "ok": n_ok,
+        "failed": [asdict(i) for i in issues if i.kind == "failed"],
+        "missing": [asdict(i) for i in issues if i.kind == "missing"],
+    }, indent=1))
+    return jobs
+
+
+def summary_text(df: pd.DataFrame, issues: list[JobIssue]) -> str:
+    n_ok = int((df["status"] == "ok").sum()) if len(df) else 0
+    failed = [i for i in issues if i.kind == "failed"]
+    missing = [i for i in issues if i.kind == "missing"]
+    lines = [f"{len(df)} rows ({n_ok} ok), {len(failed)} failed, {len(missing)} missing"]
+    for i in failed + missing:
+        lines.append(f"  {i.kind.upper():7s} {i.reason:14s} {i.where}  {i.detail}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("sweeps", nargs="+", help="sweep folders (Hydra multirun dirs or any folder of job folders)")
+    ap.add_argument("-o", "--out", required=True, help="CSV to write")
+    ap.add_argument("--strict", action="store_true", help="exit 1 if any job failed or is missing")
+    args = ap.parse_args(argv)
+    try:
+        df, issues = collect(args.sweeps)
+    except FileNotFoundError as e:
+        ap.error(str(e))
+    out = Path(args.out)
+    jobs = write_outputs(df, issues, out)
+    print(summary_text(df, issues), file=sys.stderr)
+    print(f"wrote {out} and {jobs}", file=sys.stderr)
+    return 1 if args.strict and issues else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Appendix B, Figure 12: reconstruction and editability against training-set size.
+
+    python analysis/plot_setsize.py results.csv -o setsize.png [--x concept.num_images]
+        [--setups single_word] [--family clip|dino|oracle] [--editability meanemb|persample]
+
+Reads only the CSV. One line per inverted setup over the number of training images;
+image-only, prompt-only and the human captions of the same concept(s) as horizontal
+references. Writes PNG and PDF.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `analysis` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from analysis import style  # noqa: E402
+from analysis.table import N_BOOT, load_results, metric_pair, save_figure, where  # noqa: E402
+from analysis.versus import find_column, plot_versus  # noqa: E402
+
+# Where the harness may keep the number of training images, most specific first.
+SETSIZE_COLUMNS = ("concept.n_images", "concept.num_images", "concept.n_images", "concept.max_images",
+                   "data.num_images", "num_images", "n_images")
+
+
+def plot_setsize(df: pd.DataFrame, x: str | None = None, setups=("single_word",),
+                 family: str = "clip", editability: str = "meanemb", n_boot: int = N_BOOT):
+    """Returns (figure, per-size summary, reference summary)."""
+    x = x or find_column(df, SETSIZE_COLUMNS, "the number of training images")
+    references = style.REFERENCES + style.HUMAN_CAPTIONS
+    return plot_versus(df, x, setups, references, list(metric_pair(family, editability)),
+                       xlabel="Number of training images", logx=True,
+                       title="Effect of the training-set size", n_boot=n_boot)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Figure 12: scores against the number of training images.")
+    ap.add_argument("csv")
+    ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--x", help=f"column holding the set size (default: first of {SETSIZE_COLUMNS} that varies)")
+    ap.add_argument("--setups", nargs="+", default=["single_word"])
+    ap.add_argument("--family", choices=["clip", "dino", "oracle"], default="clip")
+    ap.add_argument("--editability", choices=["meanemb", "persample"], default="meanemb")
+    ap.add_argument("--n-boot", type=int, default=N_BOOT)
+    ap.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
+                    help="keep only these rows, e.g. eval.guidance=5 model=toyworld")
+    args = ap.parse_args(argv)
+    try:
+        fig, lines, _ = plot_setsize(where(load_results(args.csv), args.where), args.x, args.setups, args.family,
+                                     args.editability, args.n_boot)
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(str(e))
+    for p in save_figure(fig, args.out):
+        print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

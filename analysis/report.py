@@ -1,0 +1,204 @@
+"""One self-contained HTML report per sweep: table, figures and galleries, no server.
+
+    python analysis/report.py results.csv -o report.html          # the table holds one sweep
+    python analysis/report.py results.csv -o reports/             # report-<sweep>.html each
+
+Every image is inlined as base64 PNG, so the file opens anywhere. The failed and missing
+jobs come from `<csv stem>.jobs.json`, which collect.py writes next to the table.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import os
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `analysis` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis import gallery, plot_guidance, plot_setsize, plot_tradeoff, style  # noqa: E402
+from analysis.table import AXIS_LABELS, N_BOOT, SETUP_COLUMN, load_results, summarize  # noqa: E402
+
+# The figures a report tries, in order: (title, function(df) -> figure). A figure whose
+# data the sweep lacks is skipped with a note, not an error.
+FIGURES = [
+    ("Figure 10(a): trade-off, CLIP, editability = mean embedding (paper)",
+     lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "clip", nb)[0]),
+    ("Figure 10(a): trade-off, CLIP, editability = per-sample mean (public code)",
+     lambda df, nb: plot_tradeoff.plot_tradeoff(df, "persample", "clip", nb)[0]),
+    ("Trade-off, DINO reconstruction", lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "dino", nb)[0]),
+    ("Trade-off, oracle (toy world ground truth)",
+     lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "oracle", nb)[0]),
+    ("Figure 12: training-set size", lambda df, nb: plot_setsize.plot_setsize(df, n_boot=nb)[0]),
+    ("Figure 11: guidance scale", lambda df, nb: plot_guidance.plot_guidance(df, n_boot=nb)[0]),
+]
+
+_CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:12px}
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}img{max-width:100%}
+.note{color:#777}.bad{color:#b00}figure{margin:1em 0}figcaption{font-weight:bold}"""
+# Lets a headless browser (and a person) see that every image decoded and no script failed.
+_CHECK_JS = """window.addEventListener('error',e=>{document.body.dataset.jsError=String(e.message)});
+window.addEventListener('load',()=>{const imgs=[...document.images];
+document.body.dataset.images=imgs.length;
+document.body.dataset.imagesOk=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;});"""
+
+
+def data_uri(fig, fmt: str = "png") -> str:
+    """The figure inlined; galleries go as JPEG (photos compress 5-10x better than PNG)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def summary_table(df: pd.DataFrame, n_boot: int) -> str:
+    """Per setup: concepts, and each metric as mean [95% lo, hi]."""
+    metrics = [m for m in AXIS_LABELS if m in df.columns and df[m].notna().any()]
+    s = summarize(df, metrics, by=(SETUP_COLUMN,), n_boot=n_boot)
+    s = s.set_index(SETUP_COLUMN).loc[style.order(s[SETUP_COLUMN])]
+    out = pd.DataFrame(index=[style.style(n).label for n in s.index])
+    out["jobs"] = df.groupby(SETUP_COLUMN).size().reindex(s.index).to_numpy()
+    for m in metrics:
+        out[m] = [f"{r[m]:.3f} [{r[m + '.lo']:.3f}, {r[m + '.hi']:.3f}]" if pd.notna(r[m]) else ""
+                  for _, r in s.iterrows()]
+    return out.to_html(escape=True)
+
+
+def per_concept_table(df: pd.DataFrame) -> str:
+    """Setups x concepts for the paper's pair of metrics: where does a setup win or lose?"""
+    out = []
+    for m in ("reconstruction_clip", "editability_clip_meanemb"):
+        if m in df.columns and df[m].notna().any():
+            t = df.pivot_table(index=SETUP_COLUMN, columns="concept", values=m, aggfunc="mean")
+            t = t.loc[style.order(t.index)].rename(index=lambda n: style.style(n).label)
+            out.append(f"<h3>{html.escape(AXIS_LABELS[m])}</h3>" + t.to_html(float_format=lambda v: f"{v:.3f}", na_rep=""))
+    return "".join(out)
+
+
+def jobs_section(jobs: dict | None) -> str:
+    if jobs is None:
+        return '<p class="note">No job list found (collect.py writes &lt;csv stem&gt;.jobs.json).</p>'
+    items = [f"<li class=bad>{html.escape(i['kind'])} ({html.escape(i['reason'])}): "
+             f"{html.escape(i['where'])} {html.escape(i.get('detail', ''))}</li>"
+             for i in jobs.get("failed", []) + jobs.get("missing", [])]
+    head = (f"<p>{jobs.get('ok', 0)} ok, {len(jobs.get('failed', []))} failed, "
+            f"{len(jobs.get('missing', []))} missing.</p>")
+    return head + (f"<ul>{''.join(items)}</ul>" if items else "")
+
+
+def build_report(df: pd.DataFrame, sweep: str, jobs: dict | None = None, n_boot: int = N_BOOT,
+                 galleries: bool = True) -> str:
+    """The HTML text of one sweep's report."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tinv report: {html.escape(sweep)}</title>",
+             f"<style>{_CSS}</style><script>{_CHECK_JS}</script></head><body>",
+             f"<h1>Sweep {html.escape(sweep)}</h1>",
+             f"<p class=note>{len(df)} result rows; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
+             "Intervals: 95% bootstrap over concepts and samples.</p>",
+             "<h2>Jobs</h2>", jobs_section(jobs)]
+    if df.empty:
+        parts.append("<p class=bad>No job of this sweep finished with status ok: nothing to plot.</p></body></html>")
+        return "\n".join(parts)
+    parts += ["<h2>Scores per setup</h2>", summary_table(df, n_boot),
+              "<details><summary>per concept (mean over the concept's jobs)</summary>",
+              per_concept_table(df), "</details>", "<h2>Figures</h2>"]
+    for title, make in FIGURES:
+        try:
+            fig = make(df, n_boot)
+        except ValueError as e:  # the sweep has no data for this figure
+            parts.append(f"<p class=note>{html.escape(title)}: skipped ({html.escape(str(e))})</p>")
+            continue
+        parts.append(f"<figure><figcaption>{html.escape(title)}</figcaption>"
+                     f"<img class=plot alt='{html.escape(title)}' src='{data_uri(fig)}'></figure>")
+    if galleries:
+        parts.append("<h2>Galleries</h2>")
+        figs = gallery.gallery_figures(df)
+        if not figs:
+            parts.append("<p class=note>No sample images recorded in the rows' artifacts.</p>")
+        for concept, fig in figs.items():
+            parts.append(f"<figure><figcaption>{html.escape(str(concept))}</figcaption>"
+                         f"<img class=gallery alt='gallery {html.escape(str(concept))}' src='{data_uri(fig, 'jpeg')}'></figure>")
+    cols = [c for c in df.columns if not c.startswith(("scores.", "provenance.")) and c not in ("per_prompt", "artifacts")]
+    parts += ["<h2>All rows</h2><details><summary>show the table</summary>",
+              df[cols].to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"),
+              "</details></body></html>"]
+    return "\n".join(parts)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the report is for everyone
+    os.replace(tmp, path)
+
+
+def _jobs_of(jobs: dict | None, sweep: str) -> dict | None:
+    """The job issues under this sweep's folder (<results_root>/<sweep>/...); all of them
+    when the paths do not say (a table collected from folders named otherwise)."""
+    if jobs is None:
+        return None
+    def mine(i):
+        return f"/{sweep}/" in i["where"] + "/" or i["where"].startswith(f"{sweep}/")
+    issues = jobs.get("failed", []) + jobs.get("missing", [])
+    if not any(mine(i) for i in issues):
+        return jobs
+    return {**jobs, "failed": [i for i in jobs["failed"] if mine(i)],
+            "missing": [i for i in jobs["missing"] if mine(i)]}
+
+
+def write_reports(csv: str | Path, out: str | Path, sweep: str | None = None, n_boot: int = N_BOOT,
+                  galleries: bool = True) -> list[Path]:
+    """One report per sweep of the table; `out` is a .html file (one sweep) or a folder."""
+    csv, out = Path(csv), Path(out)
+    df = load_results(csv)
+    # Sweeps are named from every row: a sweep whose jobs all failed still gets its page.
+    every = pd.read_csv(csv, usecols=lambda c: c == "sweep")
+    all_names = every["sweep"].fillna("sweep").astype(str) if "sweep" in every else pd.Series(["sweep"])
+    jobs_file = csv.with_name(csv.stem + ".jobs.json")
+    jobs = json.loads(jobs_file.read_text()) if jobs_file.is_file() else None
+    names = df["sweep"].fillna("sweep").astype(str) if "sweep" in df.columns else pd.Series("sweep", index=df.index)
+    sweeps = [sweep] if sweep else sorted(all_names.unique())
+    if sweep and sweep not in set(all_names):
+        raise ValueError(f"sweep {sweep!r} is not in {csv}; it holds {sorted(all_names.unique())}")
+    if out.suffix == ".html" and len(sweeps) > 1:
+        raise ValueError(f"{csv} holds sweeps {sweeps}: pass --sweep NAME or a folder as -o")
+    written = []
+    for name in sweeps:
+        path = out if out.suffix == ".html" else out / f"report-{name}.html"
+        _atomic_write(path, build_report(df[names == name], name, _jobs_of(jobs, name), n_boot, galleries))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Self-contained HTML report per sweep.")
+    ap.add_argument("csv")
+    ap.add_argument("-o", "--out", required=True, help="report.html (one sweep) or a folder")
+    ap.add_argument("--sweep", help="only this sweep of the table")
+    ap.add_argument("--no-galleries", action="store_true", help="skip the sample galleries (no job folders needed)")
+    ap.add_argument("--n-boot", type=int, default=N_BOOT)
+    args = ap.parse_args(argv)
+    try:
+        paths = write_reports(args.csv, args.out, args.sweep, args.n_boot, not args.no_galleries)
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(str(e))
+    for p in paths:
+        print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

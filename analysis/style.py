@@ -1,0 +1,55 @@
+"""One place for how each setup looks in every figure: label, color, marker, order.
+
+Colors follow the setups' families so the trade-off curve reads at a glance: the
+single-word family (ours and its learning rates) in blues, multi-vector variants in
+oranges, regularized / per-image in greens, appendix-A methods in purples, human
+captions in browns, the two reference points in black and gray.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SetupStyle:
+    label: str
+    color: str
+    marker: str
+
+
+# Insertion order is the legend and table order.
+SETUPS: dict[str, SetupStyle] = {
+    "single_word": SetupStyle("Single-word (ours)", "#1f4e9c", "o"),
+    "high_lr": SetupStyle("High-LR", "#5b8fd6", "o"),
+    "low_lr": SetupStyle("Low-LR", "#9cc0ee", "o"),
+    "two_word": SetupStyle("Two-word", "#e07b1a", "s"),
+    "three_word": SetupStyle("Three-word", "#b35806", "s"),
+    "progressive": SetupStyle("Progressive", "#f2b266", "D"),
+    "regularized": SetupStyle("Regularized", "#2e8b57", "^"),
+    "per_image_tokens": SetupStyle("Per-image tokens", "#7fc97f", "v"),
+    "pivotal_tuning": SetupStyle("Pivotal tuning", "#7b3294", "P"),
+    "bipartite_inversion": SetupStyle("Bipartite inversion", "#c2a5cf", "X"),
+    "human_captions_short": SetupStyle("Human captions (short)", "#8c564b", "h"),
+    "human_captions_long": SetupStyle("Human captions (long)", "#c49c94", "H"),
+    "image_only": SetupStyle("Image only", "#000000", "*"),
+    "prompt_only": SetupStyle("Prompt only", "#7f7f7f", "*"),
+}
+# Reference points, not methods: drawn larger and never joined by lines.
+REFERENCES = ("image_only", "prompt_only")
+HUMAN_CAPTIONS = ("human_captions_short", "human_captions_long")
+
+_FALLBACK_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#d62728", "#9467bd")
+
+
+def style(setup: str) -> SetupStyle:
+    """The style of a setup; an unknown one (a new YAML method) still gets a stable look."""
+    if setup in SETUPS:
+        return SETUPS[setup]
+    color = _FALLBACK_COLORS[sum(map(ord, setup)) % len(_FALLBACK_COLORS)]
+    return SetupStyle(setup.replace("_", " "), color, "o")
+
+
+def order(setups) -> list[str]:
+    """Known setups in the canonical order, then unknown ones alphabetically."""
+    known = [s for s in SETUPS if s in set(setups)]
+    return known + sorted(set(setups) - set(SETUPS))

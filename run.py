@@ -1,0 +1,57 @@
+"""tinv: one Hydra job = invert (when the method learns) -> sample -> evaluate -> one result row.
+
+    python run.py                                              # the default job (toy world)
+    python run.py method=progressive concept=blue_heart
+    python run.py -m method=progressive,regularized concept=all  # one job per pair
+    python run.py -m +experiment=fig10                          # a preset sweep (experiments/)
+
+Rows land in <results_root>/<sweep>/<concept>-<method>-<job_id>/result.json; see
+docs/harness.md for the groups, the job folder and the row schema.
+"""
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parent
+# Hydra finds the tinv plugins (concept=all, the `experiment` group) in hydra_plugins/ at
+# the repository root; jobs that a launcher starts in new processes must find them too.
+sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+from hydra_plugins.tinv_hydra.tinv_hydra import expand_all  # noqa: E402
+
+EXIT_BAD_INPUT = 2
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    from tinv.job import InputError, run_job
+    choices = {k: v for k, v in HydraConfig.get().runtime.choices.items()
+               if "/" not in k and v is not None}   # top-level groups only
+    try:
+        return run_job(cfg, choices)
+    except InputError as e:
+        # one clear line instead of a traceback; nothing was written for this job
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _argv(argv: list[str]) -> list[str]:
+    """`concept=all` is a sweep over every built-in concept: it needs -m."""
+    if any(expand_all(a) != a for a in argv) and not {"-m", "--multirun"} & set(argv):
+        print("error: concept=all runs one job per built-in concept; add -m "
+              "(python run.py -m ... concept=all)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    # Hydra composes the command line before the sweeper sees it, so the rewrite happens here
+    # (the tinv sweeper does the same for hydra.sweeper.params in experiment presets).
+    return [expand_all(a) for a in argv]
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = _argv(sys.argv[1:])
+    main()

@@ -1,0 +1,119 @@
+"""collect.py on real Hydra multirun folders: rows in, failed and missing jobs reported."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import collect
+from tests.analysis.conftest import make_row, write_row
+
+APP = Path(__file__).with_name("hydra_app.py")
+
+
+@pytest.fixture(scope="module")
+def hydra_sweep(tmp_path_factory) -> Path:
+    """4 methods x 2 concepts through real Hydra; then one job folder is deleted, as if
+    its array task never started."""
+    sweep = tmp_path_factory.mktemp("hydra") / "sweep"
+    multirun = sweep / "_hydra" / "multirun"
+    proc = subprocess.run(
+        [sys.executable, str(APP), "-m", "+method=single_word,oom,crash,stall",
+         "+concept=red_star,blue_cube", f"+rows={sweep}", f"hydra.sweep.dir={multirun}"],
+        capture_output=True, text=True, timeout=120)
+    assert "concept folder red_star has no images" in proc.stderr  # the crash jobs did crash
+    never = next(d for d in multirun.iterdir()
+                 if (d / ".hydra/overrides.yaml").is_file() and "+method=stall" in (d / ".hydra/overrides.yaml").read_text()
+                 and "blue_cube" in (d / ".hydra/overrides.yaml").read_text())
+    shutil.rmtree(never)
+    return sweep
+
+
+def test_reports_failed_and_missing_and_still_writes_the_table(hydra_sweep, tmp_path, capsys):
+    out = tmp_path / "results.csv"
+    assert collect.main([str(hydra_sweep), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    df = pd.read_csv(out)
+    # The table holds every row, the failed ones included (status says which).
+    assert sorted(zip(df["method"], df["status"])) == [("oom", "failed")] * 2 + [("single_word", "ok")] * 2
+    jobs = json.loads(out.with_name("results.jobs.json").read_text())
+    oom = [i for i in jobs["failed"] if i["reason"] == "status=failed"]
+    assert len(oom) == 2 and all("out of memory" in i["detail"] for i in oom)
+    crash = [i for i in jobs["failed"] if i["reason"] == "error in log"]
+    assert len(crash) == 2 and all("no images" in i["detail"] and "+method=crash" in i["detail"] for i in crash)
+    reasons = sorted(i["reason"] for i in jobs["missing"])
+    assert reasons == ["incomplete", "never started"]
+    never = next(i for i in jobs["missing"] if i["reason"] == "never started")
+    assert "+method=stall" in never["detail"] and "+concept=blue_cube" in never["detail"]
+    # stderr says the same, with the counts first
+    assert err.splitlines()[0] == "4 rows (2 ok), 4 failed, 2 missing"
+    assert "never started" in err and "error in log" in err
+
+
+def test_strict_exit_code(hydra_sweep, tmp_path):
+    assert collect.main([str(hydra_sweep), "-o", str(tmp_path / "r.csv"), "--strict"]) == 1
+
+
+def test_a_clean_sweep_has_no_issues(tmp_path):
+    for c in ("red_star", "blue_cube"):
+        write_row(tmp_path / "sw" / c, make_row("single_word", c))
+    df, issues = collect.collect([tmp_path / "sw"])
+    assert issues == [] and len(df) == 2
+
+
+def test_columns_follow_the_config_keys(tmp_path):
+    row = make_row("two_word", "red_star", seed=7, num_images=3)
+    row["config"]["method"]["inversion"]["lr"] = 0.02
+    write_row(tmp_path / "sw" / "a", row)
+    df, _ = collect.collect([tmp_path / "sw"])
+    r = df.iloc[0]
+    assert (r["method"], r["concept"], r["model"], r["seed"], r["method.inversion.lr"]) == \
+        ("two_word", "red_star", "toyworld", 7, 0.02)
+    # the row's own sections come along; the config wins a name both have
+    assert (r["concept.n_images"], r["training.lr_effective"], r["concept.path"]) == \
+        (3, 0.04, "toyworld/concepts/red_star")
+    assert "traceback" not in df.columns and "folder" not in df.columns
+    assert r["ci.reconstruction_clip.lo"] < r["reconstruction_clip"] < r["ci.reconstruction_clip.hi"]
+    assert json.loads(r["scores.reconstruction_clip"]) == row["scores"]["reconstruction_clip"]
+    assert "hydra/launcher" not in df.columns  # Hydra's own choices stay out
+
+
+def test_a_broken_row_counts_as_failed(tmp_path):
+    (tmp_path / "sw" / "x").mkdir(parents=True)
+    (tmp_path / "sw" / "x" / "result.json").write_text("{ not json")
+    df, issues = collect.collect([tmp_path / "sw"])
+    assert [(i.kind, i.reason) for i in issues] == [("failed", "unreadable row")]
+
+
+def test_a_missing_sweep_folder_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        collect.main([str(tmp_path / "nope"), "-o", str(tmp_path / "r.csv")])
+    assert "nope" in capsys.readouterr().err
+
+
+def test_a_generic_concept_choice_keeps_concepts_apart(tmp_path):
+    for name in ("my_cat", "my_mug"):
+        row = make_row("single_word", name)
+        row["choices"]["concept"] = "folder"
+        write_row(tmp_path / "sw" / name, row)
+    df, _ = collect.collect([tmp_path / "sw"])
+    assert sorted(df["concept"]) == ["my_cat", "my_mug"] and set(df["choice.concept"]) == {"folder"}
+
+
+def test_expected_jobs_follow_hydra_with_wildcards(tmp_path):
+    import yaml
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"params": {"method": "single_word,two_word", "concept": "all"}},
+        "overrides": {"task": ["seed=range(0,2)", "+experiment=fig10", "model=glob(tiny*)"]}}}))
+    jobs = collect.expected_jobs(tmp_path)
+    assert len(jobs) == 4
+    assert all({"concept=all", "model=all", "+experiment=fig10"} <= set(j) for j in jobs)
+    # a wildcard matches any concept, a plain value must match the row
+    rec = collect.row_to_record(make_row("two_word", "red_star", seed=1), tmp_path)
+    assert collect._matches(["method=two_word", "concept=all", "seed=1"], rec)
+    assert not collect._matches(["method=two_word", "concept=all", "seed=0"], rec)

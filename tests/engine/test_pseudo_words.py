@@ -1,0 +1,43 @@
+"""Placeholders: k tokens each, prompt expansion, and clear errors at the boundary."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinv.pseudo_words import PseudoWordError, add_pseudo_word, expand_prompt, initializer_embedding
+
+
+@pytest.mark.parametrize("family", ["sd", "ldm"])
+def test_k_vectors_start_at_initializer_and_expand(make_parts, family):
+    parts = make_parts(family)
+    word = add_pseudo_word(parts, "<S*>", 3, "cat")
+    table = parts.input_embeddings().weight
+    assert word.tokens == ["<S*>", "<S*>_1", "<S*>_2"]
+    for i in word.token_ids:
+        assert torch.equal(table[i], initializer_embedding(parts, "cat"))
+    prompt = expand_prompt("a photo of <S*> on the moon", [word], {"<S*>": 2})
+    assert prompt == "a photo of <S*> <S*>_1 on the moon"
+    ids = parts.tokenize([expand_prompt("a photo of <S*>", [word])])[0].tolist()
+    assert ids[4:7] == word.token_ids    # [start] a photo of <S*> <S*>_1 <S*>_2
+
+
+@pytest.mark.parametrize("family", ["sd", "ldm"])
+def test_placeholder_already_in_vocabulary_is_an_error(make_parts, family):
+    parts = make_parts(family)
+    with pytest.raises(PseudoWordError, match="'cat'.*already in the tokenizer's vocabulary"):
+        add_pseudo_word(parts, "cat", 1, "dog")
+
+
+@pytest.mark.parametrize("family", ["sd", "ldm"])
+def test_multi_token_initializer_is_an_error(make_parts, family):
+    parts = make_parts(family)
+    with pytest.raises(PseudoWordError, match="'sculptureyy' is 3 tokens"):
+        add_pseudo_word(parts, "<S*>", 1, "sculptureyy")
+    assert "<S*>" not in parts.tokenizer.get_vocab()   # nothing half-added
+
+
+def test_random_init_is_uniform_unit_interval(make_parts):
+    parts = make_parts("sd")
+    word = add_pseudo_word(parts, "<R>", 2, None, torch.Generator().manual_seed(0))
+    v = parts.input_embeddings().weight[word.token_ids]
+    assert v.min() >= 0 and v.max() < 1 and v.std() > 0.1

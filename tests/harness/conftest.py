@@ -1,0 +1,51 @@
+"""Helpers for the harness tests: run `python run.py ...` in a subprocess, read rows."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def toy_weights_ready() -> bool:
+    try:
+        from tinv.toyworld import MODEL_DIR
+        from tinv.toyworld.evaluator import WEIGHTS_FILE
+        from tinv.toyworld.oracle import WEIGHTS_DIR
+    except ImportError:
+        return False
+    return ((Path(MODEL_DIR) / "model_index.json").exists() and Path(WEIGHTS_FILE).exists()
+            and (Path(WEIGHTS_DIR) / "oracle.safetensors").exists())
+
+
+# The toy world is the harness's default model; until its shipped weights exist the
+# end-to-end tests run the same code path on a tiny random Stable Diffusion + tiny CLIP.
+TOY = toy_weights_ready()
+MODEL = (["model=toyworld"] if TOY else
+         ["model=tiny_sd", "eval.clip.model=tinv-tiny-clip", "eval.clip.pretrained=null",
+          "model.dino=false"])
+# fast eval, a few inversion steps, no tracker: seconds per job
+FAST = MODEL + ["eval=fast", "eval.steps=2", "logger=none", "model.inversion.steps=3", "progress=false"]
+
+
+def run_cli(args: list[str], runs: Path, tmp_home: Path | None = None, timeout: int = 900):
+    """`python run.py ARGS` with results under `runs` and HOME in a temp folder."""
+    env = {**os.environ, "TINV_RUNS": str(runs), "HYDRA_FULL_ERROR": "0"}
+    if tmp_home is not None:
+        env["HOME"] = str(tmp_home)
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def rows(runs: Path, sweep: str = "default") -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((runs / sweep).glob("*/result.json"))]
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    return tmp_path / "runs"

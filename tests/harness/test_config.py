@@ -1,0 +1,122 @@
+"""Every method x model composes, every method is valid data for the engine, presets compose."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from tinv import job, prompts, results
+
+from .conftest import REPO
+
+CONF = REPO / "conf"
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+MODELS = ["toyworld", "sd15", "sd21", "ldm14"]
+EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+PAPER_METHODS = {"single_word", "two_word", "three_word", "progressive", "regularized",
+                 "per_image_tokens", "high_lr", "low_lr", "pivotal_tuning", "bipartite_inversion",
+                 "human_captions_short", "human_captions_long", "image_only", "prompt_only"}
+
+
+def _compose(*overrides: str, hydra: bool = False):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def test_every_setup_of_the_paper_has_a_method_config():
+    assert PAPER_METHODS <= set(METHODS)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_method_x_model_composes_into_a_valid_plan(method, model):
+    cfg = OmegaConf.to_container(_compose(f"method={method}", f"model={model}"), resolve=True)
+    assert cfg["method"]["name"] == method and cfg["model"]["name"] == model
+    plan = job.make_plan(cfg, job.default_choices(cfg))  # builds InversionConfig / PivotalConfig
+    assert (plan.icfg is not None) == bool(cfg["method"]["learns"])
+    if plan.icfg is not None:
+        # the model's budget and the method's own fields both reach the engine
+        assert plan.icfg.steps == cfg["model"]["inversion"]["steps"]
+        assert plan.icfg.lr == cfg["method"]["inversion"]["lr"]
+        assert plan.icfg.initializer_word == "star"
+    assert plan.prompts and all("{}" in p.template for p in plan.prompts)
+
+
+def test_method_data_reaches_the_inversion_config():
+    cfg = OmegaConf.to_container(_compose("method=progressive", "model=ldm14"), resolve=True)
+    icfg = job.make_plan(cfg, {}).icfg
+    # the paper: 2,000 steps per unlocked vector of 5,000; LDM's effective lr 0.04
+    assert (icfg.num_vectors, icfg.progressive_interval, icfg.steps) == (3, 2000, 5000)
+    assert icfg.lr_effective == pytest.approx(0.04)
+    cfg = OmegaConf.to_container(_compose("method=high_lr"), resolve=True)
+    assert job.make_plan(cfg, {}).icfg.lr == pytest.approx(2e-2)
+
+
+def test_unknown_inversion_field_is_named():
+    cfg = OmegaConf.to_container(_compose("+method.inversion.num_vectorz=2"), resolve=True)
+    with pytest.raises(job.InputError, match="num_vectorz"):
+        job.make_plan(cfg, {})
+
+
+@pytest.mark.parametrize("concept", sorted(p.stem for p in (CONF / "concept").glob("*.yaml")
+                                           if p.stem not in ("folder", "dreambench")))
+def test_builtin_concepts_compose_with_their_images(concept):
+    cfg = OmegaConf.to_container(_compose(f"concept={concept}"), resolve=True)
+    c = job.resolve_concept(cfg["concept"])
+    assert c.folder.is_dir() and any(c.folder.iterdir()), c.folder
+    assert c.initializer
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_presets_compose(experiment):
+    cfg = _compose(f"+experiment={experiment}", hydra=True)
+    assert cfg.sweep == experiment.removesuffix("_references")
+    assert cfg.hydra.sweeper.params, experiment   # every preset is a sweep
+
+
+def test_paper_eval_protocol():
+    e = _compose().eval
+    assert (e.num_samples, e.steps, e.eta, e.guidance) == (64, 50, 0.0, 5.0)
+    assert (e.clip.model, e.clip.pretrained) == ("ViT-B-32", "openai")
+    published = [p.text for p in e.prompt_sets.paper if p.source == "paper"]
+    assert published == ["A photo of {} on the moon", "An oil painting of {}", "Elmo holding a {}"]
+    assert len(e.prompt_sets.dreambench) == 25
+
+
+def test_toy_prompts_name_real_attributes():
+    attrs = pytest.importorskip("tinv.toyworld.attributes")
+    for p in _compose().eval.prompt_sets.toyworld:
+        for k, v in p.attributes.items():
+            assert v in attrs.ALL[k], (p.text, k, v)
+
+
+def test_prompt_filling():
+    p = prompts.EvalPrompt("Elmo holding a {}")
+    assert p.fill("<S*>") == "Elmo holding a <S*>"
+    assert p.fill("a red star") == "Elmo holding a red star"   # one article, not two
+    assert p.edit_text == "Elmo holding a"
+    assert prompts.EvalPrompt("A photo of {} on the moon").edit_text == "A photo of on the moon"
+
+
+def test_identity_ignores_where_and_how_a_job_runs():
+    a = OmegaConf.to_container(_compose(), resolve=True)
+    b = OmegaConf.to_container(_compose("sweep=other", "logger=none", "results_root=/elsewhere"),
+                               resolve=True)
+    c = OmegaConf.to_container(_compose("method=two_word"), resolve=True)
+    d = OmegaConf.to_container(_compose("eval.guidance=7.5"), resolve=True)
+    assert results.identity(a) == results.identity(b)
+    assert len({results.identity(x) for x in (a, c, d)}) == 3
+
+
+def test_atomic_row_round_trip(tmp_path: Path):
+    row = {"status": "ok", "metrics": {"reconstruction_clip": 0.5}, "nan": float("nan")}
+    results.write_json_atomic(tmp_path / "result.json", row)
+    back = results.read_row(tmp_path)
+    assert back["metrics"] == row["metrics"] and back["nan"] != back["nan"]
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]   # no temp file left
+    (tmp_path / "result.json").write_text('{"status": "ok", "metr')   # a torn write
+    assert results.read_row(tmp_path) is None                          # -> the job runs again

@@ -1,0 +1,62 @@
+"""The section 5.1 metrics on embeddings whose answers are known by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinv.metrics import bootstrap, scores
+
+
+def test_editability_paper_and_public_code_differ_as_they_should():
+    # two samples at +-45 degrees around the text direction
+    t = np.array([1.0, 0.0])
+    emb = np.array([[1.0, 1.0], [1.0, -1.0]]) / np.sqrt(2)
+    e = scores.editability([(emb, t)], n_boot=200, seed=0)
+    assert e["persample"]["value"] == pytest.approx(np.sqrt(0.5))   # mean of per-sample cosines
+    assert e["meanemb"]["value"] == pytest.approx(1.0)              # cosine of the mean embedding
+    # per-sample shares average exactly to each variant's value
+    for v in e.values():
+        assert np.mean(v["scores"]) == pytest.approx(v["value"])
+
+
+def test_editability_averages_over_cells():
+    t = np.array([1.0, 0.0])
+    good, bad = np.array([[1.0, 0.0]] * 3), np.array([[0.0, 1.0]] * 3)
+    e = scores.editability([(good, t), (bad, t)], n_boot=100, seed=0)
+    assert e["persample"]["cells"] == pytest.approx([1.0, 0.0])
+    assert e["persample"]["value"] == pytest.approx(0.5)
+
+
+def test_reconstruction_is_the_mean_over_all_pairs():
+    train = np.array([[1.0, 0.0], [0.0, 1.0]])
+    samples = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    r = scores.reconstruction([scores.pair_matrix(train, samples)], n_boot=100, seed=0)
+    assert r["value"] == pytest.approx(0.5)          # (1 + 0) / 2 for every sample
+    assert r["scores"] == pytest.approx([0.5] * 3)
+
+
+def test_image_only_never_pairs_an_image_with_itself():
+    train = np.eye(3)
+    with_self = scores.pair_matrix(train, train)
+    without = scores.pair_matrix(train, train, exclude_self=True)
+    assert np.nanmean(with_self) == pytest.approx(1 / 3)
+    assert np.nanmean(without) == pytest.approx(0.0)
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_samples():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(0.3, 0.1, 16), rng.normal(0.3, 0.1, 1024)
+    lo_s, hi_s = bootstrap.mean_ci([small], n=2000, seed=1)
+    lo_l, hi_l = bootstrap.mean_ci([large], n=2000, seed=1)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 4     # ~ 1/sqrt(64) as wide
+    assert bootstrap.mean_ci([small], n=500, seed=3) == bootstrap.mean_ci([small], n=500, seed=3)
+
+
+def test_meanemb_interval_resamples_embeddings():
+    rng = np.random.default_rng(0)
+    t = np.array([1.0, 0.0, 0.0])
+    emb = rng.normal([1.0, 0.0, 0.0], 0.8, size=(64, 3))
+    e = scores.editability([(emb, t)], n_boot=1000, seed=0)
+    lo, hi = e["meanemb"]["ci"]
+    assert lo < e["meanemb"]["value"] < hi and hi - lo > 0.01

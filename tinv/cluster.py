@@ -1,0 +1,211 @@
+"""Sweeps on SLURM: the launchers behind `hydra/launcher=slurm|local`, and a job's SLURM provenance.
+
+The launchers are hydra-submitit-launcher's, with two additions:
+
+* a dirty-tree guard (SLURM only): jobs recompose their config from the checkout when
+  they start, so a file edited while jobs wait in the queue silently changes what runs.
+  A sweep from a tree with uncommitted changes is refused unless
+  `hydra.launcher.allow_dirty=true`.
+* packing: `hydra.launcher.pack=K` runs K Hydra jobs side by side (one process each) in
+  one SLURM task, so one large GPU holds several (method, concept) pairs at once.
+
+Preemption and time limits need no glue here: submitit catches the signal, the launcher's
+`checkpoint()` resubmits the same job, and the job resumes from the inversion checkpoint
+in its content-addressed job folder (or returns its finished row at once).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import cloudpickle
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ALLOW_DIRTY_OVERRIDE = "hydra.launcher.allow_dirty=true"
+
+
+class DirtyTreeError(RuntimeError):
+    """A SLURM sweep was submitted from a checkout with uncommitted changes."""
+
+
+# --- provenance ------------------------------------------------------------------------
+
+def slurm_provenance(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """SLURM identity of the running job, for the result row's `provenance`.
+
+    `slurm_job_id` is the array form `<array job>_<task>` when the job is an array task
+    (what squeue/sacct show), else the plain job id; None outside SLURM.
+    `slurm_attempt` counts runs of this job: 1 for the first, 2 after one requeue
+    (preemption or timeout), ... (SLURM_RESTART_COUNT + 1); None outside SLURM.
+    """
+    env = os.environ if env is None else env
+    job_id = env.get("SLURM_JOB_ID")
+    if not job_id:
+        return {"slurm_job_id": None, "slurm_attempt": None}
+    array_job, array_task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        job_id = f"{array_job}_{array_task}"
+    return {"slurm_job_id": job_id, "slurm_attempt": int(env.get("SLURM_RESTART_COUNT") or 0) + 1}
+
+
+# --- dirty-tree guard ------------------------------------------------------------------
+
+def _git(folder: str | Path, *args: str) -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def uncommitted_changes(checkout: str | Path) -> list[str] | None:
+    """`git status --porcelain` lines of `checkout` (untracked files included, ignored ones
+    not); None when it is not in a git checkout or git is missing."""
+    out = _git(checkout, "status", "--porcelain", "--untracked-files=normal")
+    return None if out is None else [line for line in out.splitlines() if line.strip()]
+
+
+def check_clean_tree(allow_dirty: bool = False, folders: Sequence[str | Path] = (REPO_ROOT,)) -> None:
+    """Refuse to submit from a dirty checkout (see the module docstring for why).
+
+    `folders`: the code and the config a queued job will read (the tinv checkout and the
+    primary config folder). Raises DirtyTreeError naming the changed files and the
+    override; logs a warning and returns when `allow_dirty`. A folder outside any git
+    checkout (an installed package) passes: there is no tree to drift.
+    """
+    # One check per checkout: the code and the config usually share one.
+    checkouts = [(_git(f, "rev-parse", "--show-toplevel") or "").strip() for f in folders]
+    for folder in dict.fromkeys(c for c in checkouts if c):
+        changes = uncommitted_changes(folder)
+        if not changes:
+            continue
+        if allow_dirty:
+            log.warning("submitting from a dirty tree (%s: %d changed paths) because allow_dirty is set",
+                        folder, len(changes))
+            continue
+        shown = "\n  ".join(changes[:10]) + ("\n  ..." if len(changes) > 10 else "")
+        raise DirtyTreeError(
+            f"refusing to submit a SLURM sweep: the checkout of {folder} has uncommitted changes:\n  {shown}\n"
+            "Queued jobs read the config and code when they start, so later edits would change "
+            f"what runs. Commit (or stash) first, or pass {ALLOW_DIRTY_OVERRIDE} to submit anyway.")
+
+
+def primary_config_dir(config: Any) -> str | None:
+    """The folder of the app's own config (hydra.runtime.config_sources, provider 'main')."""
+    for source in config.hydra.runtime.get("config_sources", []):
+        if source.provider == "main" and source.schema == "file":
+            return source.path
+    return None
+
+
+# --- packing ---------------------------------------------------------------------------
+
+def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    """Consecutive groups of `size` (the last may be shorter)."""
+    if size < 1:
+        raise ValueError(f"hydra.launcher.pack must be >= 1, got {size}")
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def _ignore_preemption_signals() -> None:
+    # The pack's parent process owns checkpoint-and-requeue; a child dying on the same
+    # signal first would turn a preemption into a failed job.
+    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _run_pickled(blob: bytes) -> bytes:
+    """Worker side of a pack: run one Hydra job in this fresh process."""
+    launcher, args = cloudpickle.loads(blob)
+    return cloudpickle.dumps(launcher(*args))
+
+
+class PackedJobs:
+    """One SLURM task running several Hydra jobs at once, one process each.
+
+    Picklable and checkpointable like the launcher itself: on preemption or timeout
+    submitit requeues the whole pack, and each job resumes (or returns its row) alone.
+    """
+
+    def __init__(self, launcher: Any, job_args: list[tuple]):
+        self.launcher, self.job_args = launcher, job_args
+
+    def __call__(self) -> list[Any]:
+        # cloudpickle: the task function lives in run.py's __main__, which plain pickle
+        # (what multiprocessing uses) cannot send to a spawned process.
+        blobs = [cloudpickle.dumps((self.launcher, args)) for args in self.job_args]
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(len(blobs), mp_context=ctx,
+                                                    initializer=_ignore_preemption_signals) as pool:
+            return [cloudpickle.loads(r) for r in pool.map(_run_pickled, blobs)]
+
+    def checkpoint(self) -> Any:
+        import submitit  # lazy, as in the launcher: keeps Hydra's plugin scan fast
+
+        return submitit.helpers.DelayedSubmission(PackedJobs(self.launcher, self.job_args))
+
+
+# --- the launchers ---------------------------------------------------------------------
+
+class TinvLauncherMixin:
+    """What tinv adds to a submitit launcher (the classes are in hydra_plugins/tinv_cluster,
+    where Hydra requires launchers to live). Takes tinv's own keys out of the launcher
+    config before submitit sees them."""
+
+    guard_dirty_tree = False
+
+    def __init__(self, allow_dirty: bool = False, pack: int = 1, **params: Any) -> None:
+        super().__init__(**params)
+        self.allow_dirty, self.pack = bool(allow_dirty), int(pack)
+        chunks([], self.pack)  # validates pack at composition time
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
+        if self.guard_dirty_tree:
+            config_dir = primary_config_dir(self.config)
+            check_clean_tree(self.allow_dirty, ([config_dir] if config_dir else []) + [REPO_ROOT])
+        if self.pack == 1:
+            return super().launch(job_overrides, initial_job_idx)
+        return self._launch_packed(job_overrides, initial_job_idx)
+
+    def _launch_packed(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:
+        import submitit
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import filter_overrides
+
+        executor = self._executor()
+        state = Singleton.get_state()
+        job_args = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            job_args.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", state))
+        packs = [PackedJobs(self, group) for group in chunks(job_args, self.pack)]
+        log.info(f"{len(job_args)} jobs packed {self.pack} per task into {len(packs)} tasks")
+        with executor.batch():
+            jobs = [executor.submit(p) for p in packs]
+        assert all(isinstance(j, submitit.Job) for j in jobs)
+        return [ret for j in jobs for ret in j.results()[0]]
+
+    def _executor(self) -> Any:
+        """The executor the base launcher would build (same folder, resources, timeouts)."""
+        import submitit
+        from omegaconf import OmegaConf
+        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+        params = dict(self.params)
+        folder = params.pop("submitit_folder")
+        init = {f"{self._EXECUTOR}_max_num_timeout": params.pop("max_num_timeout")} \
+            if "max_num_timeout" in params else {}
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=folder, **init)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        return executor

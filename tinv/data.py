@@ -1,0 +1,119 @@
+"""Concept images: read, validate and normalize a folder of training images.
+
+Every failure is one `ConceptError` that names the folder or file and says what to do.
+Normalization follows the authors' data code: EXIF orientation applied, transparency
+composited on white, grayscale to RGB, optional center crop, then a bicubic resize to
+the model's resolution without keeping the aspect ratio.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tinv.models import Parts
+
+
+class ConceptError(ValueError):
+    """A concept folder or image that cannot be used; the message names it."""
+
+
+@dataclass
+class ConceptImages:
+    pixels: torch.Tensor    # [N, 3, S, S] in [-1, 1]
+    paths: list[Path]
+    folder: Path | None = None
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+
+def load_concept_images(folder: str | os.PathLike, size: int, center_crop: bool = False) -> ConceptImages:
+    """All images of a concept folder as a tensor [N, 3, size, size] in [-1, 1]."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ConceptError(f"concept folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise ConceptError(f"concept path {str(folder)!r} is not a folder; give the folder of its images")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ConceptError(f"concept folder {str(folder)!r} holds no images; put the concept's 3-5 images in it")
+    pixels = torch.stack([to_tensor(load_image(p, size, center_crop)) for p in files])
+    return ConceptImages(pixels=pixels, paths=files, folder=folder)
+
+
+def load_image(path: str | os.PathLike, size: int, center_crop: bool = False) -> Image.Image:
+    """One training image as an upright RGB size x size PIL image, or a ConceptError naming it."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: a truncated or corrupt file fails here, not later
+            im = ImageOps.exif_transpose(im)
+    except UnidentifiedImageError as e:
+        raise ConceptError(f"{str(path)!r} is not an image file (PIL cannot identify it); "
+                           "remove it from the concept folder") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ConceptError(f"image {str(path)!r} is corrupt or truncated ({e}); replace or remove it") from e
+    im = to_rgb(im)
+    if center_crop:
+        side = min(im.size)
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im = im.crop((left, top, left + side, top + side))
+    return im.resize((size, size), resample=Image.Resampling.BICUBIC)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """RGB; anything with transparency is composited on white (not black, which RGB conversion gives)."""
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def to_tensor(im: Image.Image) -> torch.Tensor:
+    arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+@dataclass
+class LatentCache:
+    """VAE latents of each image and of its horizontal flip, encoded once.
+
+    For a KL autoencoder we keep the posterior's mean and std and draw a fresh latent
+    each step (as the authors' training does); a VQ autoencoder's latent is deterministic."""
+    mean: torch.Tensor      # [N, 2, C, h, w]  (index 1 = flipped image), already scaled
+    std: torch.Tensor       # same shape; zeros for VQ
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+    def draw(self, idx: torch.Tensor, flip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        mean, std = self.mean[idx, flip.long()], self.std[idx, flip.long()]
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        return mean + std * eps
+
+
+@torch.no_grad()
+def cache_latents(parts: Parts, images: ConceptImages, batch_size: int = 8) -> LatentCache:
+    both = torch.stack([images.pixels, images.pixels.flip(-1)], dim=1)   # [N, 2, 3, S, S]
+    flat = both.flatten(0, 1).to(parts.device, parts.vae.dtype)
+    means, stds = [], []
+    for chunk in flat.split(batch_size):
+        enc = parts.vae.encode(chunk)
+        if hasattr(enc, "latent_dist"):
+            means.append(enc.latent_dist.mean)
+            stds.append(enc.latent_dist.std)
+        else:  # VQModel: pre-quantization latents, as diffusers' LDM training uses
+            means.append(enc.latents)
+            stds.append(torch.zeros_like(enc.latents))
+    shape = (len(images), 2) + means[0].shape[1:]
+    scale = parts.vae_scale
+    return LatentCache(mean=(torch.cat(means) * scale).float().reshape(shape),
+                       std=(torch.cat(stds) * scale).float().reshape(shape))

@@ -1,0 +1,341 @@
+"""Textual Inversion (Eq. 2): the one loop, with every learned-word setup as data.
+
+    v* = argmin_v  E_{z~E(x), y, eps~N(0,1), t} || eps - eps_theta(z_t, t, c_theta(y)) ||^2
+
+Only the pseudo-words' vectors learn; the text encoder, UNet and VAE are frozen. The
+setups of section 5.2 / appendix A are fields of `InversionConfig`: k vectors,
+progressive unlocking, regularization toward the initializer, per-image tokens.
+`invert_packed` trains several independent configs in one batch through the shared
+frozen model; each set's loss is its own batch mean, so the summed loss gives every
+set exactly the gradient it would get alone.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from tqdm.auto import tqdm
+
+from tinv import checkpoint
+from tinv.data import ConceptImages, LatentCache, cache_latents, load_concept_images
+from tinv.models import Parts
+from tinv.pseudo_words import PseudoWord, add_pseudo_word, expand_prompt, learning
+from tinv.templates import templates_for
+
+CHECKPOINT_NAME = "inversion_checkpoint.pt"
+MAX_PER_IMAGE_TOKENS = 21   # the authors' per-image token list has 21 entries
+
+
+@dataclass
+class InversionConfig:
+    """The method as data (filled from Hydra's `cfg.method` + concept)."""
+    placeholder: str = "<S*>"
+    initializer_word: str | None = None
+    num_vectors: int = 1                  # k
+    init: str = "word"                    # "word" | "random" (uniform in [0, 1))
+    progressive_interval: int | None = None   # optimizer steps per unlocked vector
+    reg_weight: float = 0.0
+    reg_form: str = "l2"                  # "l2": sum_i ||v_i - v0||^2 | "gram_mean": mean((V-V0)(V-V0)^T)
+    per_image_tokens: bool = False
+    per_image_prob: float = 0.25
+    lr: float = 5e-3                      # base rate
+    scale_lr: bool = True                 # lr x grad_accum x n_devices x batch_size
+    weight_decay: float = 0.01
+    batch_size: int = 4
+    grad_accum: int = 1
+    n_devices: int = 1                    # only enters the LR rule: this loop runs on one device
+    steps: int = 5000
+    seed: int = 23
+    templates: str = "object"             # "object" | "style"
+    center_crop: bool = False
+    flip_p: float = 0.5
+    checkpoint_every: int = 0             # optimizer steps; 0 = never
+
+    def __post_init__(self):
+        bad = []
+        if self.init not in ("word", "random"):
+            bad.append(f"init={self.init!r} (use 'word' or 'random')")
+        if self.init == "word" and not self.initializer_word:
+            bad.append("init='word' needs an initializer_word")
+        if self.reg_form not in ("l2", "gram_mean"):
+            bad.append(f"reg_form={self.reg_form!r} (use 'l2' or 'gram_mean')")
+        if self.num_vectors < 1 or self.steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
+            bad.append("num_vectors, batch_size, grad_accum must be >= 1 and steps >= 0")
+        if self.progressive_interval is not None and self.progressive_interval < 1:
+            bad.append(f"progressive_interval={self.progressive_interval} (None or >= 1)")
+        if not 0.0 <= self.per_image_prob <= 1.0 or not 0.0 <= self.flip_p <= 1.0:
+            bad.append("per_image_prob and flip_p are probabilities in [0, 1]")
+        templates_for(self.templates)
+        if bad:
+            raise ValueError(f"InversionConfig for {self.placeholder!r}: " + "; ".join(bad))
+
+    @property
+    def lr_effective(self) -> float:
+        if not self.scale_lr:
+            return self.lr
+        return self.lr * self.grad_accum * self.n_devices * self.batch_size
+
+    @property
+    def lr_rule(self) -> str:
+        if not self.scale_lr:
+            return f"unscaled: {self.lr:g}"
+        return (f"{self.lr:g} x grad_accum {self.grad_accum} x devices {self.n_devices} "
+                f"x batch {self.batch_size} = {self.lr_effective:g}")
+
+    def active_vectors(self, step: int) -> int:
+        """Vectors in use at optimizer step `step` (progressive unlocking counts optimizer steps)."""
+        if self.progressive_interval is None:
+            return self.num_vectors
+        return min(self.num_vectors, 1 + step // self.progressive_interval)
+
+
+@dataclass
+class InversionResult:
+    embeds: dict[str, torch.Tensor]       # placeholder -> [k, D] (per-image tokens included)
+    losses: list[float]                   # training loss (diffusion + reg) per optimizer step
+    lr_effective: float
+    steps: int
+    lr_rule: str = ""
+    diffusion_losses: list[float] = field(default_factory=list)
+    eval_loss_before: float = float("nan")    # fixed_eval_loss at the start and the end
+    eval_loss_after: float = float("nan")
+    token_ids: dict[str, list[int]] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+
+
+class _Set:
+    """One independent pseudo-word set under training: its words, data, RNG and optimizer."""
+
+    def __init__(self, parts: Parts, images: ConceptImages, cfg: InversionConfig):
+        self.cfg = cfg
+        self.images = images
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        word = cfg.initializer_word if cfg.init == "word" else None
+        self.word = add_pseudo_word(parts, cfg.placeholder, cfg.num_vectors, word, self.gen)
+        self.image_words: list[PseudoWord] = []
+        if cfg.per_image_tokens:
+            if len(images) > MAX_PER_IMAGE_TOKENS:
+                raise ValueError(f"{cfg.placeholder!r}: per-image tokens allow at most "
+                                 f"{MAX_PER_IMAGE_TOKENS} images, got {len(images)}")
+            base = cfg.placeholder.strip("<>")
+            self.image_words = [add_pseudo_word(parts, f"<{base}-img{i}>", 1, None, self.gen)
+                                for i in range(len(images))]
+        self.plain, self.dual = templates_for(cfg.templates)
+        self.latents: LatentCache = cache_latents(parts, images)
+        self.step = 0
+        self.losses: list[float] = []
+        self.diffusion_losses: list[float] = []
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def words(self) -> list[PseudoWord]:
+        return [self.word] + self.image_words
+
+    def make_optimizer(self) -> None:
+        self.optimizer = torch.optim.AdamW([w.vectors for w in self.words], lr=self.cfg.lr_effective,
+                                           weight_decay=self.cfg.weight_decay)
+
+    def draw(self, device) -> tuple[torch.Tensor, list[str]]:
+        """One batch of clean latents and their prompts, from this set's own generator."""
+        cfg, g, n = self.cfg, self.gen, self.cfg.batch_size
+        idx = torch.randint(len(self.latents), (n,), generator=g)
+        flip = torch.rand(n, generator=g) < cfg.flip_p
+        latents = self.latents.draw(idx, flip, g).to(device)
+        active = {self.word.placeholder: cfg.active_vectors(self.step)}
+        prompts = []
+        for i in idx.tolist():
+            dual = self.image_words and torch.rand((), generator=g).item() < cfg.per_image_prob
+            pool = self.dual if dual else self.plain
+            template = pool[torch.randint(len(pool), (), generator=g).item()]
+            text = (template.format(cfg.placeholder, self.image_words[i].placeholder) if dual
+                    else template.format(cfg.placeholder))
+            prompts.append(expand_prompt(text, self.words, active))
+        return latents, prompts
+
+    def regularizer(self) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.reg_weight == 0:
+            return torch.zeros((), device=self.word.vectors.device)
+        d = self.word.vectors - self.word.init.to(self.word.vectors)
+        if cfg.reg_form == "l2":
+            return cfg.reg_weight * (d ** 2).sum()
+        return cfg.reg_weight * (d @ d.T).mean()   # the public code's form, cross terms included
+
+    def state(self) -> dict:
+        return {"placeholder": self.cfg.placeholder, "config": asdict(self.cfg), "step": self.step,
+                "vectors": {w.placeholder: w.vectors.detach().clone() for w in self.words},
+                "optimizer": self.optimizer.state_dict(), "generator": self.gen.get_state(),
+                "losses": list(self.losses), "diffusion_losses": list(self.diffusion_losses)}
+
+    def load_state(self, state: dict, path: Path) -> None:
+        if state["config"] != asdict(self.cfg):
+            raise ValueError(f"checkpoint {str(path)!r} was written for a different config of "
+                             f"{self.cfg.placeholder!r}; use another checkpoint folder or delete it")
+        with torch.no_grad():
+            for w in self.words:
+                w.vectors.copy_(state["vectors"][w.placeholder])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.step = state["step"]
+        self.losses, self.diffusion_losses = list(state["losses"]), list(state["diffusion_losses"])
+
+    def result(self, before: float, after: float) -> InversionResult:
+        return InversionResult(
+            embeds={w.placeholder: w.vectors.detach().clone() for w in self.words},
+            losses=list(self.losses), diffusion_losses=list(self.diffusion_losses),
+            lr_effective=self.cfg.lr_effective, lr_rule=self.cfg.lr_rule, steps=self.step,
+            eval_loss_before=before, eval_loss_after=after,
+            token_ids={w.placeholder: list(w.token_ids) for w in self.words}, config=asdict(self.cfg),
+            notes={"progressive_counts": "optimizer steps",
+                   "reg_form": self.cfg.reg_form if self.cfg.reg_weight else "none"})
+
+
+def training_scheduler(parts: Parts) -> DDPMScheduler:
+    """The forward-noising schedule the model was trained with (from its scheduler config)."""
+    return DDPMScheduler.from_config(parts.scheduler.config)
+
+
+def diffusion_target(sched: DDPMScheduler, latents, noise, t) -> torch.Tensor:
+    if sched.config.prediction_type == "v_prediction":
+        return sched.get_velocity(latents, noise, t)
+    return noise
+
+
+def eval_prompt(cfg: InversionConfig) -> str:
+    return templates_for(cfg.templates)[0][0].format(cfg.placeholder)
+
+
+@torch.no_grad()
+def fixed_eval_loss(parts: Parts, latents: LatentCache, prompt_ids: torch.Tensor,
+                    n_pairs: int = 16, seed: int = 0) -> float:
+    """Diffusion loss on a fixed set of (image, timestep, noise) pairs: comparable across steps.
+
+    Uses the posterior mean of unflipped images and one prompt (token ids [1, L])."""
+    g = torch.Generator().manual_seed(seed)
+    sched = training_scheduler(parts)
+    idx = torch.arange(n_pairs) % len(latents)
+    z = latents.mean[idx, 0].to(parts.device)
+    t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
+    noise = torch.randn(z.shape, generator=g).to(z)
+    cond = parts.encode_text(prompt_ids.to(parts.device)).expand(n_pairs, -1, -1)
+    pred = parts.unet(sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype)).sample
+    return F.mse_loss(pred.float(), diffusion_target(sched, z, noise, t).float()).item()
+
+
+def _eval(parts: Parts, s: _Set) -> float:
+    ids = parts.tokenize([expand_prompt(eval_prompt(s.cfg), s.words)])
+    return fixed_eval_loss(parts, s.latents, ids)
+
+
+def invert(parts: Parts, images: ConceptImages | str | Path, cfg: InversionConfig,
+           ckpt_dir: str | Path | None = None, progress: bool = True,
+           stop_at: int | None = None) -> InversionResult:
+    """Learn `cfg.placeholder` from the images; leaves it in the tokenizer and text encoder."""
+    return invert_packed(parts, [(images, cfg)], ckpt_dir, progress, stop_at)[0]
+
+
+def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, InversionConfig]],
+                  ckpt_dir: str | Path | None = None, progress: bool = True,
+                  stop_at: int | None = None) -> list[InversionResult]:
+    """Train independent pseudo-word sets together through one frozen model.
+
+    stop_at: stop after this optimizer step (writing a checkpoint), as a preempted job would."""
+    parts.freeze()
+    _check_pack(jobs)
+    sets = [_Set(parts, _as_images(img, cfg, parts), cfg) for img, cfg in jobs]
+    words = [w for s in sets for w in s.words]
+    ckpt_path = Path(ckpt_dir) / CHECKPOINT_NAME if ckpt_dir else None
+    sched = training_scheduler(parts)
+    with learning(parts, words):
+        for s in sets:
+            s.make_optimizer()
+        before = [_eval(parts, s) for s in sets]
+        if ckpt_path and ckpt_path.exists():
+            _resume(sets, ckpt_path)
+        total = max(s.cfg.steps for s in sets)
+        end = total if stop_at is None else min(stop_at, total)
+        bar = tqdm(range(sets[0].step, end), initial=sets[0].step, total=total,
+                   disable=not progress, desc=f"invert {', '.join(s.cfg.placeholder for s in sets)}")
+        for step in bar:
+            _optimizer_step(parts, sched, [s for s in sets if s.step < s.cfg.steps])
+            bar.set_postfix(loss=f"{sets[0].losses[-1]:.4f}" if sets[0].losses else "-")
+            every = sets[0].cfg.checkpoint_every
+            if ckpt_path and every and (step + 1) % every == 0:
+                _save(sets, ckpt_path)
+        if ckpt_path and stop_at is not None and end < total:
+            _save(sets, ckpt_path)
+        after = [_eval(parts, s) for s in sets]
+    return [s.result(b, a) for s, b, a in zip(sets, before, after)]
+
+
+def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> None:
+    """One optimizer step for every set: grad_accum micro-batches through one UNet call each."""
+    for s in sets:
+        s.optimizer.zero_grad(set_to_none=True)
+    accum = sets[0].cfg.grad_accum
+    step_loss = [0.0] * len(sets)
+    step_diff = [0.0] * len(sets)
+    for _ in range(accum):
+        drawn = [s.draw(parts.device) for s in sets]
+        z = torch.cat([d[0] for d in drawn])
+        prompts = [p for d in drawn for p in d[1]]
+        # Noise and timesteps from each set's own generator, so packing changes nothing.
+        t = torch.cat([torch.randint(sched.config.num_train_timesteps, (s.cfg.batch_size,), generator=s.gen)
+                       for s in sets]).to(parts.device)
+        noise = torch.cat([torch.randn(d[0].shape, generator=s.gen) for s, d in zip(sets, drawn)]).to(z)
+        cond = parts.encode_text(parts.tokenize(prompts))
+        pred = parts.unet(sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype)).sample
+        target = diffusion_target(sched, z, noise, t)
+        losses = 0.0
+        for i, (s, p, y) in enumerate(zip(sets, pred.float().split([s.cfg.batch_size for s in sets]),
+                                          target.float().split([s.cfg.batch_size for s in sets]))):
+            diff = F.mse_loss(p, y)
+            loss = diff + s.regularizer()
+            losses = losses + loss / accum
+            step_loss[i] += loss.item() / accum
+            step_diff[i] += diff.item() / accum
+        losses.backward()
+    for i, s in enumerate(sets):
+        s.optimizer.step()
+        s.step += 1
+        s.losses.append(step_loss[i])
+        s.diffusion_losses.append(step_diff[i])
+
+
+def _as_images(images, cfg: InversionConfig, parts: Parts) -> ConceptImages:
+    if isinstance(images, ConceptImages):
+        return images
+    return load_concept_images(images, parts.resolution, cfg.center_crop)
+
+
+def _check_pack(jobs) -> None:
+    if not jobs:
+        raise ValueError("invert_packed needs at least one (images, config) pair")
+    names = [cfg.placeholder for _, cfg in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"packed sets need distinct placeholders, got {names}")
+    for key in ("grad_accum", "checkpoint_every"):
+        vals = {getattr(cfg, key) for _, cfg in jobs}
+        if len(vals) > 1:
+            raise ValueError(f"packed sets must share {key}, got {sorted(vals)} for {names}")
+
+
+def _save(sets: list[_Set], path: Path) -> None:
+    checkpoint.save_atomic({"format": 1, "sets": [s.state() for s in sets],
+                            "rng": checkpoint.global_rng_state()}, path)
+
+
+def _resume(sets: list[_Set], path: Path) -> None:
+    state = checkpoint.load(path)
+    saved = [st["placeholder"] for st in state["sets"]]
+    if saved != [s.cfg.placeholder for s in sets]:
+        raise ValueError(f"checkpoint {str(path)!r} holds sets {saved}, not "
+                         f"{[s.cfg.placeholder for s in sets]}; use another checkpoint folder")
+    for s, st in zip(sets, state["sets"]):
+        s.load_state(st, path)
+    checkpoint.set_global_rng_state(state["rng"])

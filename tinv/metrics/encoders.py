@@ -1,0 +1,114 @@
+"""Image and text encoders for the metrics: CLIP through open_clip, DINO through timm.
+
+Generated images arrive as tensors [N, 3, H, W] in [0, 1]. They go through each model's
+own preprocessing (as PIL images, exactly as a user's photos would), so a real model's
+scores do not depend on how the harness stored its samples. The toy world's evaluator
+is an open_clip model too and takes the very same path.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms.functional import to_pil_image
+
+TINY_CLIP = "tinv-tiny-clip"   # a random-weight open_clip config for tests (no download)
+_TINY_CLIP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def register_tiny_clip() -> str:
+    import open_clip
+    if TINY_CLIP not in open_clip.list_models():
+        folder = Path(tempfile.mkdtemp(prefix="tinv-clip-cfg-"))
+        (folder / f"{TINY_CLIP}.json").write_text(json.dumps(_TINY_CLIP_CFG))
+        open_clip.add_model_config(folder)
+    return TINY_CLIP
+
+
+_CACHE: dict = {}
+
+
+def cached(factory, *args):
+    """One encoder per (factory, args) per process: a multirun's jobs share their evaluators
+    (frozen, eval mode, never modified by a job)."""
+    key = (getattr(factory, "__qualname__", repr(factory)), args)
+    if key not in _CACHE:
+        _CACHE[key] = factory(*args)
+    return _CACHE[key]
+
+
+def _batches(images: torch.Tensor, size: int):
+    for start in range(0, len(images), size):
+        yield images[start:start + size]
+
+
+class ClipEncoder:
+    """Unit-norm CLIP embeddings of images and texts (numpy float64 for the metric code)."""
+
+    def __init__(self, model, preprocess, tokenizer, device: str = "cpu", name: str = ""):
+        self.model = model.to(device).eval()
+        self.preprocess, self.tokenizer, self.device, self.name = preprocess, tokenizer, device, name
+
+    @classmethod
+    def from_open_clip(cls, name: str, pretrained: str | None, device: str = "cpu") -> "ClipEncoder":
+        """ViT-B-32 + "openai" for real models (section 5.1); TINY_CLIP + None in tests."""
+        import open_clip
+        if name == TINY_CLIP:
+            register_tiny_clip()
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained or None)
+        return cls(model, preprocess, open_clip.get_tokenizer(name), device, f"{name}/{pretrained}")
+
+    @classmethod
+    def toyworld(cls, device: str = "cpu") -> "ClipEncoder":
+        """The toy world's own CLIP (tinv.toyworld.evaluator), same code path as ViT-B-32."""
+        from tinv.toyworld import evaluator
+        loaded = evaluator.load_evaluator(device=device)
+        if isinstance(loaded, ClipEncoder):
+            return loaded
+        model, preprocess, tokenizer = loaded[:3]
+        return cls(model, preprocess, tokenizer, device, "toyworld")
+
+    @torch.no_grad()
+    def images(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        out = []
+        for chunk in _batches(images, batch_size):
+            x = torch.stack([self.preprocess(to_pil_image(im.clamp(0, 1))) for im in chunk])
+            out.append(self.model.encode_image(x.to(self.device)).float().cpu())
+        return _unit(torch.cat(out))
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return _unit(self.model.encode_text(tokens).float().cpu())
+
+
+class DinoEncoder:
+    """DINO ViT-S/16 CLS features (timm), the image similarity DreamBooth prefers to CLIP's."""
+
+    def __init__(self, name: str = "vit_small_patch16_224.dino", pretrained: bool = True,
+                 device: str = "cpu"):
+        import timm
+        self.model = timm.create_model(name, pretrained=pretrained, num_classes=0).to(device).eval()
+        cfg = timm.data.resolve_model_data_config(self.model)
+        self.transform = timm.data.create_transform(**cfg, is_training=False)
+        self.device, self.name = device, name
+
+    @torch.no_grad()
+    def images(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        out = []
+        for chunk in _batches(images, batch_size):
+            x = torch.stack([self.transform(to_pil_image(im.clamp(0, 1))) for im in chunk])
+            out.append(self.model(x.to(self.device)).float().cpu())
+        return _unit(torch.cat(out))
+
+
+def _unit(x: torch.Tensor) -> np.ndarray:
+    x = x.double().numpy()
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)

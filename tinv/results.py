@@ -1,0 +1,115 @@
+"""Result rows: job identity, the job folder, atomic JSON, provenance.
+
+A job's identity is a hash of its resolved config minus the keys that say where and how
+it runs rather than what it computes (NON_IDENTITY_KEYS). So the job folder is a pure
+function of the experiment: a rerun finds its row and does nothing, a requeued job finds
+its checkpoint and resumes, and two sweeps naming the same job agree on its folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+ROW_NAME = "result.json"
+# Top-level config keys that do not change what a job computes.
+NON_IDENTITY_KEYS = ("sweep", "results_root", "logger", "progress", "hydra", "launcher", "cluster")
+PACKAGES = ("tinv", "torch", "diffusers", "transformers", "open_clip_torch", "timm", "hydra-core",
+            "omegaconf", "wandb", "numpy")
+
+
+def identity(config: dict) -> str:
+    """12 hex digits of the sha256 of the config (NON_IDENTITY_KEYS removed, keys sorted)."""
+    core = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    blob = json.dumps(core, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def job_folder(results_root: str | os.PathLike, sweep: str, concept: str, method: str,
+               job_id: str) -> Path:
+    """<results_root>/<sweep>/<concept>-<method>-<job_id>: readable, and unique by the hash."""
+    return Path(results_root) / sweep / f"{concept}-{method}-{job_id}"
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON to a temp file in the same folder, then rename: readers never see half a row."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_row(folder: str | os.PathLike) -> dict | None:
+    """The job's row, or None when there is none (or it is unreadable: the job runs again)."""
+    try:
+        return json.loads((Path(folder) / ROW_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def git_state(repo: Path | None = None) -> dict:
+    """{'sha': ..., 'dirty': bool} of the code's git checkout; nulls outside one."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              timeout=20, check=True).stdout.strip()
+    try:
+        sha = git("rev-parse", "HEAD")
+        # untracked source files count (as in tinv.cluster); run folders are git-ignored
+        dirty = bool(git("status", "--porcelain", "--untracked-files=normal"))
+        return {"sha": sha, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+
+
+def versions() -> dict:
+    import tinv
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["tinv"] = out["tinv"] or tinv.__version__   # a checkout that was never pip-installed
+    return out
+
+
+def device_name(device: str) -> str:
+    import torch
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
+           f"{torch.get_num_threads()} threads)"
+
+
+def slurm() -> dict:
+    """SLURM job id and attempt, as tinv.cluster reads them (nulls outside SLURM)."""
+    from tinv.cluster import slurm_provenance
+    return slurm_provenance()
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(device: str, start: str) -> dict:
+    return {**git_state(), "versions": versions(), "device": device_name(device),
+            "host": socket.gethostname(), **slurm(), "start": start, "end": now()}

@@ -1,0 +1,45 @@
+"""The toy world's evaluator: a small CLIP in open_clip's own format.
+
+Its architecture is a JSON model config registered with `open_clip.add_model_config`; the
+weights load through `open_clip.create_model_and_transforms(NAME, pretrained=<file>)` and
+the tokenizer through `open_clip.get_tokenizer(NAME)`: exactly the code path that
+ViT-B-32 takes, so the metrics code cannot tell the two apart.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+
+NAME = "toyworld-clip"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "evaluator"
+CONFIG_FILE = WEIGHTS_DIR / f"{NAME}.json"
+WEIGHTS_FILE = WEIGHTS_DIR / f"{NAME}.safetensors"
+
+CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 96, "head_width": 32, "patch_size": 4},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+
+
+def register(config_file: Path = CONFIG_FILE) -> str:
+    """Register the evaluator's model config with open_clip (idempotent); returns its name."""
+    if not config_file.exists():
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(json.dumps(CONFIG, indent=2))
+    if NAME not in open_clip.list_models():
+        open_clip.add_model_config(config_file)
+    return NAME
+
+
+def load_evaluator(device: str = "cpu", weights: Path = WEIGHTS_FILE):
+    """(model, preprocess, tokenizer) of the shipped toy-world CLIP, in eval mode on `device`."""
+    if not Path(weights).exists():
+        raise FileNotFoundError(f"toy-world evaluator weights {weights} are missing; "
+                                "regenerate them with `python -m tinv.toyworld.pretrain`")
+    name = register()
+    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(weights), device=device)
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(name)

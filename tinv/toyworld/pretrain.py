@@ -1,0 +1,446 @@
+"""Regenerate every toy-world weight from a seed, on CPU or GPU.
+
+    python -m tinv.toyworld.pretrain --out runs/toyworld --seed 0 [--ship]
+
+Stages, each resumable from its outputs in --out: render a pool of pictures and captions;
+train the oracle; train the autoencoder and check the oracle on its reconstructions; cache
+latents; train the evaluator CLIP; train the UNet and the CLIP text encoder jointly (caption
+dropout for classifier-free guidance, min-SNR weighting, EMA). With --ship every finished
+part (and every periodic export of the pipeline) is copied into tinv/toyworld/weights/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from . import attributes, captions, evaluator, nets, oracle
+from .concepts import EXCLUDE
+from .render import render_array
+
+log = logging.getLogger("tinv.toyworld.pretrain")
+SHIP_DIR = Path(__file__).resolve().parent / "weights"
+ATTR_NAMES = list(attributes.ALL)
+N_CAPTIONS = 4
+
+
+# ------------------------------------------------------------------ helpers
+def _atomic_dir(final: Path, write) -> None:
+    """Write a folder through `write(tmp)` then swap it in, so readers never see half of it."""
+    final = Path(final)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _to_images(u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 32, 32, 3] -> float [N, 3, 32, 32] in [0, 1]."""
+    return u8.permute(0, 3, 1, 2).float() / 255.0
+
+
+def _cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def render_pool(n: int, seed: int, exclude=EXCLUDE, desc: str = "render") -> dict:
+    """n scenes: images uint8 [n, 32, 32, 3], attribute indices [n, A], N_CAPTIONS captions each."""
+    rng = np.random.default_rng(seed)
+    imgs = np.zeros((n, 32, 32, 3), np.uint8)
+    idx = np.zeros((n, len(ATTR_NAMES)), np.int64)
+    caps = []
+    for i in tqdm(range(n), desc=desc, mininterval=5):
+        a = attributes.sample(rng, exclude=exclude)
+        imgs[i] = render_array(a, int(rng.integers(2 ** 31)))
+        idx[i] = [attributes.ALL[k].index(a[k]) for k in ATTR_NAMES]
+        caps.append([captions.caption(a, rng) for _ in range(N_CAPTIONS)])
+    return {"images": torch.from_numpy(imgs), "attrs": torch.from_numpy(idx), "captions": caps}
+
+
+def accuracy(net: nets.OracleNet, images: torch.Tensor, attrs: torch.Tensor) -> dict[str, float]:
+    """Per-attribute accuracy of the oracle on float images [N, 3, 32, 32]."""
+    logits = oracle.Oracle(net).logits(images)
+    return {k: float((logits[k].argmax(-1) == attrs[:, j]).float().mean()) for j, k in enumerate(ATTR_NAMES)}
+
+
+def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Blur and noise, so the oracle also reads autoencoder reconstructions and samples."""
+    blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    w = torch.rand(x.shape[0], 1, 1, 1, generator=g) * (torch.rand(x.shape[0], 1, 1, 1, generator=g) < 0.5)
+    x = x * (1 - w) + blur * w
+    return (x + torch.randn(x.shape, generator=g) * 0.04 * torch.rand(x.shape[0], 1, 1, 1, generator=g)).clamp(0, 1)
+
+
+# ------------------------------------------------------------------ stages
+def train_oracle(pool, val, steps: int, seed: int, out: Path) -> nets.OracleNet:
+    torch.manual_seed(seed)
+    net = nets.OracleNet()
+    opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    n = len(pool["images"])
+    bar = tqdm(range(steps), desc="oracle", mininterval=10)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = 2e-3 * _cosine(step, steps, 100)
+        b = torch.randint(n, (64,), generator=g)
+        logits = net(_augment(_to_images(pool["images"][b]), g))
+        loss = sum(F.cross_entropy(logits[k], pool["attrs"][b, j]) for j, k in enumerate(ATTR_NAMES))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    net.eval()
+    acc = accuracy(net, _to_images(val["images"]), val["attrs"])
+    log.info("oracle accuracy on %d fresh renders: %s", len(val["images"]), _fmt(acc))
+
+    def write(tmp):
+        save_file({k: v.half().contiguous() for k, v in net.state_dict().items()}, tmp / "oracle.safetensors")
+        (tmp / "vocab.json").write_text(json.dumps(net.vocab))
+        (tmp / "metrics.json").write_text(json.dumps({"val_accuracy": acc, "steps": steps}))
+    _atomic_dir(out / "oracle", write)
+    return net
+
+
+def _fmt(d: dict) -> str:
+    return " ".join(f"{k}={v:.3f}" for k, v in d.items())
+
+
+def train_autoencoder(pool, val, oracle_net, steps: int, seed: int, out: Path):
+    torch.manual_seed(seed + 1)
+    vae = nets.autoencoder()
+    opt = torch.optim.AdamW(vae.parameters(), 2e-3, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed + 1)
+    n = len(pool["images"])
+    bar = tqdm(range(steps), desc="autoencoder", mininterval=10)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = 2e-3 * _cosine(step, steps, 100)
+        x = _to_images(pool["images"][torch.randint(n, (32,), generator=g)]) * 2 - 1
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=g)).sample
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    vae.eval()
+    acc = accuracy(oracle_net, reconstruct(vae, _to_images(val["images"])), val["attrs"])
+    log.info("oracle on autoencoder reconstructions: %s", _fmt(acc))
+    return vae, acc
+
+
+@torch.no_grad()
+def reconstruct(vae, images: torch.Tensor) -> torch.Tensor:
+    """Autoencoder round trip (posterior mean) of images [N, 3, 32, 32] in [0, 1]."""
+    out = [vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample for x in images.split(256)]
+    return ((torch.cat(out) + 1) / 2).clamp(0, 1)
+
+
+@torch.no_grad()
+def cache_latents(vae, pool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std [N, 4, 16, 16] of every pool picture."""
+    means, stds = [], []
+    for x in tqdm(pool["images"].split(512), desc="latents"):
+        d = vae.encode(_to_images(x) * 2 - 1).latent_dist
+        means.append(d.mean)
+        stds.append(d.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_evaluator(pool, steps: int, seed: int, out: Path):
+    import open_clip
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    torch.manual_seed(seed + 2)
+    name = evaluator.register()
+    model = open_clip.create_model(name)
+    tok = open_clip.get_tokenizer(name)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.1)
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    g = torch.Generator().manual_seed(seed + 2)
+    rng = np.random.default_rng(seed + 2)
+    n = len(pool["images"])
+    model.train()
+    bar = tqdm(range(steps), desc="evaluator", mininterval=10)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = 1e-3 * _cosine(step, steps, 100)
+        b = torch.randint(n, (96,), generator=g)
+        x = (_to_images(pool["images"][b]) - mean) / std
+        text = tok([pool["captions"][i][rng.integers(N_CAPTIONS)] for i in b.tolist()])
+        img_f, txt_f, scale = model(x, text)[:3]  # normalized features and exp(logit_scale)
+        logits = scale * img_f @ txt_f.T
+        labels = torch.arange(len(b))
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+
+    def write(tmp):
+        save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, tmp / f"{evaluator.NAME}.safetensors")
+        (tmp / f"{evaluator.NAME}.json").write_text(json.dumps(evaluator.CONFIG, indent=2))
+    _atomic_dir(out / "evaluator", write)
+    return model
+
+
+# ------------------------------------------------------------------ joint UNet + text encoder
+class Joint:
+    """UNet and text encoder trained together, with an EMA copy that is what ships."""
+
+    def __init__(self, tokenizer, seed: int):
+        torch.manual_seed(seed + 3)
+        self.unet, self.text = nets.unet(), nets.text_encoder(tokenizer)
+        self.ema_unet, self.ema_text = nets.unet(), nets.text_encoder(tokenizer)
+        self.ema_unet.load_state_dict(self.unet.state_dict())
+        self.ema_text.load_state_dict(self.text.state_dict())
+        self.params = list(self.unet.parameters()) + list(self.text.parameters())
+        self.ema_params = list(self.ema_unet.parameters()) + list(self.ema_text.parameters())
+        self.opt = torch.optim.AdamW(self.params, 1e-3, weight_decay=0.01)
+        self.step = 0
+
+    def update_ema(self) -> None:
+        decay = min(0.999, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema_params, self.params, 1 - decay)
+
+    def state(self) -> dict:
+        return {k: getattr(self, k).state_dict() for k in ("unet", "text", "ema_unet", "ema_text", "opt")} | {"step": self.step}
+
+    def load(self, state: dict) -> None:
+        for k in ("unet", "text", "ema_unet", "ema_text", "opt"):
+            getattr(self, k).load_state_dict(state[k])
+        self.step = state["step"]
+
+
+def _encode(text_encoder, ids: torch.Tensor) -> torch.Tensor:
+    return text_encoder(ids)[0]
+
+
+def train_joint(joint: Joint, lat_mean, lat_std, ids, empty_ids, sched, steps: int, batch: int, seed: int,
+                on_export, export_every: int, ckpt_path: Path, ckpt_every: int = 200) -> None:
+    """The diffusion objective on cached latents, text encoder and UNet trained jointly."""
+    g = torch.Generator().manual_seed(seed + 4 + joint.step)  # a resumed run draws fresh batches
+    acp = sched.alphas_cumprod
+    snr = acp / (1 - acp)
+    min_snr = torch.clamp(snr, max=5.0) / snr   # min-SNR-5 weights for the epsilon target
+    n = len(lat_mean)
+    joint.unet.train()
+    joint.text.train()
+    bar = tqdm(range(joint.step, steps), desc="unet+text", initial=joint.step, total=steps, mininterval=10)
+    for _ in bar:
+        for group in joint.opt.param_groups:
+            group["lr"] = 1e-3 * min(1.0, (joint.step + 1) / 200)
+        b = torch.randint(n, (batch,), generator=g)
+        z = (lat_mean[b] + lat_std[b] * torch.randn(lat_mean[b].shape, generator=g)) * sched.scale
+        cap = ids[b, torch.randint(ids.shape[1], (batch,), generator=g)]
+        drop = torch.rand(batch, generator=g) < 0.1              # caption dropout -> "" for CFG
+        cap = torch.where(drop[:, None], empty_ids.expand(batch, -1), cap)
+        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
+        noise = torch.randn(z.shape, generator=g)
+        pred = joint.unet(sched.add_noise(z, noise, t), t, _encode(joint.text, cap)).sample
+        loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = (loss * min_snr[t]).mean()
+        joint.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(joint.params, 1.0)
+        joint.opt.step()
+        joint.step += 1
+        joint.update_ema()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if joint.step % ckpt_every == 0 or joint.step == steps:
+            torch.save(joint.state(), ckpt_path.with_suffix(".tmp"))
+            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+        if joint.step % export_every == 0 or joint.step == steps:
+            on_export(joint)
+            joint.unet.train()
+            joint.text.train()
+
+
+@torch.no_grad()
+def quick_sample(unet, text, vae, tokenizer, sched, prompts: list[str], guidance: float = 5.0,
+                 steps: int = 20, seed: int = 0) -> torch.Tensor:
+    """DDIM with classifier-free guidance, for monitoring during training: [N, 3, 32, 32] in [0, 1]."""
+    from diffusers import DDIMScheduler
+    unet.eval()
+    text.eval()
+    ddim = DDIMScheduler.from_config(sched.config)
+    ddim.set_timesteps(steps)
+    tok = lambda p: tokenizer(p, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    cond, unc = _encode(text, tok(prompts)), _encode(text, tok([""] * len(prompts)))
+    x = torch.randn((len(prompts), 4, nets.LATENT_SIDE, nets.LATENT_SIDE), generator=torch.Generator().manual_seed(seed))
+    for t in ddim.timesteps:
+        e_unc, e_cond = unet(torch.cat([x, x]), t, torch.cat([unc, cond])).sample.chunk(2)
+        x = ddim.step(e_unc + guidance * (e_cond - e_unc), t, x).prev_sample
+    return ((vae.decode(x / vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1)
+
+
+def text_following(oracle_net, unet, text, vae, tokenizer, sched, n: int = 64, guidance: float = 5.0) -> dict:
+    """Oracle accuracy of shape, colour, background and style on samples of fixed prompts."""
+    pairs = captions.generation_prompts(n)
+    imgs = quick_sample(unet, text, vae, tokenizer, sched, [p for p, _ in pairs], guidance)
+    pred = oracle.Oracle(oracle_net).predict(imgs)
+    return {k: float(np.mean([pred[k][i] == a[k] for i, (_, a) in enumerate(pairs)]))
+            for k in ("shape", "color", "background", "style")}
+
+
+def save_pipeline(folder: Path, vae, text, unet, tokenizer, sched) -> None:
+    """A standard StableDiffusionPipeline folder, weights stored in fp16, loading as fp32."""
+    import copy
+
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline(vae=copy.deepcopy(vae).half(), text_encoder=copy.deepcopy(text).half(),
+                                   tokenizer=tokenizer, unet=copy.deepcopy(unet).half(), scheduler=sched,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    cfg_file = folder / "text_encoder" / "config.json"   # fp16 only on disk: load as float32 by default
+    cfg = json.loads(cfg_file.read_text())
+    for key in ("torch_dtype", "dtype"):
+        if key in cfg:
+            cfg[key] = "float32"
+    cfg_file.write_text(json.dumps(cfg, indent=2))
+
+
+# ------------------------------------------------------------------ main
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="work folder (resumable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ship", action="store_true", help="copy finished weights into tinv/toyworld/weights/")
+    p.add_argument("--pool", type=int, default=20000, help="pretraining pictures rendered once")
+    p.add_argument("--oracle-steps", type=int, default=3000)
+    p.add_argument("--ae-steps", type=int, default=3000)
+    p.add_argument("--evaluator-steps", type=int, default=800)
+    p.add_argument("--unet-steps", type=int, default=8000)
+    p.add_argument("--batch", type=int, default=48)
+    p.add_argument("--export-every", type=int, default=400)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; on a CPU shared with other jobs 1 is several times faster than 2 "
+                        "(OpenMP threads spin-wait for each other); 0 keeps torch's default")
+    p.add_argument("--redo", default="", help="comma-separated stages to retrain although their outputs "
+                   "exist: oracle, evaluator (the pipeline stages resume instead)")
+    p.add_argument("--stop-after", default="", choices=["", "oracle", "autoencoder", "evaluator"],
+                   help="stop after this stage (e.g. to retrain the oracle alone)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    times = json.loads((out / "times.json").read_text()) if (out / "times.json").exists() else {}
+
+    def timed(stage, fn):
+        t0 = time.time()
+        result = fn()
+        times[stage] = times.get(stage, 0) + time.time() - t0
+        (out / "times.json").write_text(json.dumps(times, indent=2))
+        log.info("stage %s took %.0f s", stage, time.time() - t0)
+        return result
+
+    def ship(name):
+        if args.ship:
+            _atomic_dir(SHIP_DIR / name, lambda tmp: [shutil.copy(f, tmp / f.name) for f in (out / name).iterdir()]
+                        if (out / name).is_dir() else None)
+
+    from diffusers import AutoencoderKL
+
+    from tinv.models import tiny_clip_tokenizer
+    tokenizer = tiny_clip_tokenizer()
+
+    # 1. data
+    pool_file = out / "pool.pt"
+    if pool_file.exists():
+        pool = torch.load(pool_file, weights_only=False)
+    else:
+        pool = timed("render", lambda: render_pool(args.pool, args.seed))
+        ids = tokenizer([c for caps in pool["captions"] for c in caps], padding="max_length", max_length=77,
+                        truncation=True, return_tensors="pt").input_ids
+        pool["ids"] = ids.view(args.pool, N_CAPTIONS, 77).to(torch.int32)
+        torch.save(pool, pool_file)
+    val = render_pool(1000, args.seed + 10_000, desc="render validation")
+
+    redo = set(filter(None, args.redo.split(",")))
+    # 2. oracle
+    if (out / "oracle" / "oracle.safetensors").exists() and "oracle" not in redo:
+        oracle_net = oracle.load_oracle(folder=out / "oracle").net
+    else:
+        oracle_net = timed("oracle", lambda: train_oracle(pool, val, args.oracle_steps, args.seed, out))
+    ship("oracle")
+    if args.stop_after == "oracle":
+        return
+
+    # 3. autoencoder, checked by the oracle before anything is trained on its latents
+    if (out / "vae" / "config.json").exists():
+        vae = AutoencoderKL.from_pretrained(out / "vae")
+    else:
+        vae, acc = timed("autoencoder", lambda: train_autoencoder(pool, val, oracle_net, args.ae_steps, args.seed, out))
+        bad = {k: v for k, v in acc.items() if k in attributes.NAMED and v < 0.95}
+        if bad:
+            log.warning("autoencoder loses named attributes (oracle < 0.95): %s", _fmt(bad))
+        lat_mean, lat_std = cache_latents(vae, pool)
+        vae.register_to_config(scaling_factor=float(1 / lat_mean.std()))
+        vae.save_pretrained(out / "vae")
+        torch.save({"mean": lat_mean, "std": lat_std}, out / "latents.pt")
+        (out / "vae" / "oracle_check.json").write_text(json.dumps(acc, indent=2))
+    vae.eval().requires_grad_(False)
+    lat = torch.load(out / "latents.pt")
+    if args.stop_after == "autoencoder":
+        return
+
+    # 4. evaluator
+    if not (out / "evaluator" / f"{evaluator.NAME}.safetensors").exists() or "evaluator" in redo:
+        timed("evaluator", lambda: train_evaluator(pool, args.evaluator_steps, args.seed, out))
+    ship("evaluator")
+    if args.stop_after == "evaluator":
+        return
+
+    # 5. UNet + text encoder
+    sched = nets.scheduler()
+    sched.scale = vae.config.scaling_factor
+    joint = Joint(tokenizer, args.seed)
+    ckpt = out / "joint.pt"
+    if ckpt.exists():
+        joint.load(torch.load(ckpt, weights_only=False))
+        log.info("resumed joint training at step %d", joint.step)
+    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+
+    def export(j: Joint):
+        t0 = time.time()
+        acc = text_following(oracle_net, j.ema_unet, j.ema_text, vae, tokenizer, sched)
+        log.info("step %d text following (EMA, 64 prompts, guidance 5, DDIM 20): %s", j.step, _fmt(acc))
+        _atomic_dir(out / "pipeline", lambda tmp: save_pipeline(tmp, vae, j.ema_text, j.ema_unet, tokenizer, sched))
+        (out / "pipeline" / "training.json").write_text(json.dumps({"step": j.step, "text_following": acc,
+                                                                     "seed": args.seed, "times": times}, indent=2))
+        if args.ship:
+            _atomic_dir(SHIP_DIR / "pipeline", lambda tmp: shutil.copytree(out / "pipeline", tmp, dirs_exist_ok=True))
+        times["exports"] = times.get("exports", 0) + time.time() - t0
+
+    timed("unet+text", lambda: train_joint(joint, lat["mean"], lat["std"], pool["ids"].long(), empty, sched,
+                                            args.unet_steps, args.batch, args.seed, export, args.export_every, ckpt))
+    log.info("done; stage times (s): %s", json.dumps(times))
+
+
+if __name__ == "__main__":
+    main()
