@@ -228,7 +228,7 @@ def fixed_eval_loss(parts: Parts, latents: LatentCache, prompt_ids: torch.Tensor
 
 
 def _eval(parts: Parts, s: _Set) -> float:
-    ids = parts.tokenize([expand_prompt(eval_prompt(s.cfg), s.words)])
+    ids = parts.tokenize([expand_prompt(eval_prompt(s.cfg), s.words)], expand=False)
     return fixed_eval_loss(parts, s.latents, ids)
 
 
@@ -259,7 +259,8 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
             _resume(sets, ckpt_path)
         total = max(s.cfg.steps for s in sets)
         end = total if stop_at is None else min(stop_at, total)
-        bar = tqdm(range(sets[0].step, end), initial=sets[0].step, total=total,
+        start = max(s.step for s in sets)   # sets run in lockstep; a shorter one just stops
+        bar = tqdm(range(start, end), initial=start, total=total,
                    disable=not progress, desc=f"invert {', '.join(s.cfg.placeholder for s in sets)}")
         for step in bar:
             _optimizer_step(parts, sched, [s for s in sets if s.step < s.cfg.steps])
@@ -267,8 +268,8 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
             every = sets[0].cfg.checkpoint_every
             if ckpt_path and every and (step + 1) % every == 0:
                 _save(sets, ckpt_path)
-        if ckpt_path and stop_at is not None and end < total:
-            _save(sets, ckpt_path)
+        if ckpt_path and (end == total or stop_at is not None):
+            _save(sets, ckpt_path)   # a finished job re-run with the same folder returns at once
         after = [_eval(parts, s) for s in sets]
     return [s.result(b, a) for s, b, a in zip(sets, before, after)]
 
@@ -288,7 +289,7 @@ def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> Non
         t = torch.cat([torch.randint(sched.config.num_train_timesteps, (s.cfg.batch_size,), generator=s.gen)
                        for s in sets]).to(parts.device)
         noise = torch.cat([torch.randn(d[0].shape, generator=s.gen) for s, d in zip(sets, drawn)]).to(z)
-        cond = parts.encode_text(parts.tokenize(prompts))
+        cond = parts.encode_text(parts.tokenize(prompts, expand=False))
         pred = parts.unet(sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype)).sample
         target = diffusion_target(sched, z, noise, t)
         losses = 0.0

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 import yaml
 
@@ -374,75 +373,6 @@ def export_embeddings(result, folder: Path) -> dict:
     return dict(export_result(result, folder))
 
 
-# ----------------------------------------------------------------------------- scoring
-def score(plan: Plan, cells: list[Cell], train: torch.Tensor, device: str) -> dict:
-    """metrics, metrics_ci, per_prompt, scores: the protocol of section 5.1 (see docs/harness.md)."""
-    from tinv.metrics import encoders, scores as S
-    cfg, e, m = plan.cfg, plan.cfg["eval"], plan.cfg["model"]
-    boot = dict(n_boot=int(e["bootstrap"]["n"]), seed=int(e["bootstrap"]["seed"]))
-    image_only = cfg["method"].get("reference") == "image_only"
-    clip = (encoders.cached(encoders.ClipEncoder.toyworld, device) if m["evaluator"] == "toyworld"
-            else encoders.cached(encoders.ClipEncoder.from_open_clip, e["clip"]["model"],
-                                 e["clip"]["pretrained"], device))
-    memo: dict[int, np.ndarray] = {}
-
-    def embed(enc, images):  # image-only reuses one tensor for every cell
-        key = (id(enc), id(images))
-        if key not in memo:
-            memo[key] = enc.images(images)
-        return memo[key]
-
-    rec_cells = [c for c in cells if c.prompt < 0]
-    edit_cells = [c for c in cells if c.prompt >= 0]
-    train_clip = embed(clip, train)
-    out = {"metrics": {}, "metrics_ci": {}, "scores": {}}
-
-    def put(name, res):
-        out["metrics"][name] = res["value"]
-        out["metrics_ci"][name] = res["ci"]
-        out["scores"][name] = [float(x) for x in res["scores"]]
-
-    rec = S.reconstruction([S.pair_matrix(train_clip, embed(clip, c.images), image_only)
-                            for c in rec_cells], **boot)
-    put("reconstruction_clip", rec)
-    texts = clip.texts([plan.prompts[c.prompt].edit_text for c in edit_cells])
-    edit = S.editability([(embed(clip, c.images), t) for c, t in zip(edit_cells, texts)], **boot)
-    put("editability_clip_meanemb", edit["meanemb"])
-    put("editability_clip_persample", edit["persample"])
-    if m.get("dino"):
-        dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], bool(e["dino"]["pretrained"]),
-                               device)
-        put("reconstruction_dino", S.reconstruction(
-            [S.pair_matrix(embed(dino, train), embed(dino, c.images), image_only) for c in rec_cells],
-            **boot))
-    oracle_cells = {}
-    if m.get("oracle"):
-        from tinv.metrics import oracle
-        oracle_cells = oracle.score_cells(plan, rec_cells, edit_cells, device, out, **boot)
-    out["per_prompt"] = per_prompt(plan, edit_cells, edit, oracle_cells)
-    out["per_prompt"].insert(0, {"role": "reconstruction", "prompt": plan.recon.template,
-                                 "generated": [c.text for c in rec_cells],
-                                 "n": int(sum(len(c.images) for c in rec_cells)),
-                                 **{k: v for k, v in out["metrics"].items() if k.startswith("reconstruction")}})
-    return out
-
-
-def per_prompt(plan: Plan, edit_cells: list[Cell], edit: dict, oracle_cells: dict) -> list[dict]:
-    """One entry per editability prompt, each metric averaged over its captions."""
-    rows = []
-    for p_i, p in enumerate(plan.prompts):
-        idx = [i for i, c in enumerate(edit_cells) if c.prompt == p_i]
-        row = {"role": "editability", "prompt": p.template, "text": p.edit_text,
-               "generated": [edit_cells[i].text for i in idx], "attributes": p.attributes,
-               "n": int(sum(len(edit_cells[i].images) for i in idx)),
-               "editability_clip_meanemb": float(np.mean([edit["meanemb"]["cells"][i] for i in idx])),
-               "editability_clip_persample": float(np.mean([edit["persample"]["cells"][i] for i in idx]))}
-        for name, values in oracle_cells.items():
-            row[name] = float(np.mean([values[i] for i in idx]))
-        rows.append(row)
-    return rows
-
-
 def save_grids(cells: list[Cell], folder: Path) -> dict[str, Path]:
     from torchvision.utils import save_image
     folder.mkdir(parents=True, exist_ok=True)
@@ -494,7 +424,7 @@ def run_job(cfg, choices: dict | None = None) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     row = {"schema": results.SCHEMA, "job_id": job_id, "status": "running", "error": None,
            "sweep": cfg["sweep"], "choices": choices, "config": cfg,
-           "folder": str(folder.resolve())}
+           "folder": str(folder.resolve()), "timings": {}}
     log.info("job %s (%s on %s) -> %s", job_id, choices["method"], plan.concept.name, folder)
     try:
         with tracking(cfg["logger"], folder, name=f"{plan.concept.name}-{choices['method']}",
@@ -502,7 +432,7 @@ def run_job(cfg, choices: dict | None = None) -> dict:
                       tags=[f"method:{choices['method']}", f"concept:{plan.concept.name}",
                             f"model:{choices['model']}"], config=cfg) as tracker:
             row.update(execute(plan, parts, images, folder, device, bool(cfg.get("progress", True)),
-                               tracker))
+                               tracker, row["timings"]))
             row["timings"]["total_s"] = time.perf_counter() - t0
             row["status"] = "ok"
             tracker.summary({**row["metrics"], **{f"time/{k}": v for k, v in row["timings"].items()}})
@@ -511,7 +441,7 @@ def run_job(cfg, choices: dict | None = None) -> dict:
         # An interrupt (SIGTERM, Ctrl-C) writes nothing: the requeued job resumes instead.
         row.update(status="failed", error=f"{type(e).__name__}: {e}",
                    traceback=traceback.format_exc(limit=20))
-        row.setdefault("timings", {})["total_s"] = time.perf_counter() - t0
+        row["timings"]["total_s"] = time.perf_counter() - t0   # with the stages that finished
         row["provenance"] = results.provenance(device, start)
         results.write_json_atomic(folder / results.ROW_NAME, row)
         raise
@@ -521,10 +451,11 @@ def run_job(cfg, choices: dict | None = None) -> dict:
     return row
 
 
-def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool, tracker) -> dict:
-    """invert -> sample -> evaluate; returns the row's metrics, timings, artifacts, ..."""
+def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool, tracker,
+            timings: dict) -> dict:
+    """invert -> sample -> evaluate; returns the row's metrics, artifacts, ...; fills
+    `timings` stage by stage, so a failed row shows how far the job got."""
     cfg, method = plan.cfg, plan.cfg["method"]
-    timings = {"invert_s": 0.0, "sample_s": 0.0, "evaluate_s": 0.0}
     artifacts: dict[str, Any] = {}
     training: dict[str, Any] = {}
     train01 = (images.pixels + 1) / 2
@@ -583,10 +514,11 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
     timings["sample_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    scored = score(plan, cells, train01, device)
+    from tinv.metrics.protocol import evaluate
+    scored = evaluate(plan, cells, train01, device)
     timings["evaluate_s"] = time.perf_counter() - t
     tracker.log_table(scored["per_prompt"])
-    return {**scored, "timings": timings, "artifacts": artifacts, "training": training,
+    return {**scored, "artifacts": artifacts, "training": training,
             "concept": {"name": plan.concept.name, "kind": plan.concept.kind,
                         "folder": str(plan.concept.folder), "initializer": plan.concept.initializer,
                         "n_images": len(images)},

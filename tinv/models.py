@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +47,14 @@ class Parts:
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
 
-    def tokenize(self, prompts: list[str]) -> torch.Tensor:
-        """Token ids [B, 77], padded and truncated the way the family's pipeline does it."""
-        ids = self.tokenizer(list(prompts), padding="max_length", max_length=MAX_TOKENS,
+    def tokenize(self, prompts: list[str], expand: bool = True) -> torch.Tensor:
+        """Token ids [B, 77], padded and truncated the way the family's pipeline does it.
+
+        expand: a multi-vector placeholder "<S*>" becomes "<S*> <S*>_1 ..." (all its vectors),
+        as diffusers' `maybe_convert_prompt` does; the training loop passes prompts it has
+        already expanded (progressive unlocking uses fewer) with expand=False."""
+        prompts = [expand_multi_vector(self.tokenizer, p) for p in prompts] if expand else list(prompts)
+        ids = self.tokenizer(prompts, padding="max_length", max_length=MAX_TOKENS,
                              truncation=True, return_tensors="pt").input_ids
         return ids.to(self.device)
 
@@ -65,6 +71,25 @@ class Parts:
             m.eval()
             m.requires_grad_(False)
         return self
+
+
+def expand_multi_vector(tokenizer, prompt: str) -> str:
+    """Replace each added token T that has T_1, T_2, ... by "T T_1 T_2 ..." (diffusers' rule);
+    a prompt already written out ("T T_1 ...") is left as it is."""
+    added = set(tokenizer.get_added_vocab())
+    if not any(f"{t}_1" in added for t in added):
+        return prompt
+
+    def sub(m: re.Match) -> str:
+        t, n = m.group(0), 1
+        if f"{t}_1" not in added or m.string.startswith(f" {t}_1", m.end()):
+            return t
+        while f"{t}_{n}" in added:
+            n += 1
+        return " ".join([t] + [f"{t}_{i}" for i in range(1, n)])
+    # All added tokens, longest first, so "<S*>_1" or "<S*>x" is never read as "<S*>".
+    pattern = "|".join(re.escape(t) for t in sorted(added, key=len, reverse=True))
+    return re.sub(pattern, sub, prompt)
 
 
 def detect_family(path_or_hub_id: str) -> str:

@@ -45,6 +45,20 @@ class PivotalConfig:
     placeholder: str = "<S*>"
     prompt: str = "A photo of {}"
 
+    def __post_init__(self):
+        bad = []
+        if self.params not in PARAM_SETS:
+            bad.append(f"params={self.params!r} (choose one of {sorted(PARAM_SETS)})")
+        if not self.lr > 0 or self.steps < 0 or self.batch_size < 1:
+            bad.append(f"lr={self.lr}, steps={self.steps}, batch_size={self.batch_size} "
+                       "(need lr > 0, steps >= 0, batch_size >= 1)")
+        if not 0.0 <= self.flip_p <= 1.0:
+            bad.append(f"flip_p={self.flip_p} (a probability)")
+        if "{}" not in self.prompt:
+            bad.append(f"prompt={self.prompt!r} (needs a {{}} for the placeholder)")
+        if bad:
+            raise ValueError("PivotalConfig: " + "; ".join(bad))
+
 
 @dataclass
 class PivotalResult:

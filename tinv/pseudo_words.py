@@ -179,17 +179,11 @@ def write_rows(parts: Parts, words: list[PseudoWord]) -> None:
                 table[w.token_ids] = w.vectors.detach().to(table)
 
 
-def set_vectors(parts: Parts, placeholder: str, vectors: torch.Tensor, initializer_word: str | None = None,
-                allow_existing: bool = False) -> PseudoWord:
-    """Add (or overwrite) a placeholder with given vectors [k, D] (used by imports)."""
+def set_vectors(parts: Parts, placeholder: str, vectors: torch.Tensor) -> PseudoWord:
+    """Add a placeholder with given vectors [k, D] (used by imports); errors as add_pseudo_word."""
     vectors = torch.as_tensor(vectors).reshape(-1, parts.input_embeddings().weight.shape[1])
-    names = token_names(placeholder, vectors.shape[0])
-    vocab = _vocab(parts)
-    if allow_existing and all(n in vocab for n in names):
-        ids = [vocab[n] for n in names]
-        word = PseudoWord(placeholder, names, ids, vectors.clone(), initializer_word)
-    else:
-        word = add_pseudo_word(parts, placeholder, vectors.shape[0])
+    word = add_pseudo_word(parts, placeholder, vectors.shape[0])
+    word.init = vectors.clone()
     table = parts.input_embeddings().weight
     with torch.no_grad():
         table[word.token_ids] = vectors.to(table)

@@ -103,18 +103,19 @@ def guided_eps(unet, x: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tenso
 @torch.no_grad()
 def denoise(parts, x_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
             steps: int, guidance: float, eta: float = 0.0,
-            generators: list[torch.Generator] | None = None, progress=None) -> torch.Tensor:
+            generators: list[torch.Generator] | None = None, bar=None) -> torch.Tensor:
     """Run DDIM from x_T [B, C, h, w] to x_0 latents (float32); cond/uncond are [B, L, D].
 
-    Scheduler arithmetic stays in float32 whatever the UNet's dtype.
+    Scheduler arithmetic stays in float32 whatever the UNet's dtype; `bar` (a tqdm) is
+    advanced once per step.
     """
     sched = ddim_scheduler(parts, steps)
     x = x_T.to(parts.device, torch.float32)
     for t in sched.timesteps:
         eps = guided_eps(parts.unet, x, t, cond, uncond, guidance)
         x = sched.step(eps, t, x, eta=eta, generator=generators if eta > 0 else None).prev_sample
-        if progress is not None:
-            progress.update(1)
+        if bar is not None:
+            bar.update(1)
     return x
 
 

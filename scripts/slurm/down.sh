@@ -15,6 +15,11 @@ export PATH="$PATH:/usr/sbin" SLURM_CONF="$DIR/slurm.conf"
 
 if alive slurmctld; then
     timeout 20 scancel --user="$(id -un)" || echo "scripts/slurm: scancel failed, stopping anyway" >&2
+    # Give the jobs KillWait (5 s) to end while slurmctld still tracks them.
+    for _ in $(seq 100); do
+        [[ -z "$(timeout 10 squeue -h -o %i 2>/dev/null)" ]] && break
+        sleep 0.2
+    done
 fi
 
 # stop NAME: SIGTERM, up to 15 s to exit, then SIGKILL.

@@ -82,8 +82,9 @@ def rows(results_root: Path, sweep: str) -> dict[str, dict]:
 
 
 def submitit_tasks(sweep_dir: Path) -> list[Path]:
-    """The submitit folders (one per SLURM job or array task) of one Hydra sweep."""
-    return sorted(p for p in (sweep_dir / ".submitit").iterdir() if p.is_dir())
+    """The submitit folders (one per SLURM job or array task) of one Hydra sweep; an
+    array's own folder holds only its sbatch script."""
+    return sorted(p for p in (sweep_dir / ".submitit").iterdir() if any(p.glob("*_submitted.pkl")))
 
 
 def task_log(task_dir: Path) -> str:

@@ -1,12 +1,13 @@
 """tinv.cluster without a SLURM: the dirty-tree guard, provenance, packing groups, presets."""
+import os
 import subprocess
+import time
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from tinv import cluster
-from tinv.cluster import DirtyTreeError, check_clean_tree, chunks, slurm_provenance
+from tinv.cluster import DirtyTreeError, PackedJobs, check_clean_tree, chunks, slurm_provenance
 
 CONF_DIR = str(cluster.REPO_ROOT / "conf")
 
@@ -87,3 +88,22 @@ def test_launcher_presets_compose_and_instantiate(preset, tmp_path):
     launcher = Plugins.instance()._instantiate(launcher_cfg)
     assert isinstance(launcher, cluster.TinvLauncherMixin)
     assert "pack" not in launcher.params and "allow_dirty" not in launcher.params
+
+
+class SleepyJob:
+    """Stands in for the launcher: one Hydra job that takes a second."""
+
+    def __call__(self, name):
+        start = time.time()
+        time.sleep(1.0)
+        return name, os.getpid(), start, time.time()
+
+
+def test_packed_jobs_run_side_by_side_each_in_its_own_process():
+    pack = PackedJobs(SleepyJob(), [("a",), ("b",), ("c",)])
+    out = pack()
+    assert [o[0] for o in out] == ["a", "b", "c"]           # results in submission order
+    assert len({o[1] for o in out} | {os.getpid()}) == 4    # one fresh process per job
+    assert max(o[2] for o in out) < min(o[3] for o in out)  # all three ran at once
+    again = pack.checkpoint()                               # what submitit requeues
+    assert isinstance(again.function, PackedJobs) and again.function.job_args == pack.job_args

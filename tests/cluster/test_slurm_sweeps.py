@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import pickle
 import shutil
 import subprocess
 import time
@@ -21,16 +22,20 @@ import torch
 from tests.cluster.conftest import (REPO, first_step_after_last_start, job_env, rows, run_py,
                                     sacct_times, start_run_py, submitit_tasks, task_log, wait_for)
 from tinv import checkpoint
+from tinv.embeddings_io import read_embeddings
 from tinv.inversion import CHECKPOINT_NAME
 
 pytestmark = pytest.mark.slurm
 
 CONCEPTS = ("red_star", "blue_heart")
 METHODS = ("single_word", "two_word")
-STEPS, CKPT_EVERY = 60, 5
-COMMON = (
-    "model=toyworld", "eval=fast", "logger=none", "progress=true",
-    f"model.inversion.steps={STEPS}", f"++model.inversion.checkpoint_every={CKPT_EVERY}",
+# Short inversions (batch 1) keep the suite to minutes on 2 cores; the preemption test
+# signals right after the first checkpoint, so STEPS - CKPT_EVERY steps are its margin.
+STEPS, CKPT_EVERY = 20, 2
+JOB = ("model=toyworld", "eval=fast", "logger=none", "progress=true",
+       f"model.inversion.steps={STEPS}", "model.inversion.batch_size=1",
+       f"++model.inversion.checkpoint_every={CKPT_EVERY}")
+SLURM = (
     "hydra/launcher=slurm",
     # the preset asks for a real GPU node's CPUs and memory; the test node is 2 cores
     "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=20",
@@ -40,10 +45,11 @@ COMMON = (
 )
 
 
-def sweep_args(root: Path, sweep: str, hydra_dir: Path, concepts=CONCEPTS, methods=METHODS):
+def sweep_args(root: Path, sweep: str, hydra_dir: Path, concepts=CONCEPTS, methods=METHODS,
+               launcher=SLURM):
     # A fresh hydra.sweep.dir per submission: its .submitit folder is keyed by SLURM job
     # id, and ids start again at 1 whenever the test cluster's state is wiped.
-    return (*COMMON, f"concept={','.join(concepts)}", f"method={','.join(methods)}",
+    return (*JOB, *launcher, f"concept={','.join(concepts)}", f"method={','.join(methods)}",
             f"results_root={root}", f"sweep={sweep}", f"hydra.sweep.dir={hydra_dir}")
 
 
@@ -51,10 +57,8 @@ def sweep_args(root: Path, sweep: str, hydra_dir: Path, concepts=CONCEPTS, metho
 def grid(slurm, tmp_path_factory):
     """The 4-job sweep, run once to the end."""
     tmp = tmp_path_factory.mktemp("grid")
-    t0 = time.monotonic()
     run_py(*sweep_args(tmp / "results", "grid", tmp / "hydra-1"))
-    return SimpleNamespace(root=tmp / "results", tmp=tmp, hydra_dir=tmp / "hydra-1",
-                           wall_s=time.monotonic() - t0)
+    return SimpleNamespace(root=tmp / "results", tmp=tmp, hydra_dir=tmp / "hydra-1")
 
 
 def by_pair(sweep_rows: dict) -> dict:
@@ -85,23 +89,19 @@ def test_preset_reaches_sbatch_and_submitit(grid):
     for flag in ("--gpus-per-node=1", "--signal=USR2@120", "--requeue", "--array=0-3%4"):
         assert f"#SBATCH {flag}\n" in script
     task = submitit_tasks(grid.hydra_dir)[0]
-    delayed = pd_load(next(task.glob("*_submitted.pkl")))
+    with open(next(task.glob("*_submitted.pkl")), "rb") as f:
+        delayed = pickle.load(f)
     assert delayed._timeout_countdown == 3   # max_num_timeout of conf/hydra/launcher/slurm.yaml
-
-
-def pd_load(path: Path):
-    import pickle
-    with open(path, "rb") as f:
-        return pickle.load(f)
 
 
 def test_resubmitting_the_finished_sweep_runs_nothing(grid):
     """Every resubmitted job finds its row and returns: rows untouched, no inversion, and
-    each job much shorter than its first run. Prints the SLURM path's per-job overhead."""
+    each job much shorter than its first run. Prints the SLURM path's per-job overhead:
+    the same no-op sweep through SLURM and in-process (Hydra's basic launcher)."""
     before = {p: (p.stat().st_mtime_ns, p.read_text()) for p in grid.root.glob("grid/*/result.json")}
     t0 = time.monotonic()
     run_py(*sweep_args(grid.root, "grid", grid.tmp / "hydra-2"))
-    wall = time.monotonic() - t0
+    slurm_wall = time.monotonic() - t0
     after = {p: (p.stat().st_mtime_ns, p.read_text()) for p in grid.root.glob("grid/*/result.json")}
     assert after == before and len(after) == 4
 
@@ -114,11 +114,16 @@ def test_resubmitting_the_finished_sweep_runs_nothing(grid):
                      30, "sacct to list the first sweep")
     again = wait_for(lambda: _complete(sacct_times([t.name for t in tasks])), 30, "sacct to list the resubmission")
     assert max(t["run_s"] for t in again.values()) < min(t["run_s"] for t in first.values())
-    overhead = {"jobs": 4, "sweep_wall_s": round(wall, 1), "per_job_wall_s": round(wall / 4, 1),
-                "noop_job_run_s_max": max(t["run_s"] for t in again.values()),
-                "queue_wait_s_max": max(t["wait_s"] for t in again.values()),
-                "first_sweep_wall_s": round(grid.wall_s, 1)}
-    print("SLURM per-job overhead:", json.dumps(overhead))
+
+    t0 = time.monotonic()
+    run_py(*sweep_args(grid.root, "grid", grid.tmp / "hydra-3", launcher=("hydra/launcher=basic",)))
+    local_wall = time.monotonic() - t0
+    assert after == {p: (p.stat().st_mtime_ns, p.read_text()) for p in grid.root.glob("grid/*/result.json")}
+    overhead = {"jobs": 4, "slurm_sweep_wall_s": round(slurm_wall, 1), "basic_sweep_wall_s": round(local_wall, 1),
+                "slurm_overhead_per_job_s": round((slurm_wall - local_wall) / 4, 1),
+                "noop_task_run_s": sorted(t["run_s"] for t in again.values()),
+                "queue_wait_s": sorted(t["wait_s"] for t in again.values())}
+    print("\nSLURM per-job overhead:", json.dumps(overhead))
 
 
 def _complete(times: dict) -> dict | None:
@@ -159,13 +164,20 @@ def test_preempted_job_resumes_from_its_checkpoint_and_matches(grid, tmp_path):
     resumed_at = first_step_after_last_start(task_log(task), STEPS)
     assert 0 < step_at_signal <= resumed_at < STEPS
 
+    # The same job as the grid's uninterrupted one: same folder name, same learned
+    # vector and loss curve, hence the same scores.
     reference = by_pair(rows(grid.root, "grid"))[(CONCEPTS[0], METHODS[0])]
     assert row["job_id"] == reference["job_id"]
-    assert row["metrics"] == pytest.approx(reference["metrics"], rel=1e-5, abs=1e-6)
     folder, ref_folder = Path(row["folder"]), Path(reference["folder"])
     losses = json.loads((folder / "losses.json").read_text())["losses"]
     ref_losses = json.loads((ref_folder / "losses.json").read_text())["losses"]
     assert len(losses) == STEPS and losses == pytest.approx(ref_losses, rel=1e-5, abs=1e-7)
+    embeds = read_embeddings(folder / row["artifacts"]["embeddings"]["diffusers"])
+    ref_embeds = read_embeddings(ref_folder / reference["artifacts"]["embeddings"]["diffusers"])
+    assert embeds.keys() == ref_embeds.keys()
+    for k in embeds:
+        torch.testing.assert_close(embeds[k], ref_embeds[k], rtol=1e-5, atol=1e-6)
+    assert row["metrics"] == pytest.approx(reference["metrics"], rel=1e-5, abs=1e-6)
 
 
 def _checkpoint_step(path: Path) -> int | None:

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tinv.data import load_concept_images
 from tinv.models import tiny_ldm_parts, tiny_sd_parts
 
 BUILDERS = {"sd": tiny_sd_parts, "ldm": tiny_ldm_parts}
+
+# The tiny models gain nothing from intra-op threads, and on a shared 2-core machine
+# competing OpenMP threads make every step many times slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

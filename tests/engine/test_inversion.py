@@ -10,7 +10,7 @@ from tinv import checkpoint
 from tinv.data import cache_latents, load_concept_images
 from tinv.inversion import (CHECKPOINT_NAME, InversionConfig, eval_prompt, fixed_eval_loss, invert,
                             invert_packed)
-from tinv.pseudo_words import PseudoWord, expand_prompt
+from tinv.pseudo_words import PseudoWord, expand_prompt, initializer_embedding
 
 # Tiny-model settings: batch 2, a few images; the setups are the paper's, as data.
 BASE = dict(initializer_word="cat", batch_size=2, lr=5e-3, seed=23)
@@ -45,8 +45,8 @@ def test_setup_lowers_loss_and_changes_only_its_rows(make_parts, concept, family
     assert table.shape[0] == table0.shape[0] + n_new
     for name, ids in res.token_ids.items():                      # the words stay in the encoder
         assert torch.equal(table[ids], res.embeds[name].to(table))
-    assert not torch.equal(res.embeds[cfg.placeholder], table[res.token_ids[cfg.placeholder]] * 0 +
-                           parts.input_embeddings().weight[parts.tokenizer.convert_tokens_to_ids("cat")])
+    init = initializer_embedding(parts, "cat")
+    assert not torch.allclose(res.embeds[cfg.placeholder][0], init, atol=1e-4)   # it did learn
     assert frozen_untouched(parts)
 
     # Measured independently of the loop: the learned word lowers the fixed-pairs loss.
@@ -65,7 +65,7 @@ def test_regularization_keeps_vectors_near_initializer(make_parts, concept):
         parts = make_parts("sd")
         res = invert(parts, concept, InversionConfig(steps=30, num_vectors=2, reg_weight=w, **BASE),
                      progress=False)
-        init = parts.input_embeddings().weight[parts.tokenizer.convert_tokens_to_ids("cat")]
+        init = initializer_embedding(parts, "cat")
         drift[w] = (res.embeds["<S*>"] - init).norm().item()
     assert drift[10.0] < 0.5 * drift[0.0]
 
@@ -93,7 +93,7 @@ def test_progressive_locked_vectors_get_no_gradient_and_counter_is_checkpointed(
     assert [cfg.active_vectors(s) for s in (0, 29, 30, 59, 60, 1000)] == [1, 1, 2, 2, 3, 3]
     parts = make_parts("sd")
     res = invert(parts, concept, cfg, tmp_path, progress=False, stop_at=20)
-    init = parts.input_embeddings().weight[parts.tokenizer.convert_tokens_to_ids("cat")]
+    init = initializer_embedding(parts, "cat")
     v = res.embeds["<S*>"]
     # Locked vectors only saw AdamW's decoupled weight decay: v0 * (1 - lr * wd)^steps.
     decayed = init * (1 - cfg.lr_effective * cfg.weight_decay) ** 20
@@ -160,3 +160,11 @@ def test_bad_config_is_named():
         InversionConfig(init="word")
     with pytest.raises(ValueError, match="reg_form='l3'"):
         InversionConfig(initializer_word="cat", reg_form="l3")
+
+
+def test_folder_input_with_style_templates_and_finished_rerun(make_parts, concept_dir, tmp_path):
+    cfg = InversionConfig(steps=3, templates="style", center_crop=True, checkpoint_every=2, **BASE)
+    first = invert(make_parts("ldm"), concept_dir, cfg, tmp_path, progress=False)
+    assert first.steps == 3 and len(first.losses) == 3
+    again = invert(make_parts("ldm"), concept_dir, cfg, tmp_path, progress=False)   # finished: no new steps
+    assert again.losses == first.losses and torch.equal(again.embeds["<S*>"], first.embeds["<S*>"])

@@ -73,6 +73,8 @@ def test_param_sets_select_by_name():
     assert any(".attn1." in n for n in attn) and len(every) == len(list(unet.parameters()))
     with pytest.raises(ValueError, match="'attn3'"):
         select_params(unet, "attn3")
+    with pytest.raises(ValueError, match="params='attn3'"):
+        PivotalConfig(params="attn3")
 
 
 def test_missing_pivot_word_is_a_clear_error():

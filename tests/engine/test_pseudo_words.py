@@ -41,3 +41,18 @@ def test_random_init_is_uniform_unit_interval(make_parts):
     word = add_pseudo_word(parts, "<R>", 2, None, torch.Generator().manual_seed(0))
     v = parts.input_embeddings().weight[word.token_ids]
     assert v.min() >= 0 and v.max() < 1 and v.std() > 0.1
+
+
+@pytest.mark.parametrize("family", ["sd", "ldm"])
+def test_tokenize_expands_multi_vector_words_like_diffusers(make_parts, family):
+    parts = make_parts(family)
+    word = add_pseudo_word(parts, "<S*>", 3, "cat")
+    single = add_pseudo_word(parts, "<S*>x", 1, "dog")
+    plain = parts.tokenize(["a <S*> and <S*>x"])[0].tolist()
+    [and_id] = parts.tokenizer("and", add_special_tokens=False).input_ids
+    assert plain[2:7] == word.token_ids + [and_id] + single.token_ids
+    written_out = parts.tokenize(["a <S*> <S*>_1 <S*>_2 and <S*>x"])[0]
+    assert written_out.tolist() == plain                      # never expanded twice
+    unexpanded = parts.tokenize(["a <S*>"], expand=False)[0].tolist()
+    assert unexpanded[2:4] == [word.token_ids[0], parts.tokenizer.sep_token_id
+                               if family == "ldm" else parts.tokenizer.eos_token_id]

@@ -120,3 +120,10 @@ def test_atomic_row_round_trip(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]   # no temp file left
     (tmp_path / "result.json").write_text('{"status": "ok", "metr')   # a torn write
     assert results.read_row(tmp_path) is None                          # -> the job runs again
+
+
+def test_concept_all_means_every_built_in_concept():
+    from hydra_plugins.tinv_hydra.tinv_hydra import expand_all
+    assert expand_all("concept=all") == "concept=glob(*,exclude=[folder,dreambench*])"
+    for untouched in ("concept=red_star", "method=all", "concept=glob(*)", "-m"):
+        assert expand_all(untouched) == untouched

@@ -169,3 +169,23 @@ def test_an_interrupted_job_resumes_from_its_checkpoint(runs):
     assert " 0/60 " not in res.stderr and "/60" in res.stderr   # the bar starts past step 0
     [row] = rows(runs)
     assert row["status"] == "ok" and row["training"]["steps"] == 60
+
+
+def test_a_preset_sweep_fans_out_concept_all(runs):
+    # fig10's sweeper params say `concept: all`; image-only keeps each job to seconds
+    res = run_cli(["-m", "+experiment=fig10", "method=image_only", *FAST], runs)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = rows(runs, "fig10")
+    assert sorted(r["choices"]["concept"] for r in got) == BUILT_IN
+    assert {r["choices"]["experiment"] for r in got} == {"fig10"}
+
+
+@pytest.mark.slow
+def test_plain_python_run_py_finishes_and_writes_a_row(runs, tmp_path):
+    """The literal `python run.py`: toy world, single_word, the paper's protocol."""
+    res = run_cli([], runs, tmp_home=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    [row] = rows(runs)
+    assert row["status"] == "ok" and row["choices"]["eval"] == "paper"
+    assert all(p["n"] == 64 for p in row["per_prompt"])   # 64 samples per prompt
+    print("default job timings:", row["timings"])

@@ -19,27 +19,39 @@ WEIGHTS_FILE = WEIGHTS_DIR / f"{NAME}.safetensors"
 
 CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "layers": 3, "width": 96, "head_width": 32, "patch_size": 4},
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 96, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
 
 
 def register(config_file: Path = CONFIG_FILE) -> str:
-    """Register the evaluator's model config with open_clip (idempotent); returns its name."""
+    """Register the model config in `config_file` with open_clip under NAME; returns NAME.
+
+    open_clip keeps the config it scanned last, so registering a file always makes it win.
+    """
+    config_file = Path(config_file)
     if not config_file.exists():
-        config_file.parent.mkdir(parents=True, exist_ok=True)
-        config_file.write_text(json.dumps(CONFIG, indent=2))
-    if NAME not in open_clip.list_models():
-        open_clip.add_model_config(config_file)
+        raise FileNotFoundError(f"toy-world evaluator config {config_file} is missing; "
+                                "regenerate it with `python -m tinv.toyworld.pretrain`")
+    open_clip.add_model_config(config_file)
     return NAME
+
+
+def write_config(folder: Path, config: dict = CONFIG) -> Path:
+    """Write `config` as the open_clip model config file NAME.json in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = Path(folder) / f"{NAME}.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 def load_evaluator(device: str = "cpu", weights: Path = WEIGHTS_FILE):
     """(model, preprocess, tokenizer) of the shipped toy-world CLIP, in eval mode on `device`."""
-    if not Path(weights).exists():
+    weights = Path(weights)
+    if not weights.exists():
         raise FileNotFoundError(f"toy-world evaluator weights {weights} are missing; "
                                 "regenerate them with `python -m tinv.toyworld.pretrain`")
-    name = register()
+    name = register(weights.with_suffix(".json"))
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(weights), device=device)
     model.eval()
     return model, preprocess, open_clip.get_tokenizer(name)

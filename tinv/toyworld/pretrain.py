@@ -170,7 +170,7 @@ def train_evaluator(pool, steps: int, seed: int, out: Path):
     import open_clip
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     torch.manual_seed(seed + 2)
-    name = evaluator.register()
+    name = evaluator.register(evaluator.write_config(out / "evaluator_config"))
     model = open_clip.create_model(name)
     tok = open_clip.get_tokenizer(name)
     opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.1)
@@ -179,18 +179,29 @@ def train_evaluator(pool, steps: int, seed: int, out: Path):
     g = torch.Generator().manual_seed(seed + 2)
     rng = np.random.default_rng(seed + 2)
     n = len(pool["images"])
+    attr_prompts, attr_slices = [], {}
+    for k, values in attributes.NAMED.items():
+        attr_slices[k] = (len(attr_prompts), len(attr_prompts) + len(values))
+        attr_prompts += [captions.attribute_prompt(k, v) for v in values]
+    attr_tokens = tok(attr_prompts)
     model.train()
     bar = tqdm(range(steps), desc="evaluator", mininterval=10)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = 1e-3 * _cosine(step, steps, 100)
-        b = torch.randint(n, (96,), generator=g)
+        b = torch.randint(n, (64,), generator=g)
         x = (_to_images(pool["images"][b]) - mean) / std
         text = tok([pool["captions"][i][rng.integers(N_CAPTIONS)] for i in b.tolist()])
         img_f, txt_f, scale = model(x, text)[:3]  # normalized features and exp(logit_scale)
         logits = scale * img_f @ txt_f.T
         labels = torch.arange(len(b))
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        # Hard negatives (as in NegCLIP): per named attribute, the one-attribute captions of all
+        # its values compete for each picture, so that rarely mentioned attributes (position,
+        # count, size) are learned too, not only what tells a random batch apart.
+        attr_f = F.normalize(model.encode_text(attr_tokens), dim=-1)
+        for j, (k, (lo, hi)) in enumerate(attr_slices.items()):
+            loss = loss + F.cross_entropy(scale * img_f @ attr_f[lo:hi].T, pool["attrs"][b, ATTR_NAMES.index(k)]) / len(attr_slices)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -201,7 +212,7 @@ def train_evaluator(pool, steps: int, seed: int, out: Path):
 
     def write(tmp):
         save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, tmp / f"{evaluator.NAME}.safetensors")
-        (tmp / f"{evaluator.NAME}.json").write_text(json.dumps(evaluator.CONFIG, indent=2))
+        evaluator.write_config(tmp)
     _atomic_dir(out / "evaluator", write)
     return model
 
@@ -297,7 +308,7 @@ def quick_sample(unet, text, vae, tokenizer, sched, prompts: list[str], guidance
     return ((vae.decode(x / vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1)
 
 
-def text_following(oracle_net, unet, text, vae, tokenizer, sched, n: int = 64, guidance: float = 5.0) -> dict:
+def text_following(oracle_net, unet, text, vae, tokenizer, sched, n: int = 48, guidance: float = 5.0) -> dict:
     """Oracle accuracy of shape, colour, background and style on samples of fixed prompts."""
     pairs = captions.generation_prompts(n)
     imgs = quick_sample(unet, text, vae, tokenizer, sched, [p for p, _ in pairs], guidance)
@@ -332,10 +343,10 @@ def main(argv=None) -> None:
     p.add_argument("--pool", type=int, default=20000, help="pretraining pictures rendered once")
     p.add_argument("--oracle-steps", type=int, default=3000)
     p.add_argument("--ae-steps", type=int, default=3000)
-    p.add_argument("--evaluator-steps", type=int, default=800)
+    p.add_argument("--evaluator-steps", type=int, default=2000)
     p.add_argument("--unet-steps", type=int, default=8000)
-    p.add_argument("--batch", type=int, default=48)
-    p.add_argument("--export-every", type=int, default=400)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--export-every", type=int, default=300)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; on a CPU shared with other jobs 1 is several times faster than 2 "
                         "(OpenMP threads spin-wait for each other); 0 keeps torch's default")
@@ -429,7 +440,7 @@ def main(argv=None) -> None:
     def export(j: Joint):
         t0 = time.time()
         acc = text_following(oracle_net, j.ema_unet, j.ema_text, vae, tokenizer, sched)
-        log.info("step %d text following (EMA, 64 prompts, guidance 5, DDIM 20): %s", j.step, _fmt(acc))
+        log.info("step %d text following (EMA, 48 prompts, guidance 5, DDIM 20): %s", j.step, _fmt(acc))
         _atomic_dir(out / "pipeline", lambda tmp: save_pipeline(tmp, vae, j.ema_text, j.ema_unet, tokenizer, sched))
         (out / "pipeline" / "training.json").write_text(json.dumps({"step": j.step, "text_following": acc,
                                                                      "seed": args.seed, "times": times}, indent=2))

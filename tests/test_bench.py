@@ -1,0 +1,27 @@
+"""`python -m tinv.bench --quick` runs end to end on the tiny model and reports its ratios.
+
+No timing is asserted: the numbers depend on the machine and its load."""
+import json
+import math
+import subprocess
+import sys
+
+from tinv.bench import table
+
+
+def test_quick_bench_writes_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "tinv.bench", "--quick", "--model", "tiny",
+                           "--device", "cpu", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["model"] == "tiny" and res["device"] == "cpu" and res["quick"]
+    assert set(res["ratios"]) == {"inversion_single", "inversion_packed", "sampling"}
+    for name, value in res["ratios"].items():
+        assert math.isfinite(value) and value > 0, name
+    inv, smp = res["inversion"], res["sampling"]
+    assert math.isclose(res["ratios"]["sampling"], smp["baseline_s"] / smp["tinv_s"])
+    assert math.isclose(res["ratios"]["inversion_packed"],
+                        inv["baseline_s_per_step"] / inv["tinv_packed_s_per_concept_step"])
+    assert table(res) in proc.stdout   # the printed table is the JSON's

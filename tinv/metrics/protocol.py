@@ -1,0 +1,78 @@
+"""A job's samples -> its metrics: the evaluation protocol of section 5.1 (docs/harness.md).
+
+`evaluate(plan, cells, train, device)` takes the job plan (tinv.job.Plan: config, concept,
+prompts) and its cells (tinv.job.Cell: a prompt or prompt x caption with its samples) and
+returns the row's `metrics`, `metrics_ci`, `scores` and `per_prompt`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tinv.metrics import encoders, oracle, scores as S
+
+
+def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
+    """metrics, metrics_ci, per_prompt, scores: the protocol of section 5.1 (see docs/harness.md)."""
+    cfg, e, m = plan.cfg, plan.cfg["eval"], plan.cfg["model"]
+    boot = dict(n_boot=int(e["bootstrap"]["n"]), seed=int(e["bootstrap"]["seed"]))
+    image_only = cfg["method"].get("reference") == "image_only"
+    clip = (encoders.cached(encoders.ClipEncoder.toyworld, device) if m["evaluator"] == "toyworld"
+            else encoders.cached(encoders.ClipEncoder.from_open_clip, e["clip"]["model"],
+                                 e["clip"]["pretrained"], device))
+    memo: dict[tuple[int, int], np.ndarray] = {}
+
+    def embed(enc, images):  # image-only reuses one tensor for every cell
+        key = (id(enc), id(images))
+        if key not in memo:
+            memo[key] = enc.images(images)
+        return memo[key]
+
+    rec_cells = [c for c in cells if c.prompt < 0]
+    edit_cells = [c for c in cells if c.prompt >= 0]
+    train_clip = embed(clip, train)
+    out = {"metrics": {}, "metrics_ci": {}, "scores": {}}
+
+    def put(name, res):
+        out["metrics"][name] = res["value"]
+        out["metrics_ci"][name] = res["ci"]
+        out["scores"][name] = [float(x) for x in res["scores"]]
+
+    rec = S.reconstruction([S.pair_matrix(train_clip, embed(clip, c.images), image_only)
+                            for c in rec_cells], **boot)
+    put("reconstruction_clip", rec)
+    texts = clip.texts([plan.prompts[c.prompt].edit_text for c in edit_cells])
+    edit = S.editability([(embed(clip, c.images), t) for c, t in zip(edit_cells, texts)], **boot)
+    put("editability_clip_meanemb", edit["meanemb"])
+    put("editability_clip_persample", edit["persample"])
+    if m.get("dino"):
+        dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], bool(e["dino"]["pretrained"]),
+                               device)
+        put("reconstruction_dino", S.reconstruction(
+            [S.pair_matrix(embed(dino, train), embed(dino, c.images), image_only) for c in rec_cells],
+            **boot))
+    oracle_cells = {}
+    if m.get("oracle"):
+        oracle_cells = oracle.score_cells(plan, rec_cells, edit_cells, device, out, **boot)
+    out["per_prompt"] = per_prompt(plan, edit_cells, edit, oracle_cells)
+    out["per_prompt"].insert(0, {"role": "reconstruction", "prompt": plan.recon.template,
+                                 "generated": [c.text for c in rec_cells],
+                                 "n": int(sum(len(c.images) for c in rec_cells)),
+                                 **{k: v for k, v in out["metrics"].items() if k.startswith("reconstruction")}})
+    return out
+
+
+def per_prompt(plan, edit_cells: list, edit: dict, oracle_cells: dict) -> list[dict]:
+    """One entry per editability prompt, each metric averaged over its captions."""
+    rows = []
+    for p_i, p in enumerate(plan.prompts):
+        idx = [i for i, c in enumerate(edit_cells) if c.prompt == p_i]
+        row = {"role": "editability", "prompt": p.template, "text": p.edit_text,
+               "generated": [edit_cells[i].text for i in idx], "attributes": p.attributes,
+               "n": int(sum(len(edit_cells[i].images) for i in idx)),
+               "editability_clip_meanemb": float(np.mean([edit["meanemb"]["cells"][i] for i in idx])),
+               "editability_clip_persample": float(np.mean([edit["persample"]["cells"][i] for i in idx]))}
+        for name, values in oracle_cells.items():
+            row[name] = float(np.mean([values[i] for i in idx]))
+        rows.append(row)
+    return rows
