@@ -12,3 +12,10 @@ for _k, _sub in [("WANDB_DIR", "wandb"), ("WANDB_CACHE_DIR", "wandb-cache"),
                  ("WANDB_CONFIG_DIR", "wandb-config"), ("WANDB_DATA_DIR", "wandb-data")]:
     os.environ.setdefault(_k, os.path.join(_tmp, _sub))
 os.environ.setdefault("WANDB_SILENT", "true")
+
+# Tiny models are dominated by per-op overhead: one thread per process is faster than two
+# fighting, and the cluster tests run several job processes side by side anyway.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

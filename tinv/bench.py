@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sample-steps", type=int, default=None, help="DDIM steps (50)")
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--compile", action="store_true", help="torch.compile tinv's UNet for sampling")
-    p.add_argument("--out", default="bench.json", help="JSON result file")
+    p.add_argument("--out", default="runs/bench/bench.json", help="JSON result file")
     args = p.parse_args(argv)
     res = run_bench(args)
     from tinv.results import write_json_atomic

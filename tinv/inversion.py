@@ -11,7 +11,6 @@ set exactly the gradient it would get alone.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

@@ -31,17 +31,18 @@ def installed_words(parts) -> list[PseudoWord]:
     whoever added it (`invert`, an import, diffusers' `load_textual_inversion`).
     """
     special = set(parts.tokenizer.all_special_tokens)
-    added = [t for t in parts.tokenizer.get_added_vocab() if t not in special]
+    # only added tokens can be placeholders (and get_vocab() would copy all 49k of CLIP's)
+    added = {t: i for t, i in parts.tokenizer.get_added_vocab().items() if t not in special}
     numbered = re.compile(r"^(.*)_(\d+)$")
     heads = [t for t in added if not ((m := numbered.match(t)) and m.group(1) in added)]
-    vocab, table = parts.tokenizer.get_vocab(), parts.input_embeddings().weight
+    table = parts.input_embeddings().weight
     words = []
     for head in heads:
         k = 1
-        while f"{head}_{k}" in vocab:
+        while f"{head}_{k}" in added:
             k += 1
         names = token_names(head, k)
-        ids = [vocab[n] for n in names]
+        ids = [added[n] for n in names]
         words.append(PseudoWord(head, names, ids, init=table[ids].detach().clone()))
     return words
 

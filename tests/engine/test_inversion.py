@@ -56,7 +56,8 @@ def test_setup_lowers_loss_and_changes_only_its_rows(make_parts, concept, family
     ids = parts.tokenize([expand_prompt(eval_prompt(cfg), [word])])
     after = fixed_eval_loss(parts, cache_latents(parts, concept), ids)
     assert after == pytest.approx(res.eval_loss_after, rel=1e-6)
-    assert after < res.eval_loss_before, (setup, family, res.eval_loss_before, after)
+    # Far above float noise (~1e-6): the tiny random nets move it by 2e-3 .. 1e-2.
+    assert res.eval_loss_before - after > 1e-3, (setup, family, res.eval_loss_before, after)
 
 
 def test_regularization_keeps_vectors_near_initializer(make_parts, concept):
