@@ -22,7 +22,8 @@ from typing import Any
 SCHEMA = 1
 ROW_NAME = "result.json"
 # Top-level config keys that do not change what a job computes.
-NON_IDENTITY_KEYS = ("sweep", "results_root", "logger", "progress", "hydra", "launcher", "cluster")
+NON_IDENTITY_KEYS = ("sweep", "results_root", "logger", "progress", "cpu_threads", "hydra", "launcher",
+                     "cluster")
 PACKAGES = ("tinv", "torch", "diffusers", "transformers", "open_clip_torch", "timm", "hydra-core",
             "omegaconf", "wandb", "numpy")
 

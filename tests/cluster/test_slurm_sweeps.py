@@ -24,6 +24,7 @@ from tests.cluster.conftest import (REPO, first_step_after_last_start, job_env, 
 from tinv import checkpoint
 from tinv.embeddings_io import read_embeddings
 from tinv.inversion import CHECKPOINT_NAME
+from tinv.toyworld import MODEL_DIR
 
 pytestmark = pytest.mark.slurm
 
@@ -46,10 +47,11 @@ SLURM = (
 
 
 def sweep_args(root: Path, sweep: str, hydra_dir: Path, concepts=CONCEPTS, methods=METHODS,
-               launcher=SLURM):
+               launcher=SLURM, model_dir: Path | None = None):
     # A fresh hydra.sweep.dir per submission: its .submitit folder is keyed by SLURM job
     # id, and ids start again at 1 whenever the test cluster's state is wiped.
-    return (*JOB, *launcher, f"concept={','.join(concepts)}", f"method={','.join(methods)}",
+    model = (f"model.path={model_dir}",) if model_dir else ()
+    return (*JOB, *model, *launcher, f"concept={','.join(concepts)}", f"method={','.join(methods)}",
             f"results_root={root}", f"sweep={sweep}", f"hydra.sweep.dir={hydra_dir}")
 
 
@@ -57,8 +59,11 @@ def sweep_args(root: Path, sweep: str, hydra_dir: Path, concepts=CONCEPTS, metho
 def grid(slurm, tmp_path_factory):
     """The 4-job sweep, run once to the end."""
     tmp = tmp_path_factory.mktemp("grid")
-    run_py(*sweep_args(tmp / "results", "grid", tmp / "hydra-1"))
-    return SimpleNamespace(root=tmp / "results", tmp=tmp, hydra_dir=tmp / "hydra-1")
+    # A private copy of the toy weights: the preemption test compares against this sweep,
+    # and in a working checkout the shipped weights may be retrained in between.
+    model_dir = Path(shutil.copytree(MODEL_DIR, tmp / "toy_model"))
+    run_py(*sweep_args(tmp / "results", "grid", tmp / "hydra-1", model_dir=model_dir))
+    return SimpleNamespace(root=tmp / "results", tmp=tmp, hydra_dir=tmp / "hydra-1", model_dir=model_dir)
 
 
 def by_pair(sweep_rows: dict) -> dict:
@@ -100,7 +105,7 @@ def test_resubmitting_the_finished_sweep_runs_nothing(grid):
     the same no-op sweep through SLURM and in-process (Hydra's basic launcher)."""
     before = {p: (p.stat().st_mtime_ns, p.read_text()) for p in grid.root.glob("grid/*/result.json")}
     t0 = time.monotonic()
-    run_py(*sweep_args(grid.root, "grid", grid.tmp / "hydra-2"))
+    run_py(*sweep_args(grid.root, "grid", grid.tmp / "hydra-2", model_dir=grid.model_dir))
     slurm_wall = time.monotonic() - t0
     after = {p: (p.stat().st_mtime_ns, p.read_text()) for p in grid.root.glob("grid/*/result.json")}
     assert after == before and len(after) == 4
@@ -116,7 +121,8 @@ def test_resubmitting_the_finished_sweep_runs_nothing(grid):
     assert max(t["run_s"] for t in again.values()) < min(t["run_s"] for t in first.values())
 
     t0 = time.monotonic()
-    run_py(*sweep_args(grid.root, "grid", grid.tmp / "hydra-3", launcher=("hydra/launcher=basic",)))
+    run_py(*sweep_args(grid.root, "grid", grid.tmp / "hydra-3", launcher=("hydra/launcher=basic",),
+                       model_dir=grid.model_dir))
     local_wall = time.monotonic() - t0
     assert after == {p: (p.stat().st_mtime_ns, p.read_text()) for p in grid.root.glob("grid/*/result.json")}
     overhead = {"jobs": 4, "slurm_sweep_wall_s": round(slurm_wall, 1), "basic_sweep_wall_s": round(local_wall, 1),
@@ -133,10 +139,31 @@ def _complete(times: dict) -> dict | None:
 def test_packing_runs_several_jobs_in_one_slurm_task(grid):
     """pack=2: the two jobs of red_star share one task (both found finished there)."""
     hydra_dir = grid.tmp / "hydra-pack"
-    run_py(*sweep_args(grid.root, "grid", hydra_dir, concepts=CONCEPTS[:1]), "hydra.launcher.pack=2")
+    run_py(*sweep_args(grid.root, "grid", hydra_dir, concepts=CONCEPTS[:1], model_dir=grid.model_dir),
+           "hydra.launcher.pack=2")
     tasks = submitit_tasks(hydra_dir)
     assert len(tasks) == 1
     assert task_log(tasks[0]).count("is done already") == 2
+
+
+def test_resubmission_reruns_only_missing_and_failed_jobs(grid):
+    """One row deleted, one marked failed: resubmitting runs exactly those two again."""
+    found = {k: Path(r["folder"]) / "result.json" for k, r in by_pair(rows(grid.root, "grid")).items()}
+    missing, failed = found[(CONCEPTS[1], METHODS[0])], found[(CONCEPTS[1], METHODS[1])]
+    old_ids = {k: json.loads(p.read_text())["provenance"]["slurm_job_id"] for k, p in found.items()}
+    missing.unlink()
+    row = json.loads(failed.read_text())
+    failed.write_text(json.dumps({**row, "status": "failed", "error": "RuntimeError: CUDA out of memory"}))
+    untouched = {p: (p.stat().st_mtime_ns, p.read_text()) for p in found.values() if p not in (missing, failed)}
+
+    run_py(*sweep_args(grid.root, "grid", grid.tmp / "hydra-rerun", model_dir=grid.model_dir))
+    assert untouched == {p: (p.stat().st_mtime_ns, p.read_text()) for p in untouched}
+    for key in ((CONCEPTS[1], METHODS[0]), (CONCEPTS[1], METHODS[1])):
+        again = json.loads(found[key].read_text())
+        assert again["status"] == "ok" and again["error"] is None
+        assert again["provenance"]["slurm_job_id"] != old_ids[key]   # a new SLURM job wrote it
+    logs = [task_log(t) for t in submitit_tasks(grid.tmp / "hydra-rerun")]
+    assert sum("is done already" in log for log in logs) == 2
 
 
 def test_preempted_job_resumes_from_its_checkpoint_and_matches(grid, tmp_path):
@@ -144,7 +171,8 @@ def test_preempted_job_resumes_from_its_checkpoint_and_matches(grid, tmp_path):
     mid-inversion: submitit requeues the job, the second attempt resumes from the
     checkpoint, and the row equals the uninterrupted one of the grid sweep."""
     root, hydra_dir = tmp_path / "results", tmp_path / "hydra"
-    proc = start_run_py(*sweep_args(root, "preempt", hydra_dir, CONCEPTS[:1], METHODS[:1]))
+    proc = start_run_py(*sweep_args(root, "preempt", hydra_dir, CONCEPTS[:1], METHODS[:1],
+                                    model_dir=grid.model_dir))
     try:
         ckpt = wait_for(lambda: next(root.glob(f"preempt/*/checkpoint/{CHECKPOINT_NAME}"), None), 300,
                         "the first inversion checkpoint")

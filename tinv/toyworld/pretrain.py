@@ -201,7 +201,8 @@ def train_evaluator(pool, steps: int, seed: int, out: Path):
         # count, size) are learned too, not only what tells a random batch apart.
         attr_f = F.normalize(model.encode_text(attr_tokens), dim=-1)
         for j, (k, (lo, hi)) in enumerate(attr_slices.items()):
-            loss = loss + F.cross_entropy(scale * img_f @ attr_f[lo:hi].T, pool["attrs"][b, ATTR_NAMES.index(k)]) / len(attr_slices)
+            loss = loss + 2 * F.cross_entropy(scale * img_f @ attr_f[lo:hi].T,
+                                              pool["attrs"][b, ATTR_NAMES.index(k)]) / len(attr_slices)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
