@@ -127,3 +127,56 @@ def test_concept_all_means_every_built_in_concept():
     assert expand_all("concept=all") == "concept=glob(*,exclude=[folder,dreambench*])"
     for untouched in ("concept=red_star", "method=all", "concept=glob(*)", "-m"):
         assert expand_all(untouched) == untouched
+
+
+DREAMBENCH_FILE = """Classes
+
+subject_name,class
+bear_plushie,stuffed animal
+dog2,dog
+
+Prompts
+
+Object Prompts
+
+prompt_list = [
+'a {0} {1} in the jungle'.format(unique_token, class_token),
+'a cube shaped {0} {1}'.format(unique_token, class_token)
+]
+
+Live Subject Prompts
+
+prompt_list = [
+'a {0} {1} wearing a red hat'.format(unique_token, class_token)
+]
+"""
+
+
+@pytest.mark.parametrize("subject, initializer, first_prompt", [
+    ("bear_plushie", "animal", "a {} in the jungle"), ("dog2", "dog", "a {} wearing a red hat")])
+def test_dreambench_subject_brings_its_class_word_and_prompts(tmp_path, subject, initializer, first_prompt):
+    (tmp_path / "dataset" / subject).mkdir(parents=True)
+    (tmp_path / "dataset" / "prompts_and_classes.txt").write_text(DREAMBENCH_FILE)
+    cfg = OmegaConf.to_container(_compose("concept=dreambench", f"concept.root={tmp_path}",
+                                          f"concept.subject={subject}", "model=sd15"), resolve=True)
+    plan = job.make_plan(cfg, {})
+    assert plan.concept.name == f"dreambench_{subject}"
+    assert plan.concept.folder == tmp_path / "dataset" / subject
+    assert plan.icfg.initializer_word == initializer
+    assert plan.prompts[0].template == first_prompt and plan.prompts[0].fill("<S*>") == first_prompt.format("<S*>")
+    cfg["concept"]["subject"] = "no_such_subject"
+    with pytest.raises(job.InputError, match="no_such_subject"):
+        job.make_plan(cfg, {})
+
+
+def test_folder_concept_reads_captions_from_the_folder(tmp_path):
+    (tmp_path / "captions.yaml").write_text("short: [a tabby cat]\nlong: [a tabby cat with a white chest]\n")
+    cfg = OmegaConf.to_container(_compose("concept=folder", f"concept.path={tmp_path}",
+                                          "concept.initializer=cat", "method=human_captions_long"),
+                                 resolve=True)
+    plan = job.make_plan(cfg, {})
+    assert plan.fillers == ["a tabby cat with a white chest"]
+    assert plan.cells()[0].text == "A photo of a tabby cat with a white chest"   # caption replaces S*
+    cfg["concept"]["path"] = str(tmp_path / "elsewhere")
+    with pytest.raises(job.InputError, match="captions"):
+        job.make_plan(cfg, {})

@@ -149,7 +149,7 @@ def test_an_interrupted_job_resumes_from_its_checkpoint(runs):
     import sys
     import time
     args = [a for a in FAST if a not in ("progress=false", "model.inversion.steps=3")]
-    args += ["model.inversion.steps=60", "model.inversion.checkpoint_every=5"]
+    args += ["model.inversion.steps=200", "model.inversion.checkpoint_every=5"]   # seconds of work to interrupt
     env = {**os.environ, "TINV_RUNS": str(runs)}
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -166,9 +166,9 @@ def test_an_interrupted_job_resumes_from_its_checkpoint(runs):
 
     res = run_cli(args, runs)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert " 0/60 " not in res.stderr and "/60" in res.stderr   # the bar starts past step 0
+    assert " 0/200 " not in res.stderr and "/200" in res.stderr   # the bar starts past step 0
     [row] = rows(runs)
-    assert row["status"] == "ok" and row["training"]["steps"] == 60
+    assert row["status"] == "ok" and row["training"]["steps"] == 200
 
 
 def test_a_preset_sweep_fans_out_concept_all(runs):
