@@ -10,7 +10,6 @@ Writes PNG and PDF.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,8 +19,8 @@ if __package__ in (None, ""):  # run as a script: make `analysis` importable
 import pandas as pd  # noqa: E402
 
 from analysis import style  # noqa: E402
-from analysis.table import N_BOOT, load_results, metric_pair, save_figure, where  # noqa: E402
-from analysis.versus import find_column, plot_versus  # noqa: E402
+from analysis.table import N_BOOT, metric_pair  # noqa: E402
+from analysis.versus import find_column, plot_versus, versus_main  # noqa: E402
 
 GUIDANCE_COLUMNS = ("eval.guidance", "eval.guidance_scale", "sampling.guidance",
                     "sampling.guidance_scale", "guidance", "guidance_scale")
@@ -38,25 +37,8 @@ def plot_guidance(df: pd.DataFrame, x: str | None = None, setups=SETUPS, family:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Figure 11: scores against the guidance scale.")
-    ap.add_argument("csv")
-    ap.add_argument("-o", "--out", required=True)
-    ap.add_argument("--x", help=f"column holding the guidance scale (default: first of {GUIDANCE_COLUMNS} that varies)")
-    ap.add_argument("--setups", nargs="+", default=list(SETUPS))
-    ap.add_argument("--family", choices=["clip", "dino", "oracle"], default="clip")
-    ap.add_argument("--editability", choices=["meanemb", "persample"], default="meanemb")
-    ap.add_argument("--n-boot", type=int, default=N_BOOT)
-    ap.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
-                    help="keep only these rows, e.g. eval.guidance=5 model=toyworld")
-    args = ap.parse_args(argv)
-    try:
-        fig, _, _ = plot_guidance(where(load_results(args.csv), args.where), args.x, args.setups, args.family,
-                                  args.editability, args.n_boot)
-    except (FileNotFoundError, ValueError) as e:
-        ap.error(str(e))
-    for p in save_figure(fig, args.out):
-        print(f"wrote {p}", file=sys.stderr)
-    return 0
+    return versus_main(argv, plot_guidance, "Figure 11: scores against the guidance scale.",
+                       f"column holding the guidance scale (default: first of {GUIDANCE_COLUMNS} that varies)", SETUPS)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ references. Writes PNG and PDF.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,8 +18,8 @@ if __package__ in (None, ""):  # run as a script: make `analysis` importable
 import pandas as pd  # noqa: E402
 
 from analysis import style  # noqa: E402
-from analysis.table import N_BOOT, load_results, metric_pair, save_figure, where  # noqa: E402
-from analysis.versus import find_column, plot_versus  # noqa: E402
+from analysis.table import N_BOOT, metric_pair  # noqa: E402
+from analysis.versus import find_column, plot_versus, versus_main  # noqa: E402
 
 # Where the harness may keep the number of training images, most specific first.
 SETSIZE_COLUMNS = ("concept.n_images", "concept.num_images", "concept.n_images", "concept.max_images",
@@ -38,25 +37,8 @@ def plot_setsize(df: pd.DataFrame, x: str | None = None, setups=("single_word",)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Figure 12: scores against the number of training images.")
-    ap.add_argument("csv")
-    ap.add_argument("-o", "--out", required=True)
-    ap.add_argument("--x", help=f"column holding the set size (default: first of {SETSIZE_COLUMNS} that varies)")
-    ap.add_argument("--setups", nargs="+", default=["single_word"])
-    ap.add_argument("--family", choices=["clip", "dino", "oracle"], default="clip")
-    ap.add_argument("--editability", choices=["meanemb", "persample"], default="meanemb")
-    ap.add_argument("--n-boot", type=int, default=N_BOOT)
-    ap.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
-                    help="keep only these rows, e.g. eval.guidance=5 model=toyworld")
-    args = ap.parse_args(argv)
-    try:
-        fig, lines, _ = plot_setsize(where(load_results(args.csv), args.where), args.x, args.setups, args.family,
-                                     args.editability, args.n_boot)
-    except (FileNotFoundError, ValueError) as e:
-        ap.error(str(e))
-    for p in save_figure(fig, args.out):
-        print(f"wrote {p}", file=sys.stderr)
-    return 0
+    return versus_main(argv, plot_setsize, "Figure 12: scores against the number of training images.",
+                       f"column holding the set size (default: first of {SETSIZE_COLUMNS} that varies)", ["single_word"])
 
 
 if __name__ == "__main__":

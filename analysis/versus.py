@@ -6,6 +6,9 @@ setups (measured once, not along x) as horizontal lines with a shaded interval.
 """
 from __future__ import annotations
 
+import argparse
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -14,7 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import style  # noqa: E402
-from analysis.table import AXIS_LABELS, CONCEPT_COLUMN, N_BOOT, SETUP_COLUMN, require_metrics, summarize  # noqa: E402
+from analysis.table import (AXIS_LABELS, CONCEPT_COLUMN, N_BOOT, SETUP_COLUMN, load_results,  # noqa: E402
+                            require_metrics, save_figure, summarize, where)
 
 
 def find_column(df: pd.DataFrame, candidates, what: str) -> str:
@@ -75,3 +79,27 @@ def plot_versus(df: pd.DataFrame, x: str, setups, references, metrics, xlabel: s
     fig.suptitle(title + " (95% bootstrap CI)", fontsize=10)
     fig.tight_layout()
     return fig, lines, refs
+
+
+def versus_main(argv, plot, description: str, x_help: str, default_setups) -> int:
+    """The command line both line plots share: `plot(df, x, setups, family, editability, n_boot)`
+    returns (figure, ...); writes PNG and PDF."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("csv")
+    ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--x", help=x_help)
+    ap.add_argument("--setups", nargs="+", default=list(default_setups))
+    ap.add_argument("--family", choices=["clip", "dino", "oracle"], default="clip")
+    ap.add_argument("--editability", choices=["meanemb", "persample"], default="meanemb")
+    ap.add_argument("--n-boot", type=int, default=N_BOOT)
+    ap.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
+                    help="keep only these rows, e.g. eval.guidance=5 model=toyworld")
+    args = ap.parse_args(argv)
+    try:
+        fig = plot(where(load_results(args.csv), args.where), args.x, args.setups, args.family,
+                   args.editability, args.n_boot)[0]
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(str(e))
+    for p in save_figure(fig, args.out):
+        print(f"wrote {p}", file=sys.stderr)
+    return 0
