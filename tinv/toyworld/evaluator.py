@@ -17,12 +17,14 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "evaluator"
 CONFIG_FILE = WEIGHTS_DIR / f"{NAME}.json"
 WEIGHTS_FILE = WEIGHTS_DIR / f"{NAME}.safetensors"
 
-# The image tower is open_clip's ModifiedResNet (the tower of OpenAI's RN50 CLIP), tiny:
-# a ViT on 8 px patches learned colour and background but not shape or position in the
-# time a 2-core CPU allows; convolutions and attention pooling with a position embedding do.
+# The image tower is open_clip's ModifiedResNet (the tower of OpenAI's RN50 CLIP), tiny.
+# A ViT on 8 px patches learned colour and background but not shape or position in the
+# time a 2-core CPU allows; the ResNet's attention pooling learned position, and its
+# input is 64 px (open_clip's preprocess upsamples the 32 px pictures) because its stem
+# divides the side by 4 before the first block, which at 32 px left too little of a shape.
 CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16},
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
 

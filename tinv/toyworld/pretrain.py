@@ -208,6 +208,7 @@ def train_evaluator(pool, steps: int, seed: int, out: Path):
     g = torch.Generator().manual_seed(seed + 2)
     rng = np.random.default_rng(seed + 2)
     n = len(pool["images"])
+    side = evaluator.CONFIG["vision_cfg"]["image_size"]
     attr_prompts, attr_slices = [], {}
     for k, values in attributes.NAMED.items():
         attr_slices[k] = (len(attr_prompts), len(attr_prompts) + len(values))
@@ -219,7 +220,10 @@ def train_evaluator(pool, steps: int, seed: int, out: Path):
         for group in opt.param_groups:
             group["lr"] = 1e-3 * _cosine(step, steps, 100)
         b = torch.randint(n, (64,), generator=g)
-        x = (_to_images(pool["images"][b]) - mean) / std
+        x = _to_images(pool["images"][b])
+        if side != x.shape[-1]:  # as open_clip's preprocess does: bicubic resize to the tower's size
+            x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False).clamp(0, 1)
+        x = (x - mean) / std
         text = tok([pool["captions"][i][rng.integers(N_CAPTIONS)] for i in b.tolist()])
         img_f, txt_f, scale = model(x, text)[:3]  # normalized features and exp(logit_scale)
         logits = scale * img_f @ txt_f.T
@@ -228,10 +232,12 @@ def train_evaluator(pool, steps: int, seed: int, out: Path):
         # Hard negatives (as in NegCLIP): per named attribute, the one-attribute captions of all
         # its values compete for each picture, so that rarely mentioned attributes (position,
         # count, size) are learned too, not only what tells a random batch apart.
+        # Shape, the one attribute that needs the whole silhouette, is learned slowest: it
+        # gets a weight of its own.
         attr_f = F.normalize(model.encode_text(attr_tokens), dim=-1)
         for j, (k, (lo, hi)) in enumerate(attr_slices.items()):
-            loss = loss + 2 * F.cross_entropy(scale * img_f @ attr_f[lo:hi].T,
-                                              pool["attrs"][b, ATTR_NAMES.index(k)]) / len(attr_slices)
+            w = 1.0 if k == "shape" else 0.25
+            loss = loss + w * F.cross_entropy(scale * img_f @ attr_f[lo:hi].T, pool["attrs"][b, ATTR_NAMES.index(k)])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -281,7 +287,8 @@ def _encode(text_encoder, ids: torch.Tensor) -> torch.Tensor:
 
 
 def train_joint(joint: Joint, lat_mean, lat_std, ids, empty_ids, sched, steps: int, batch: int, seed: int,
-                on_export, export_every: int, ckpt_path: Path, ckpt_every: int = 200) -> None:
+                on_export, export_every: int, ckpt_path: Path, ckpt_every: int = 200,
+                offset_noise: float = 0.0, offset_from: int = 0) -> None:
     """The diffusion objective on cached latents, text encoder and UNet trained jointly."""
     g = torch.Generator().manual_seed(seed + 4 + joint.step)  # a resumed run draws fresh batches
     acp = sched.alphas_cumprod
@@ -301,6 +308,11 @@ def train_joint(joint: Joint, lat_mean, lat_std, ids, empty_ids, sched, steps: i
         cap = torch.where(drop[:, None], empty_ids.expand(batch, -1), cap)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
         noise = torch.randn(z.shape, generator=g)
+        if offset_noise and joint.step >= offset_from:
+            # Offset noise: a per-channel constant in the noise. On 16x16 latents the mean of
+            # pure noise looks like a background colour (its SNR at t=T is about 1), so the
+            # model kept whatever background x_T suggested; with the offset it cannot trust it.
+            noise = noise + offset_noise * torch.randn((batch, z.shape[1], 1, 1), generator=g)
         pred = joint.unet(sched.add_noise(z, noise, t), t, _encode(joint.text, cap)).sample
         loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
         loss = (loss * min_snr[t]).mean()
@@ -374,10 +386,14 @@ def main(argv=None) -> None:
     p.add_argument("--oracle-steps", type=int, default=3000)
     p.add_argument("--ae-steps", type=int, default=3000)
     p.add_argument("--decoder-steps", type=int, default=1500, help="decoder-only fine-tuning after the autoencoder")
-    p.add_argument("--evaluator-steps", type=int, default=2000)
-    p.add_argument("--unet-steps", type=int, default=8000)
+    p.add_argument("--evaluator-steps", type=int, default=4000)
+    p.add_argument("--unet-steps", type=int, default=17000)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--export-every", type=int, default=300)
+    p.add_argument("--offset-noise", type=float, default=0.1, help="offset-noise strength (0: plain noise)")
+    p.add_argument("--offset-from", type=int, default=8000,
+                   help="first UNet step with offset noise (the shipped weights added it at 8000, when "
+                        "samples showed backgrounds following x_T rather than the caption)")
+    p.add_argument("--export-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; on a CPU shared with other jobs 1 is several times faster than 2 "
                         "(OpenMP threads spin-wait for each other); 0 keeps torch's default")
@@ -443,16 +459,18 @@ def main(argv=None) -> None:
             log.warning("autoencoder loses named attributes (oracle < 0.95): %s", _fmt(bad))
         lat_mean, lat_std = cache_latents(vae, pool)
         vae.register_to_config(scaling_factor=float(1 / lat_mean.std()))
-        vae.save_pretrained(out / "vae")
-        torch.save({"mean": lat_mean, "std": lat_std}, out / "latents.pt")
-        (out / "vae" / "oracle_check.json").write_text(json.dumps(acc, indent=2))
+        torch.save({"mean": lat_mean, "std": lat_std}, out / "latents.pt")   # before vae/: resume keys on it
+        _atomic_dir(out / "vae", lambda tmp: (vae.save_pretrained(tmp),
+                                              (tmp / "oracle_check.json").write_text(json.dumps(acc, indent=2))))
     vae.eval().requires_grad_(False)
     if args.decoder_steps and not (out / "vae" / "decoder_finetune.json").exists():
         timed("decoder", lambda: finetune_decoder(vae, pool, args.decoder_steps, args.seed))
         acc = accuracy(oracle_net, reconstruct(vae, _to_images(val["images"])), val["attrs"])
         log.info("oracle on reconstructions after decoder fine-tuning: %s", _fmt(acc))
-        _atomic_dir(out / "vae", lambda tmp: vae.save_pretrained(tmp))
-        (out / "vae" / "decoder_finetune.json").write_text(json.dumps({"steps": args.decoder_steps, "oracle": acc}))
+        check = (out / "vae" / "oracle_check.json").read_text()
+        _atomic_dir(out / "vae", lambda tmp: (vae.save_pretrained(tmp), (tmp / "oracle_check.json").write_text(check),
+                                              (tmp / "decoder_finetune.json").write_text(
+                                                  json.dumps({"steps": args.decoder_steps, "oracle": acc}))))
     lat = torch.load(out / "latents.pt")
     if args.stop_after == "autoencoder":
         return
@@ -486,7 +504,8 @@ def main(argv=None) -> None:
         times["exports"] = times.get("exports", 0) + time.time() - t0
 
     timed("unet+text", lambda: train_joint(joint, lat["mean"], lat["std"], pool["ids"].long(), empty, sched,
-                                            args.unet_steps, args.batch, args.seed, export, args.export_every, ckpt))
+                                            args.unet_steps, args.batch, args.seed, export, args.export_every, ckpt,
+                                            offset_noise=args.offset_noise, offset_from=args.offset_from))
     log.info("done; stage times (s): %s", json.dumps(times))
 
 
