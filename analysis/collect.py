@@ -31,7 +31,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -39,6 +38,10 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 from tqdm import tqdm
+
+if __package__ in (None, ""):  # run as a script: make `analysis` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from analysis.table import atomic_write_text  # noqa: E402
 
 ROW_FILE = "result.json"
 # A log line that says a job died; plain "error" words in config dumps must not count.
@@ -284,21 +287,12 @@ def collect(sweep_dirs: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list
     return df[first + [c for c in df.columns if c not in first]], issues
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the table is for everyone
-    os.replace(tmp, path)
-
-
 def write_outputs(df: pd.DataFrame, issues: list[JobIssue], out: Path) -> Path:
     """Table to `out` and the job issues to `<out stem>.jobs.json`, both atomically."""
-    _atomic_write_text(out, df.to_csv(index=False))
+    atomic_write_text(out, df.to_csv(index=False))
     jobs = out.with_name(out.stem + ".jobs.json")
     n_ok = int((df["status"] == "ok").sum()) if "status" in df else 0
-    _atomic_write_text(jobs, json.dumps({
+    atomic_write_text(jobs, json.dumps({
         "ok": n_ok,
         "failed": [asdict(i) for i in issues if i.kind == "failed"],
         "missing": [asdict(i) for i in issues if i.kind == "missing"],

@@ -13,9 +13,7 @@ import base64
 import html
 import io
 import json
-import os
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import gallery, plot_guidance, plot_setsize, plot_tradeoff, style  # noqa: E402
-from analysis.table import AXIS_LABELS, N_BOOT, SETUP_COLUMN, load_results, summarize  # noqa: E402
+from analysis.table import AXIS_LABELS, N_BOOT, SETUP_COLUMN, atomic_write_text, load_results, summarize  # noqa: E402
 
 # The figures a report tries, in order: (title, function(df) -> figure). A figure whose
 # data the sweep lacks is skipped with a note, not an error.
@@ -136,15 +134,6 @@ def build_report(df: pd.DataFrame, sweep: str, jobs: dict | None = None, n_boot:
     return "\n".join(parts)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the report is for everyone
-    os.replace(tmp, path)
-
-
 def _jobs_of(jobs: dict | None, sweep: str) -> dict | None:
     """The job issues under this sweep's folder (<results_root>/<sweep>/...); all of them
     when the paths do not say (a table collected from folders named otherwise)."""
@@ -178,7 +167,7 @@ def write_reports(csv: str | Path, out: str | Path, sweep: str | None = None, n_
     written = []
     for name in sweeps:
         path = out if out.suffix == ".html" else out / f"report-{name}.html"
-        _atomic_write(path, build_report(df[names == name], name, _jobs_of(jobs, name), n_boot, galleries))
+        atomic_write_text(path, build_report(df[names == name], name, _jobs_of(jobs, name), n_boot, galleries))
         written.append(path)
     return written
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,3 +161,13 @@ def save_figure(fig, out: str | Path) -> list[Path]:
         fig.savefig(tmp, format=p.suffix[1:].lower(), dpi=150, bbox_inches="tight")
         os.replace(tmp, p)
     return paths
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Temp file in the same folder, then rename: a reader never sees half a table or report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; tables and reports are for everyone
+    os.replace(tmp, path)
