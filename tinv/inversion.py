@@ -263,7 +263,7 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
                    disable=not progress, desc=f"invert {', '.join(s.cfg.placeholder for s in sets)}")
         for step in bar:
             _optimizer_step(parts, sched, [s for s in sets if s.step < s.cfg.steps])
-            bar.set_postfix(loss=f"{sets[0].losses[-1]:.4f}" if sets[0].losses else "-")
+            bar.set_postfix(loss=f"{sets[0].losses[-1]:.4f}" if sets[0].losses else "-", refresh=False)
             every = sets[0].cfg.checkpoint_every
             if ckpt_path and every and (step + 1) % every == 0:
                 _save(sets, ckpt_path)

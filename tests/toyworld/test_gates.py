@@ -91,12 +91,8 @@ def test_evaluator_uses_open_clip_code_path():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 3's inversion gate is not met by the shipped weights (step 17,000): gains over the "
-    "coarse word were -0.08 to +0.18 on the 8 object concepts (python -m tinv.toyworld.gates). "
-    "strict: once retrained weights pass, this XPASS fails the suite so the mark is removed."))
 def test_inversion_beats_the_coarse_word():
     pytest.importorskip("tinv.inversion")
-    res = gates.inversion_gate()   # all 8 object concepts, default config, 400 steps
+    res = gates.inversion_gate()   # all 8 object concepts, `python run.py`'s single_word config
     passing = [k for k, v in res.items() if v["gain"] >= 0.2]
     assert len(passing) >= 3, f"only {passing} beat the coarse word by >= 0.2: {res}"

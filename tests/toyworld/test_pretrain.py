@@ -22,7 +22,8 @@ def test_pretrain_tiny_end_to_end_and_resume(tmp_path):
     from tinv.toyworld.evaluator import NAME, load_evaluator
     from tinv.toyworld.oracle import load_oracle
     args = ["--out", str(tmp_path), "--pool", "64", "--oracle-steps", "2", "--ae-steps", "2", "--decoder-steps", "1",
-            "--evaluator-steps", "1", "--unet-steps", "2", "--batch", "4", "--export-every", "2", "--offset-from", "1"]
+            "--evaluator-steps", "1", "--unet-steps", "2", "--batch", "4", "--compound-p", "0.5", "--compound-from", "1",
+            "--export-every", "2", "--offset-from", "1"]
     pretrain.main(args)
     parts = load_parts(tmp_path / "pipeline")
     assert parts.resolution == 32 and parts.unet.config.addition_embed_type == "text"
@@ -30,6 +31,39 @@ def test_pretrain_tiny_end_to_end_and_resume(tmp_path):
     load_evaluator(weights=tmp_path / "evaluator" / f"{NAME}.safetensors")
     assert set(load_oracle(folder=tmp_path / "oracle").predict(torch.rand(2, 3, 32, 32))) >= {"shape", "outline"}
     # a second call resumes the joint stage from its checkpoint instead of starting over
-    pretrain.main(args[:-6] + ["--unet-steps", "4", "--export-every", "2", "--offset-from", "1"])
+    pretrain.main(args[:-10] + ["--unet-steps", "4", "--export-every", "2", "--offset-from", "1"])
     assert json.loads((tmp_path / "pipeline" / "training.json").read_text())["step"] == 4
     assert np.isfinite(torch.load(tmp_path / "joint.pt", weights_only=False)["step"])
+
+
+def test_compound_caption_puts_one_mark_where_the_look_words_were():
+    from tinv.toyworld import attributes, captions
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scene = attributes.sample(rng)
+        text, words = captions.compound_caption(scene, rng)
+        assert text.split().count(captions.COMPOUND_MARK) == 1, text
+        assert words == [scene["color"], captions.PATTERN[scene["pattern"]], scene["shape"]]
+        assert scene["shape"] not in text.split() and captions._plural(scene["shape"]) not in text.split()
+
+
+def test_compounds_splice_the_merged_vector_into_the_chosen_rows_only():
+    from tinv.models import tiny_clip_tokenizer
+    from tinv.toyworld import nets
+    tok = tiny_clip_tokenizer()
+    torch.manual_seed(0)
+    text = nets.text_encoder(tok)
+    attrs = torch.zeros(4, len(pretrain.ATTR_NAMES), dtype=torch.long)   # red solid circle, ...
+    cap = tok(["a photo of a circle"] * 4, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    comp = pretrain.Compounds(tok, attrs, p=1.0)
+    allowed = torch.tensor([True, False, True, False])
+    out = comp.encode(text, cap, torch.arange(4), allowed, np.random.default_rng(0))
+    plain = text(cap)[0]
+    assert torch.allclose(out[1], plain[1]) and torch.allclose(out[3], plain[3])   # dropped/plain rows untouched
+    assert not torch.allclose(out[0], plain[0])
+    assert type(text.get_input_embeddings()) is torch.nn.Embedding                 # the table is restored
+    out.sum().backward()
+    # the merged words (colour, pattern, shape of attribute index 0) learn through the compound slot
+    grads = text.get_input_embeddings().weight.grad.abs().sum(1)
+    red = tok("red", add_special_tokens=False).input_ids[0]
+    assert grads[red] > 0 and grads[comp.mark] == 0

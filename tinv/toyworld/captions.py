@@ -57,6 +57,23 @@ def caption(attrs: dict, rng: np.random.Generator) -> str:
     return describe(attrs, mention, rng)
 
 
+# The stand-in word of a compound caption; its input vector is replaced by the compound's.
+COMPOUND_MARK = "sks"
+
+
+def compound_caption(attrs: dict, rng: np.random.Generator) -> tuple[str, list[str]]:
+    """A random caption whose colour, pattern and shape words are one compound word.
+
+    Returns the caption, with `COMPOUND_MARK` where the compound stands, and the words the
+    compound merges (colour, pattern, shape). Pretraining gives that slot the merged vector of
+    those words' embeddings, so a single input vector can carry an object's whole look.
+    """
+    mention = {k for k, p in MENTION_P.items() if rng.random() < p} - {"color", "pattern"}
+    text = describe({**attrs, "shape": COMPOUND_MARK}, mention | {"shape"}, rng)
+    text = text.replace(_plural(COMPOUND_MARK), COMPOUND_MARK)
+    return text, [attrs["color"], PATTERN[attrs["pattern"]], attrs["shape"]]
+
+
 def full_caption(attrs: dict) -> str:
     """The canonical caption naming every named attribute."""
     return describe(attrs, set(MENTION_P))

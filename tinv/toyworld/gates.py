@@ -109,13 +109,26 @@ def evaluator_gate(n: int = 1000) -> dict[str, float]:
     return out
 
 
-def inversion_gate(concepts=INVERSION_CONCEPTS, steps: int = 400, n_samples: int = 16,
-                   sample_steps: int = 20) -> dict[str, dict[str, float]]:
+def default_inversion(**overrides) -> dict:
+    """The InversionConfig fields of `python run.py` on the toy world (method single_word):
+    the model's budget (conf/model/toyworld.yaml) under the method's setup, as tinv.job merges them."""
+    import yaml
+
+    from tinv import PACKAGE_DIR
+    conf = Path(PACKAGE_DIR).parent / "conf"
+    model = yaml.safe_load((conf / "model" / "toyworld.yaml").read_text())["inversion"]
+    method = yaml.safe_load((conf / "method" / "single_word.yaml").read_text())["inversion"]
+    seed = yaml.safe_load((conf / "config.yaml").read_text())["seed"]
+    return {**model, **method, "seed": seed, **overrides}
+
+
+def inversion_gate(concepts=INVERSION_CONCEPTS, n_samples: int = 16, sample_steps: int = 20,
+                   **overrides) -> dict[str, dict[str, float]]:
     """Oracle reconstruction of the default single-word inversion ("a photo of a <name>")
     vs the coarse word alone ("a photo of a <initializer>"), per concept.
 
-    The concepts are inverted together (`invert_packed`: independent placeholders, one
-    UNet batch), each with the default `InversionConfig` except for the step count.
+    The concepts are inverted together (`invert_packed`: independent placeholders, one UNet
+    batch; the same result as one run each), each with `default_inversion()`.
     """
     import yaml
 
@@ -126,7 +139,8 @@ def inversion_gate(concepts=INVERSION_CONCEPTS, steps: int = 400, n_samples: int
     conf = Path(PACKAGE_DIR).parent / "conf" / "concept"
     docs = {name: yaml.safe_load((conf / f"{name}.yaml").read_text()) for name in concepts}
     parts = load_parts(MODEL_DIR)
-    invert_packed(parts, [(PACKAGE_DIR / c["path"], InversionConfig(placeholder=f"<{name}>", steps=steps,
+    fields = default_inversion(**overrides)
+    invert_packed(parts, [(PACKAGE_DIR / c["path"], InversionConfig(**fields, placeholder=f"<{name}>",
                                                                       initializer_word=c["initializer"]))
                           for name, c in docs.items()], progress=False)
     prompts = [p for name, c in docs.items() for p in (f"a photo of a <{name}>", f"a photo of a {c['initializer']}")]

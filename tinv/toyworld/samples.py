@@ -3,7 +3,7 @@
     python -m tinv.toyworld.samples --out docs/toyworld_samples.png [--invert red_star]
 
 Each row is one prompt (seeds across); the inversion rows show the concept's training
-pictures, then samples of "a photo of a <S*>" and of the coarse word alone.
+pictures, then samples of "a photo of a <S*>", of an edit, and of the coarse word alone.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=Path("docs/toyworld_samples.png"))
     p.add_argument("--seeds", type=int, default=6)
     p.add_argument("--invert", default="", help="a built-in object concept to invert and show")
-    p.add_argument("--invert-steps", type=int, default=400)
+    p.add_argument("--invert-steps", type=int, default=None,
+                   help="inversion steps (default: what `python run.py` uses on the toy world)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     from tinv import sampling
@@ -54,12 +55,16 @@ def main(argv=None) -> None:
 
         from tinv import PACKAGE_DIR
         from tinv.inversion import InversionConfig, invert
+
+        from .gates import default_inversion
         c = yaml.safe_load((PACKAGE_DIR.parent / "conf" / "concept" / f"{args.invert}.yaml").read_text())
         folder = PACKAGE_DIR / c["path"]
         train = [np.asarray(Image.open(f).convert("RGB")) for f in sorted(folder.glob("*.png"))]
         rows.append(_row(f"{args.invert}: training images", train))
-        invert(parts, folder, InversionConfig(initializer_word=c["initializer"], steps=args.invert_steps))
-        for pr in ("a photo of a <S*>", f"a photo of a {c['initializer']}"):
+        steps = {} if args.invert_steps is None else {"steps": args.invert_steps}
+        invert(parts, folder, InversionConfig(**default_inversion(**steps, checkpoint_every=0),
+                                              initializer_word=c["initializer"]))
+        for pr in ("a photo of a <S*>", "a sketch of a <S*> on grass", f"a photo of a {c['initializer']}"):
             rows.append(_row(pr, _u8(sampling.sample(parts, [pr], seeds, steps=25))))
     grid = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
     y = 0
