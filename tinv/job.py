@@ -9,6 +9,8 @@ and hands the engine plain values. The stages:
    job folder is made, so bad input raises InputError and leaves no row behind.
 3. the work, timed: invert (when the method learns; pivotal tuning and DDIM inversion
    count here too), sample, evaluate. A failure here writes a row with status "failed".
+   Under `hydra/launcher=packed` the inversion was done already, together with other
+   jobs' (tinv/packing.py); the job takes its share and does the rest alone.
 """
 from __future__ import annotations
 
@@ -183,16 +185,26 @@ def load_model(m: Mapping[str, Any], device: str):
         raise InputError(f"model {m.get('name')!r}: {e}") from e
 
 
+_FINGERPRINTS: dict[str, str] = {}
+
+
 def model_fingerprint(m: Mapping[str, Any]) -> str:
-    """Names the weights for the prompt-only cache: a hub id, or a local folder's weight
-    files with their sizes and times (retrained toy weights must not hit old samples)."""
+    """Names the weights a job runs on: a hub id as it is, a local folder by the sha256 of its
+    weight and config files (so retrained toy weights never reuse old rows or samples, and a
+    fresh clone of the same weights finds the same job ids). Hashed once per process."""
     path = model_path(m)
     folder = Path(path)
     if not folder.is_dir():
         return path
-    files = sorted(f for f in folder.rglob("*") if f.suffix in (".safetensors", ".bin", ".json"))
-    return path + "|" + ";".join(f"{f.relative_to(folder)}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
-                                 for f in files)
+    files = sorted(f for f in folder.rglob("*") if f.suffix in (".safetensors", ".bin", ".json")
+                   and f.name != "training.json")
+    stamp = path + "|" + ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    if stamp not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(str(f.relative_to(folder)).encode() + b"\0" + f.read_bytes())
+        _FINGERPRINTS[stamp] = "sha256:" + h.hexdigest()[:16]
+    return _FINGERPRINTS[stamp]
 
 
 # ----------------------------------------------------------------------------- method
@@ -414,7 +426,9 @@ def default_choices(cfg: dict) -> dict:
 
 
 def job_location(cfg: dict) -> tuple[str, Path]:
-    job_id = results.identity(cfg)
+    # The id hashes the resolved config AND the weights behind it: a fixed model.path or
+    # the shipped toy world, retrained in place, is a different job.
+    job_id = results.identity({**cfg, "_weights": model_fingerprint(cfg["model"])})
     c = cfg["concept"]
     concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
         or Path(str(c.get("path") or "concept")).name
@@ -422,13 +436,19 @@ def job_location(cfg: dict) -> tuple[str, Path]:
                                       cfg["method"]["name"], job_id)
 
 
+def finished_row(folder: Path) -> dict | None:
+    """The job's row if it finished ("ok"): then the job is done and does no work."""
+    row = results.read_row(folder)
+    return row if row and row.get("status") == "ok" else None
+
+
 def run_job(cfg, choices: dict | None = None) -> dict:
     """Run (or find) one job and return its result row. InputError: nothing written."""
     cfg = _plain(cfg)
     start, t0 = results.now(), time.perf_counter()
     job_id, folder = job_location(cfg)
-    done = results.read_row(folder)
-    if done and done.get("status") == "ok":
+    done = finished_row(folder)
+    if done:
         log.info("job %s is done already: %s", job_id, folder / results.ROW_NAME)
         return done
     choices = {**default_choices(cfg), **(choices or {})}
@@ -451,7 +471,7 @@ def run_job(cfg, choices: dict | None = None) -> dict:
                             f"model:{choices['model']}"], config=cfg) as tracker:
             row.update(execute(plan, parts, images, folder, device, bool(cfg.get("progress", True)),
                                tracker, row["timings"]))
-            row["timings"]["total_s"] = time.perf_counter() - t0
+            row["timings"]["total_s"] = _total_s(row["timings"], t0)
             row["status"] = "ok"
             tracker.summary({**row["metrics"], **{f"time/{k}": v for k, v in row["timings"].items()}})
     except Exception as e:
@@ -459,7 +479,7 @@ def run_job(cfg, choices: dict | None = None) -> dict:
         # An interrupt (SIGTERM, Ctrl-C) writes nothing: the requeued job resumes instead.
         row.update(status="failed", error=f"{type(e).__name__}: {e}",
                    traceback=traceback.format_exc(limit=20))
-        row["timings"]["total_s"] = time.perf_counter() - t0   # with the stages that finished
+        row["timings"]["total_s"] = _total_s(row["timings"], t0)   # with the stages that finished
         row["provenance"] = results.provenance(device, start)
         results.write_json_atomic(folder / results.ROW_NAME, row)
         raise
@@ -467,6 +487,12 @@ def run_job(cfg, choices: dict | None = None) -> dict:
     results.write_json_atomic(folder / results.ROW_NAME, row)
     log.info("job %s: %s", job_id, {k: round(v, 4) for k, v in row["metrics"].items()})
     return row
+
+
+def _total_s(timings: dict, t0: float) -> float:
+    """Wall time since the job started, plus its share of a packed inversion (run before)."""
+    from tinv.packing import share_s
+    return time.perf_counter() - t0 + share_s(timings)
 
 
 def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool, tracker,
@@ -479,9 +505,13 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
     train01 = (images.pixels + 1) / 2
 
     t = time.perf_counter()
+    packed = None
     if plan.icfg is not None:
+        from tinv import packing
         from tinv.inversion import invert
-        result = invert(parts, images, plan.icfg, ckpt_dir=folder / "checkpoint", progress=progress)
+        packed = packing.take(folder)      # inverted already, with other jobs (tinv/packing.py)
+        result = packing.adopt(parts, packed) if packed else \
+            invert(parts, images, plan.icfg, ckpt_dir=folder / "checkpoint", progress=progress)
         training = {"steps": result.steps, "lr_effective": result.lr_effective, "lr_rule": result.lr_rule,
                     "loss_first": result.losses[0] if result.losses else None,
                     "loss_last": result.losses[-1] if result.losses else None,
@@ -502,6 +532,8 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                                    "eval_loss_before": piv.eval_loss_before,
                                    "eval_loss_after": piv.eval_loss_after}
     timings["invert_s"] = time.perf_counter() - t
+    if packed:
+        timings.update(packing.timings(packed, timings["invert_s"]))
 
     t = time.perf_counter()
     cells = plan.cells()

@@ -8,6 +8,7 @@ so tests exercise exactly the code paths a real model takes.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import re
@@ -116,18 +117,21 @@ def load_parts(path_or_hub_id: str | os.PathLike, family: str | None = None, dev
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     kw = dict(torch_dtype=dtype)
+    # diffusers wants accelerate for low-memory loading and prints a long notice per model
+    # without it; the toy world loads in milliseconds either way.
+    dkw = dict(kw, low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
     pipe_cls = StableDiffusionPipeline if family == "sd" else LDMTextToImagePipeline
     names = ("tokenizer", "text_encoder", "vae") if family == "sd" else ("tokenizer", "bert", "vqvae")
     try:
         if family == "sd":
             tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
             text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kw)
-            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kw)
+            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **dkw)
         else:
             tokenizer = BertTokenizer.from_pretrained(path, subfolder="tokenizer")
             text_encoder = LDMBertModel.from_pretrained(path, subfolder="bert", **kw)
             vae = _load_ldm_autoencoder(path, dtype)
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kw)
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **dkw)
         scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler")
     except (OSError, ValueError) as e:
         raise ValueError(f"could not load {pipe_cls.__name__} components {names} + unet/scheduler "
@@ -139,7 +143,8 @@ def _load_ldm_autoencoder(path: str, dtype: torch.dtype) -> torch.nn.Module:
     # The hub LDM ships its first stage as AutoencoderKL under the name "vqvae"; others use VQModel.
     cfg = DiffusionPipeline.load_config(path)
     cls = VQModel if cfg.get("vqvae", [None, None])[1] == "VQModel" else AutoencoderKL
-    return cls.from_pretrained(path, subfolder="vqvae", torch_dtype=dtype)
+    return cls.from_pretrained(path, subfolder="vqvae", torch_dtype=dtype,
+                               low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
 
 
 def _assemble(tokenizer, text_encoder, unet, vae, scheduler, family, device, dtype) -> Parts:

@@ -1,12 +1,21 @@
-"""The launchers of `hydra/launcher=slurm|local` (conf/hydra/launcher/).
+"""The launchers of `hydra/launcher=slurm|local|packed` (conf/hydra/launcher/).
 
 Hydra only instantiates launcher classes defined under the `hydra_plugins` package, so
-they are declared here; what they add to hydra-submitit-launcher's lives in tinv.cluster.
+they are declared here; what they add to hydra-submitit-launcher's lives in tinv.cluster,
+what `packed` adds to Hydra's basic launcher in tinv.packing.
 Imported by Hydra's plugin scan in every Hydra process: keep it light (no torch).
 """
+import copy
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
 from tinv.cluster import TinvLauncherMixin
+
+log = logging.getLogger(__name__)
 
 
 class SlurmLauncher(TinvLauncherMixin, submitit_launcher.SlurmLauncher):
@@ -17,3 +26,51 @@ class SlurmLauncher(TinvLauncherMixin, submitit_launcher.SlurmLauncher):
 
 class LocalLauncher(TinvLauncherMixin, submitit_launcher.LocalLauncher):
     """submitit_local (processes on this machine) plus packing."""
+
+
+class PackedLauncher(BasicLauncher):
+    """Hydra's basic launcher (jobs one after another in this process) with the inversions
+    of up to `pack` compatible learning jobs done together in one UNet batch
+    (tinv.packing); each job then samples, scores and writes its own row."""
+
+    def __init__(self, pack: int = 8) -> None:
+        super().__init__()
+        self.pack = int(pack)
+        if self.pack < 1:
+            raise ValueError(f"hydra.launcher.pack must be >= 1, got {pack}")
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
+        from omegaconf import OmegaConf, open_dict, read_write
+
+        from tinv import packing
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs, tasks = [], []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(config):
+                config.hydra.job.id = config.hydra.job.num = idx
+            HydraConfig.instance().set_config(config)   # for ${hydra:...} in the job's config
+            task = copy.deepcopy(config)
+            with read_write(task), open_dict(task):
+                del task["hydra"]                        # what the task function gets (run_job)
+            task = OmegaConf.to_container(task, resolve=True)
+            configs.append(config)
+            tasks.append(task)
+        units = packing.schedule(tasks, self.pack)
+        log.info(f"Launching {len(configs)} jobs locally, inversions packed up to {self.pack} "
+                 f"at a time: {sum(len(u) > 1 for u in units)} packed groups")
+        runs = {}
+        for unit in units:
+            with packing.packed_inversion([tasks[i] for i in unit]):
+                for i in unit:
+                    log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}")
+                    runs[i] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                      config=configs[i], job_dir_key="hydra.sweep.dir",
+                                      job_subdir_key="hydra.sweep.subdir")
+                    configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [runs[i] for i in range(len(configs))]

@@ -1,6 +1,7 @@
 """Every method x model composes, every method is valid data for the engine, presets compose."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,15 @@ def test_folder_concept_reads_captions_from_the_folder(tmp_path):
     cfg["concept"]["path"] = str(tmp_path / "elsewhere")
     with pytest.raises(job.InputError, match="captions"):
         job.make_plan(cfg, {})
+
+
+def test_job_id_follows_the_weights_not_their_file_times(tmp_path: Path):
+    cfg = OmegaConf.to_container(_compose(f"model.path={tmp_path / 'model'}"), resolve=True)
+    (tmp_path / "model" / "unet").mkdir(parents=True)
+    weights = tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"first weights")
+    first = job.job_location(cfg)[0]
+    os.utime(weights, (1, 1))                       # touched, same bytes: same job
+    assert job.job_location(cfg)[0] == first
+    weights.write_bytes(b"retrained weights")        # retrained in place: a new job
+    assert job.job_location(cfg)[0] != first

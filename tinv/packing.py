@@ -1,0 +1,178 @@
+"""Packing a sweep: several jobs' inversions through ONE `invert_packed` call.
+
+The frozen model is shared, so K concepts (or setups) learn in one UNet batch of K x
+batch_size for about the price of a few single ones (docs/speed.md). Everything after the
+inversion stays per job: `tinv.job.run_job` samples, scores and writes the row exactly as
+for an unpacked job. The hand-over is a registry keyed by job folder: `packed_inversion`
+fills it, `take` (called where the job would invert) empties it. A registry, because a
+Hydra task function receives nothing but its config.
+
+Equivalence: each set draws from its own generator and is trained under its own
+placeholder (`<S*0>`, `<S*1>`, ...), renamed back to `<S*>` afterwards, so a packed job
+learns the same vectors as when alone, up to the float error of a bigger UNet batch
+(tests/harness/test_packing.py).
+
+Checkpoints: a group checkpoints to `<results_root>/<sweep>/_packed/<hash of its job ids>/`
+and a rerun of the same group resumes there. A group is the jobs not yet done, so after
+an interruption between the inversion and the last row, the unfinished jobs form a new
+group and invert again (their samples are not lost: none were written).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from tinv import job as J
+
+log = logging.getLogger(__name__)
+
+# The fields that must match for jobs to share one model and one optimizer-step rhythm
+# (invert_packed refuses mixed grad_accum / checkpoint_every).
+_SHARED_INVERSION = ("grad_accum", "checkpoint_every")
+
+
+@dataclass
+class Packed:
+    """One job's share of a packed inversion."""
+    job_id: str
+    result: Any                  # InversionResult, already under the job's own placeholder
+    group_s: float               # wall time of the whole packed inversion
+    jobs: list[str]              # job ids of the group, in packing order (this one included)
+
+
+_READY: dict[str, Packed] = {}
+
+
+def _key(folder: Path) -> str:
+    return str(Path(folder).resolve())
+
+
+def take(folder: Path) -> Packed | None:
+    """The packed inversion waiting for the job in `folder`, if any (removed once taken)."""
+    return _READY.pop(_key(folder), None)
+
+
+# ----------------------------------------------------------------------------- grouping
+def pack_key(cfg: dict) -> str | None:
+    """Jobs with the same key can share one `invert_packed` call; None: the job runs alone
+    (done already, does not learn, or bad input, which its own run then reports)."""
+    try:
+        if J.finished_row(J.job_location(cfg)[1]):
+            return None
+        plan = J.make_plan(cfg, {})
+    except (J.InputError, KeyError, TypeError, ValueError):
+        return None
+    if plan.icfg is None:
+        return None
+    return json.dumps({"model": cfg["model"], "device": cfg.get("device", "auto"),
+                       "where": [cfg["results_root"], cfg["sweep"]],
+                       **{k: getattr(plan.icfg, k) for k in _SHARED_INVERSION}},
+                      sort_keys=True, default=str)
+
+
+def schedule(cfgs: list[dict], pack: int) -> list[list[int]]:
+    """The sweep's jobs (indices into `cfgs`) as units to run in order: groups of at most
+    `pack` compatible learning jobs, in sweep order, and every other job alone. A unit runs
+    where its first job stands in the sweep."""
+    if pack < 1:
+        raise ValueError(f"pack must be >= 1, got {pack}")
+    units: list[list[int]] = []
+    open_group: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        key = pack_key(cfg)
+        if key is None:
+            units.append([i])
+            continue
+        group = open_group.get(key)
+        if group is None or len(group) >= pack:
+            group = open_group[key] = []
+            units.append(group)
+        group.append(i)
+    return units
+
+
+# ----------------------------------------------------------------------------- the inversion
+def packed_name(i: int) -> str:
+    return f"<{J.PLACEHOLDER.strip('<>')}{i}>"
+
+
+def renamed(result, i: int, icfg):
+    """Set i's result as if it had been trained under the job's own placeholder."""
+    old, new = packed_name(i)[:-1], J.PLACEHOLDER[:-1]          # "<S*3" -> "<S*" (and "<S*3-img0>")
+    embeds = {name.replace(old, new, 1): v for name, v in result.embeds.items()}
+    return dataclasses.replace(result, embeds=embeds, config=dataclasses.asdict(icfg), token_ids={})
+
+
+def adopt(parts, packed: Packed):
+    """Put the packed job's learned words into this job's freshly loaded model, as `invert`
+    leaves them (same tokens, same order), and return its InversionResult."""
+    from tinv.pseudo_words import set_vectors
+    with torch.random.fork_rng(devices=[]):     # set_vectors draws a throwaway random init
+        words = [set_vectors(parts, name, vec) for name, vec in packed.result.embeds.items()]
+    return dataclasses.replace(packed.result, token_ids={w.placeholder: list(w.token_ids) for w in words})
+
+
+def timings(packed: Packed, own_s: float) -> dict:
+    """A packed job's row timings: `invert_s` is an even share of the group's packed
+    inversion (`packed_invert_s`, shared with the jobs `packed_with`) plus what this job
+    did alone (installing the vectors, pivotal tuning)."""
+    t = {"packed_invert_s": packed.group_s, "packed_with": [j for j in packed.jobs if j != packed.job_id]}
+    return {"invert_s": share_s(t) + own_s, **t}
+
+
+def share_s(timings: dict) -> float:
+    """A row's even share of its packed inversion; 0 for a job that inverted alone."""
+    if "packed_with" not in timings:
+        return 0.0
+    return timings["packed_invert_s"] / (len(timings["packed_with"]) + 1)
+
+
+@contextmanager
+def packed_inversion(cfgs: list[dict]) -> Iterator[None]:
+    """Invert the jobs of `cfgs` (plain configs of one group) together; within the block,
+    `tinv.job.run_job` of each of them uses its share instead of inverting. If the packed
+    inversion fails, the jobs run alone (each then fails, or not, on its own row)."""
+    folders = []
+    try:
+        folders = _invert_group(cfgs) if len(cfgs) > 1 else []
+    except Exception:   # noqa: BLE001 - the jobs' own runs will report a real error
+        log.exception("packed inversion of %d jobs failed; running them one by one", len(cfgs))
+    try:
+        yield
+    finally:
+        for f in folders:
+            _READY.pop(f, None)
+
+
+def _invert_group(cfgs: list[dict]) -> list[str]:
+    from tinv.inversion import invert_packed
+    plans, ids, folders = [], [], []
+    for cfg in cfgs:
+        job_id, folder = J.job_location(cfg)
+        plans.append(J.make_plan(cfg, {}))
+        ids.append(job_id)
+        folders.append(_key(folder))
+    first = cfgs[0]
+    device = J.choose_device(str(first.get("device", "auto")))
+    J.set_cpu_threads(first.get("cpu_threads", "auto"), device)
+    parts = J.load_model(first["model"], device)
+    root = Path(first["results_root"])
+    sets = [(J.training_images(p, parts, root), dataclasses.replace(p.icfg, placeholder=packed_name(i)))
+            for i, p in enumerate(plans)]
+    ckpt = root / first["sweep"] / "_packed" / hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
+    log.info("packed inversion of %d jobs (%s) -> %s", len(ids), ", ".join(ids), ckpt)
+    t = time.perf_counter()
+    out = invert_packed(parts, sets, ckpt_dir=ckpt, progress=bool(first.get("progress", True)))
+    group_s = time.perf_counter() - t
+    for i, (res, plan, folder) in enumerate(zip(out, plans, folders)):
+        _READY[folder] = Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids)
+    return folders
