@@ -480,10 +480,10 @@ def run_job(cfg, choices: dict | None = None) -> dict:
         row.update(status="failed", error=f"{type(e).__name__}: {e}",
                    traceback=traceback.format_exc(limit=20))
         row["timings"]["total_s"] = _total_s(row["timings"], t0)   # with the stages that finished
-        row["provenance"] = results.provenance(device, start)
+        row["provenance"] = {**results.provenance(device, start), "weights": model_fingerprint(cfg["model"])}
         results.write_json_atomic(folder / results.ROW_NAME, row)
         raise
-    row["provenance"] = results.provenance(device, start)
+    row["provenance"] = {**results.provenance(device, start), "weights": model_fingerprint(cfg["model"])}
     results.write_json_atomic(folder / results.ROW_NAME, row)
     log.info("job %s: %s", job_id, {k: round(v, 4) for k, v in row["metrics"].items()})
     return row
