@@ -6,8 +6,9 @@ The launchers are hydra-submitit-launcher's, with two additions:
   they start, so a file edited while jobs wait in the queue silently changes what runs.
   A sweep from a tree with uncommitted changes is refused unless
   `hydra.launcher.allow_dirty=true`.
-* packing: `hydra.launcher.pack=K` runs K Hydra jobs side by side (one process each) in
-  one SLURM task, so one large GPU holds several (method, concept) pairs at once.
+* packing: `hydra.launcher.pack=K` runs K Hydra jobs in one SLURM task, so one large GPU
+  holds several (method, concept) pairs at once: side by side, one process each, or with
+  `hydra.launcher.pack_mode=batch` in one process with their inversions in one UNet batch.
 
 Preemption and time limits need no glue here: submitit catches the signal, the launcher's
 `checkpoint()` resubmits the same job, and the job resumes from the inversion checkpoint
@@ -107,6 +108,7 @@ def primary_config_dir(config: Any) -> str | None:
 
 
 # --- packing ---------------------------------------------------------------------------
+PACK_MODES = ("processes", "batch")
 
 def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
     """Consecutive groups of `size` (the last may be shorter)."""
@@ -129,16 +131,23 @@ def _run_pickled(blob: bytes) -> bytes:
 
 
 class PackedJobs:
-    """One SLURM task running several Hydra jobs at once, one process each.
+    """One SLURM task running several Hydra jobs: one process each (`pack_mode=processes`),
+    or, given their resolved configs (`pack_mode=batch`), one after another in this process
+    with their inversions done together in one UNet batch (tinv.packing).
 
     Picklable and checkpointable like the launcher itself: on preemption or timeout
-    submitit requeues the whole pack, and each job resumes (or returns its row) alone.
+    submitit requeues the whole pack, and each job resumes (or returns its row); a batch
+    pack resumes its shared inversion from the group's checkpoint.
     """
 
-    def __init__(self, launcher: Any, job_args: list[tuple]):
-        self.launcher, self.job_args = launcher, job_args
+    def __init__(self, launcher: Any, job_args: list[tuple], tasks: list[dict] | None = None):
+        self.launcher, self.job_args, self.tasks = launcher, job_args, tasks
 
     def __call__(self) -> list[Any]:
+        if self.tasks is not None:
+            from tinv import packing
+            with packing.packed_inversion(self.tasks):
+                return [self.launcher(*args) for args in self.job_args]
         # cloudpickle: the task function lives in run.py's __main__, which plain pickle
         # (what multiprocessing uses) cannot send to a spawned process.
         blobs = [cloudpickle.dumps((self.launcher, args)) for args in self.job_args]
@@ -150,7 +159,7 @@ class PackedJobs:
     def checkpoint(self) -> Any:
         import submitit  # lazy, as in the launcher: keeps Hydra's plugin scan fast
 
-        return submitit.helpers.DelayedSubmission(PackedJobs(self.launcher, self.job_args))
+        return submitit.helpers.DelayedSubmission(PackedJobs(self.launcher, self.job_args, self.tasks))
 
 
 # --- the launchers ---------------------------------------------------------------------
@@ -162,10 +171,13 @@ class TinvLauncherMixin:
 
     guard_dirty_tree = False
 
-    def __init__(self, allow_dirty: bool = False, pack: int = 1, **params: Any) -> None:
+    def __init__(self, allow_dirty: bool = False, pack: int = 1, pack_mode: str = "processes",
+                 **params: Any) -> None:
         super().__init__(**params)
-        self.allow_dirty, self.pack = bool(allow_dirty), int(pack)
+        self.allow_dirty, self.pack, self.pack_mode = bool(allow_dirty), int(pack), str(pack_mode)
         chunks([], self.pack)  # validates pack at composition time
+        if self.pack_mode not in PACK_MODES:
+            raise ValueError(f"hydra.launcher.pack_mode must be one of {PACK_MODES}, got {pack_mode!r}")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
         if self.guard_dirty_tree:
@@ -186,12 +198,23 @@ class TinvLauncherMixin:
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_args.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", state))
-        packs = [PackedJobs(self, group) for group in chunks(job_args, self.pack)]
-        log.info(f"{len(job_args)} jobs packed {self.pack} per task into {len(packs)} tasks")
+        if self.pack_mode == "batch":
+            from tinv import packing
+            tasks = packing.resolve_tasks(self, job_overrides, initial_job_idx)[1]
+            units = packing.schedule(tasks, self.pack)
+            packs = [PackedJobs(self, [job_args[i] for i in u], [tasks[i] for i in u]) for u in units]
+        else:
+            units = chunks(range(len(job_args)), self.pack)
+            packs = [PackedJobs(self, [job_args[i] for i in u]) for u in units]
+        log.info(f"{len(job_args)} jobs packed up to {self.pack} per task ({self.pack_mode}) "
+                 f"into {len(packs)} tasks")
         with executor.batch():
             jobs = [executor.submit(p) for p in packs]
         assert all(isinstance(j, submitit.Job) for j in jobs)
-        return [ret for j in jobs for ret in j.results()[0]]
+        out: dict[int, Any] = {}
+        for unit, j in zip(units, jobs):
+            out.update(zip(unit, j.results()[0]))
+        return [out[i] for i in range(len(job_args))]
 
     def _executor(self) -> Any:
         """The executor the base launcher would build (same folder, resources, timeouts)."""

@@ -61,6 +61,33 @@ def take(folder: Path) -> Packed | None:
     return _READY.pop(_key(folder), None)
 
 
+# ----------------------------------------------------------------------------- configs
+def resolve_tasks(launcher: Any, job_overrides, initial_job_idx: int) -> tuple[list, list[dict]]:
+    """Each sweep job's Hydra config (hydra.job.id/num set) and the plain resolved config its
+    task function will get, computed where the sweep is launched, so jobs can be grouped
+    before any of them runs. Leaves HydraConfig as it found it."""
+    import copy
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict, read_write
+    before = HydraConfig.instance().cfg
+    configs, tasks = [], []
+    try:
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+            with open_dict(config):
+                config.hydra.job.id = config.hydra.job.num = idx
+            HydraConfig.instance().set_config(config)   # for ${hydra:...} in the job's config
+            task = copy.deepcopy(config)
+            with read_write(task), open_dict(task):
+                del task["hydra"]                        # what the task function gets
+            configs.append(config)
+            tasks.append(OmegaConf.to_container(task, resolve=True))
+    finally:
+        HydraConfig.instance().cfg = before
+    return configs, tasks
+
+
 # ----------------------------------------------------------------------------- grouping
 def pack_key(cfg: dict) -> str | None:
     """Jobs with the same key can share one `invert_packed` call; None: the job runs alone

@@ -5,7 +5,6 @@ they are declared here; what they add to hydra-submitit-launcher's lives in tinv
 what `packed` adds to Hydra's basic launcher in tinv.packing.
 Imported by Hydra's plugin scan in every Hydra process: keep it light (no torch).
 """
-import copy
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,25 +41,13 @@ class PackedLauncher(BasicLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
         from hydra.core.hydra_config import HydraConfig
         from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
-        from omegaconf import OmegaConf, open_dict, read_write
 
         from tinv import packing
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        configs, tasks = [], []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(config):
-                config.hydra.job.id = config.hydra.job.num = idx
-            HydraConfig.instance().set_config(config)   # for ${hydra:...} in the job's config
-            task = copy.deepcopy(config)
-            with read_write(task), open_dict(task):
-                del task["hydra"]                        # what the task function gets (run_job)
-            task = OmegaConf.to_container(task, resolve=True)
-            configs.append(config)
-            tasks.append(task)
+        configs, tasks = packing.resolve_tasks(self, job_overrides, initial_job_idx)
         units = packing.schedule(tasks, self.pack)
         log.info(f"Launching {len(configs)} jobs locally, inversions packed up to {self.pack} "
                  f"at a time: {sum(len(u) > 1 for u in units)} packed groups")
@@ -69,6 +56,7 @@ class PackedLauncher(BasicLauncher):
             with packing.packed_inversion([tasks[i] for i in unit]):
                 for i in unit:
                     log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}")
+                    HydraConfig.instance().set_config(configs[i])
                     runs[i] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
                                       config=configs[i], job_dir_key="hydra.sweep.dir",
                                       job_subdir_key="hydra.sweep.subdir")

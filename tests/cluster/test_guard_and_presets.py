@@ -5,6 +5,7 @@ import time
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from tinv import cluster
 from tinv.cluster import DirtyTreeError, PackedJobs, check_clean_tree, chunks, slurm_provenance
@@ -87,7 +88,10 @@ def test_launcher_presets_compose_and_instantiate(preset, tmp_path):
     # Hydra only instantiates launchers it found in its plugin scan (hydra_plugins/).
     launcher = Plugins.instance()._instantiate(launcher_cfg)
     assert isinstance(launcher, cluster.TinvLauncherMixin)
-    assert "pack" not in launcher.params and "allow_dirty" not in launcher.params
+    assert not {"pack", "pack_mode", "allow_dirty"} & set(launcher.params)
+    assert launcher.pack_mode == "processes"
+    with pytest.raises(Exception, match="pack_mode must be one of .*got 'threads'"):   # Hydra wraps it
+        Plugins.instance()._instantiate(OmegaConf.merge(launcher_cfg, {"pack_mode": "threads"}))
 
 
 class SleepyJob:
@@ -107,3 +111,12 @@ def test_packed_jobs_run_side_by_side_each_in_its_own_process():
     assert max(o[2] for o in out) < min(o[3] for o in out)  # all three ran at once
     again = pack.checkpoint()                               # what submitit requeues
     assert isinstance(again.function, PackedJobs) and again.function.job_args == pack.job_args
+
+
+def test_batch_packs_run_in_this_process_in_order_and_requeue_with_their_configs():
+    pack = PackedJobs(SleepyJob(), [("a",), ("b",)], tasks=[])   # no configs: nothing to invert
+    out = pack()
+    assert [o[0] for o in out] == ["a", "b"] and {o[1] for o in out} == {os.getpid()}
+    assert out[0][3] <= out[1][2]                                 # one after the other
+    again = pack.checkpoint()
+    assert again.function.tasks == [] and again.function.job_args == pack.job_args

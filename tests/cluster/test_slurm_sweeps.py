@@ -146,6 +146,28 @@ def test_packing_runs_several_jobs_in_one_slurm_task(grid):
     assert task_log(tasks[0]).count("is done already") == 2
 
 
+def test_batch_packing_inverts_a_tasks_jobs_together_and_matches_unpacked(grid, tmp_path):
+    """pack_mode=batch: red_star's two learning jobs run in one task, their inversions in
+    ONE UNet batch, and learn what the grid's jobs learned alone (the same job ids)."""
+    root, hydra_dir = tmp_path / "results", tmp_path / "hydra"
+    run_py(*sweep_args(root, "batch", hydra_dir, concepts=CONCEPTS[:1], model_dir=grid.model_dir),
+           "hydra.launcher.pack=2", "hydra.launcher.pack_mode=batch")
+    tasks = submitit_tasks(hydra_dir)
+    assert len(tasks) == 1
+    assert task_log(tasks[0]).count("packed inversion of 2 jobs") == 1
+    packed, alone = by_pair(rows(root, "batch")), by_pair(rows(grid.root, "grid"))
+    assert set(packed) == {(CONCEPTS[0], m) for m in METHODS}
+    for key, row in packed.items():
+        ref = alone[key]
+        assert row["status"] == "ok" and row["job_id"] == ref["job_id"]
+        assert len(row["timings"]["packed_with"]) == 1 and row["timings"]["packed_invert_s"] > 0
+        embeds = read_embeddings(Path(row["folder"]) / row["artifacts"]["embeddings"]["diffusers"])
+        ref_embeds = read_embeddings(Path(ref["folder"]) / ref["artifacts"]["embeddings"]["diffusers"])
+        assert embeds.keys() == ref_embeds.keys()
+        for k in embeds:
+            torch.testing.assert_close(embeds[k], ref_embeds[k], rtol=1e-5, atol=1e-6)
+
+
 def test_resubmission_reruns_only_missing_and_failed_jobs(grid):
     """One row deleted, one marked failed: resubmitting runs exactly those two again."""
     found = {k: Path(r["folder"]) / "result.json" for k, r in by_pair(rows(grid.root, "grid")).items()}
