@@ -154,9 +154,13 @@ def test_batch_packing_inverts_a_tasks_jobs_together_and_matches_unpacked(grid, 
            "hydra.launcher.pack=2", "hydra.launcher.pack_mode=batch")
     tasks = submitit_tasks(hydra_dir)
     assert len(tasks) == 1
-    assert task_log(tasks[0]).count("packed inversion of 2 jobs") == 1
     packed, alone = by_pair(rows(root, "batch")), by_pair(rows(grid.root, "grid"))
     assert set(packed) == {(CONCEPTS[0], m) for m in METHODS}
+    # one shared inversion: each row names the other job and the same group time
+    first, second = packed.values()
+    assert first["timings"]["packed_with"] == [second["job_id"]]
+    assert second["timings"]["packed_with"] == [first["job_id"]]
+    assert first["timings"]["packed_invert_s"] == second["timings"]["packed_invert_s"]
     for key, row in packed.items():
         ref = alone[key]
         assert row["status"] == "ok" and row["job_id"] == ref["job_id"]
