@@ -110,10 +110,17 @@ def primary_config_dir(config: Any) -> str | None:
 # --- packing ---------------------------------------------------------------------------
 PACK_MODES = ("processes", "batch")
 
+
+def check_pack(size: int) -> int:
+    """`hydra.launcher.pack` as an int, or a ValueError naming it (every launcher's check)."""
+    if int(size) < 1:
+        raise ValueError(f"hydra.launcher.pack must be >= 1, got {size}")
+    return int(size)
+
+
 def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
     """Consecutive groups of `size` (the last may be shorter)."""
-    if size < 1:
-        raise ValueError(f"hydra.launcher.pack must be >= 1, got {size}")
+    size = check_pack(size)
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
@@ -174,8 +181,7 @@ class TinvLauncherMixin:
     def __init__(self, allow_dirty: bool = False, pack: int = 1, pack_mode: str = "processes",
                  **params: Any) -> None:
         super().__init__(**params)
-        self.allow_dirty, self.pack, self.pack_mode = bool(allow_dirty), int(pack), str(pack_mode)
-        chunks([], self.pack)  # validates pack at composition time
+        self.allow_dirty, self.pack, self.pack_mode = bool(allow_dirty), check_pack(pack), str(pack_mode)
         if self.pack_mode not in PACK_MODES:
             raise ValueError(f"hydra.launcher.pack_mode must be one of {PACK_MODES}, got {pack_mode!r}")
 

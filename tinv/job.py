@@ -480,13 +480,16 @@ def run_job(cfg, choices: dict | None = None) -> dict:
         row.update(status="failed", error=f"{type(e).__name__}: {e}",
                    traceback=traceback.format_exc(limit=20))
         row["timings"]["total_s"] = _total_s(row["timings"], t0)   # with the stages that finished
-        row["provenance"] = {**results.provenance(device, start), "weights": model_fingerprint(cfg["model"])}
-        results.write_json_atomic(folder / results.ROW_NAME, row)
+        _write_row(row, folder, device, start)
         raise
-    row["provenance"] = {**results.provenance(device, start), "weights": model_fingerprint(cfg["model"])}
-    results.write_json_atomic(folder / results.ROW_NAME, row)
+    _write_row(row, folder, device, start)
     log.info("job %s: %s", job_id, {k: round(v, 4) for k, v in row["metrics"].items()})
     return row
+
+
+def _write_row(row: dict, folder: Path, device: str, start: str) -> None:
+    row["provenance"] = results.provenance(device, start, weights=model_fingerprint(row["config"]["model"]))
+    results.write_json_atomic(folder / results.ROW_NAME, row)
 
 
 def _total_s(timings: dict, t0: float) -> float:

@@ -117,9 +117,7 @@ def load_parts(path_or_hub_id: str | os.PathLike, family: str | None = None, dev
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     kw = dict(torch_dtype=dtype)
-    # diffusers wants accelerate for low-memory loading and prints a long notice per model
-    # without it; the toy world loads in milliseconds either way.
-    dkw = dict(kw, low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
+    dkw = _diffusers_kw(dtype)
     pipe_cls = StableDiffusionPipeline if family == "sd" else LDMTextToImagePipeline
     names = ("tokenizer", "text_encoder", "vae") if family == "sd" else ("tokenizer", "bert", "vqvae")
     try:
@@ -143,8 +141,13 @@ def _load_ldm_autoencoder(path: str, dtype: torch.dtype) -> torch.nn.Module:
     # The hub LDM ships its first stage as AutoencoderKL under the name "vqvae"; others use VQModel.
     cfg = DiffusionPipeline.load_config(path)
     cls = VQModel if cfg.get("vqvae", [None, None])[1] == "VQModel" else AutoencoderKL
-    return cls.from_pretrained(path, subfolder="vqvae", torch_dtype=dtype,
-                               low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
+    return cls.from_pretrained(path, subfolder="vqvae", **_diffusers_kw(dtype))
+
+
+def _diffusers_kw(dtype: torch.dtype) -> dict:
+    # diffusers wants accelerate for low-memory loading and prints a long notice per model
+    # without it; the toy world loads in milliseconds either way.
+    return dict(torch_dtype=dtype, low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
 
 
 def _assemble(tokenizer, text_encoder, unet, vae, scheduler, family, device, dtype) -> Parts:

@@ -32,6 +32,7 @@ from typing import Any, Iterator
 import torch
 
 from tinv import job as J
+from tinv.cluster import check_pack
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,7 @@ def schedule(cfgs: list[dict], pack: int) -> list[list[int]]:
     """The sweep's jobs (indices into `cfgs`) as units to run in order: groups of at most
     `pack` compatible learning jobs, in sweep order, and every other job alone. A unit runs
     where its first job stands in the sweep."""
-    if pack < 1:
-        raise ValueError(f"pack must be >= 1, got {pack}")
+    check_pack(pack)
     units: list[list[int]] = []
     open_group: dict[str, list[int]] = {}
     for i, cfg in enumerate(cfgs):

@@ -111,6 +111,6 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def provenance(device: str, start: str) -> dict:
-    return {**git_state(), "versions": versions(), "device": device_name(device),
+def provenance(device: str, start: str, weights: str | None = None) -> dict:
+    return {**git_state(), "versions": versions(), "device": device_name(device), "weights": weights,
             "host": socket.gethostname(), **slurm(), "start": start, "end": now()}

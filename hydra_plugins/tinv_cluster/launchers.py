@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
-from tinv.cluster import TinvLauncherMixin
+from tinv.cluster import TinvLauncherMixin, check_pack
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,9 @@ class PackedLauncher(BasicLauncher):
 
     def __init__(self, pack: int = 8) -> None:
         super().__init__()
-        self.pack = int(pack)
-        if self.pack < 1:
-            raise ValueError(f"hydra.launcher.pack must be >= 1, got {pack}")
+        self.pack = check_pack(pack)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
-        from hydra.core.hydra_config import HydraConfig
         from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
 
         from tinv import packing
@@ -56,7 +53,6 @@ class PackedLauncher(BasicLauncher):
             with packing.packed_inversion([tasks[i] for i in unit]):
                 for i in unit:
                     log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}")
-                    HydraConfig.instance().set_config(configs[i])
                     runs[i] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
                                       config=configs[i], job_dir_key="hydra.sweep.dir",
                                       job_subdir_key="hydra.sweep.subdir")

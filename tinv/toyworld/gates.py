@@ -109,17 +109,19 @@ def evaluator_gate(n: int = 1000) -> dict[str, float]:
     return out
 
 
-def default_inversion(**overrides) -> dict:
-    """The InversionConfig fields of `python run.py` on the toy world (method single_word):
-    the model's budget (conf/model/toyworld.yaml) under the method's setup, as tinv.job merges them."""
-    import yaml
+def default_inversion(concept: str, **overrides):
+    """The InversionConfig of `python run.py concept=<concept>` (the toy world, method
+    single_word): conf/ composed by Hydra and merged by `tinv.job.inversion_config`, as a
+    job does; `overrides` replace single fields."""
+    import dataclasses
 
-    from tinv import PACKAGE_DIR
-    conf = Path(PACKAGE_DIR).parent / "conf"
-    model = yaml.safe_load((conf / "model" / "toyworld.yaml").read_text())["inversion"]
-    method = yaml.safe_load((conf / "method" / "single_word.yaml").read_text())["inversion"]
-    seed = yaml.safe_load((conf / "config.yaml").read_text())["seed"]
-    return {**model, **method, "seed": seed, **overrides}
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tinv import PACKAGE_DIR, job
+    with initialize_config_dir(config_dir=str(Path(PACKAGE_DIR).parent / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("config", overrides=[f"concept={concept}"]), resolve=True)
+    return dataclasses.replace(job.inversion_config(cfg, job.resolve_concept(cfg["concept"])), **overrides)
 
 
 def inversion_gate(concepts=INVERSION_CONCEPTS, n_samples: int = 16, sample_steps: int = 20,
@@ -133,15 +135,13 @@ def inversion_gate(concepts=INVERSION_CONCEPTS, n_samples: int = 16, sample_step
     import yaml
 
     from tinv import PACKAGE_DIR, sampling
-    from tinv.inversion import InversionConfig, invert_packed
+    from tinv.inversion import invert_packed
     from tinv.models import load_parts
     oracle = load_oracle()
     conf = Path(PACKAGE_DIR).parent / "conf" / "concept"
     docs = {name: yaml.safe_load((conf / f"{name}.yaml").read_text()) for name in concepts}
     parts = load_parts(MODEL_DIR)
-    fields = default_inversion(**overrides)
-    invert_packed(parts, [(PACKAGE_DIR / c["path"], InversionConfig(**fields, placeholder=f"<{name}>",
-                                                                      initializer_word=c["initializer"]))
+    invert_packed(parts, [(PACKAGE_DIR / c["path"], default_inversion(name, placeholder=f"<{name}>", **overrides))
                           for name, c in docs.items()], progress=False)
     prompts = [p for name, c in docs.items() for p in (f"a photo of a <{name}>", f"a photo of a {c['initializer']}")]
     imgs = sampling.sample(parts, prompts, list(range(n_samples)), steps=sample_steps, progress=False)

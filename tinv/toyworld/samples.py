@@ -54,7 +54,7 @@ def main(argv=None) -> None:
         import yaml
 
         from tinv import PACKAGE_DIR
-        from tinv.inversion import InversionConfig, invert
+        from tinv.inversion import invert
 
         from .gates import default_inversion
         c = yaml.safe_load((PACKAGE_DIR.parent / "conf" / "concept" / f"{args.invert}.yaml").read_text())
@@ -62,8 +62,7 @@ def main(argv=None) -> None:
         train = [np.asarray(Image.open(f).convert("RGB")) for f in sorted(folder.glob("*.png"))]
         rows.append(_row(f"{args.invert}: training images", train))
         steps = {} if args.invert_steps is None else {"steps": args.invert_steps}
-        invert(parts, folder, InversionConfig(**default_inversion(**steps, checkpoint_every=0),
-                                              initializer_word=c["initializer"]))
+        invert(parts, folder, default_inversion(args.invert, **steps))
         for pr in ("a photo of a <S*>", "a sketch of a <S*> on grass", f"a photo of a {c['initializer']}"):
             rows.append(_row(pr, _u8(sampling.sample(parts, [pr], seeds, steps=25))))
     grid = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
