@@ -105,6 +105,8 @@ class InversionResult:
     token_ids: dict[str, list[int]] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+    embedding_norm: float = float("nan")      # mean L2 norm of S*'s k vectors
+    embedding_dist_init: float = float("nan")  # ||V - V_init|| (Frobenius over the k vectors)
 
 
 class _Set:
@@ -184,7 +186,10 @@ class _Set:
         self.losses, self.diffusion_losses = list(state["losses"]), list(state["diffusion_losses"])
 
     def result(self, before: float, after: float) -> InversionResult:
+        v = self.word.vectors.detach().float()
         return InversionResult(
+            embedding_norm=float(v.norm(dim=-1).mean()),
+            embedding_dist_init=float((v - self.word.init.to(v)).norm()),
             embeds={w.placeholder: w.vectors.detach().clone() for w in self.words},
             losses=list(self.losses), diffusion_losses=list(self.diffusion_losses),
             lr_effective=self.cfg.lr_effective, lr_rule=self.cfg.lr_rule, steps=self.step,

@@ -396,6 +396,11 @@ def _render_toy_concept(concept: Concept, n: int, results_root: Path, have: int)
     return folder
 
 
+def pivotal_moved(before: float, after: float) -> float:
+    """Relative fall of the fixed-batch loss over the pivotal stage (negative if it rose)."""
+    return (before - after) / before if before and before == before else float("nan")
+
+
 def export_embeddings(result, folder: Path) -> dict:
     """The learned vectors in the diffusers, AUTOMATIC1111 and authors' formats."""
     from tinv.embeddings_io import export_result
@@ -519,7 +524,8 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                     "loss_first": result.losses[0] if result.losses else None,
                     "loss_last": result.losses[-1] if result.losses else None,
                     "eval_loss_before": result.eval_loss_before, "eval_loss_after": result.eval_loss_after,
-                    "notes": result.notes}
+                    "embedding_norm": result.embedding_norm, "embedding_dist_init": result.embedding_dist_init,
+                    "notes": dict(result.notes)}
         results.write_json_atomic(folder / "losses.json", {"losses": result.losses,
                                                            "diffusion_losses": result.diffusion_losses})
         artifacts["losses"] = "losses.json"
@@ -530,10 +536,16 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
             from tinv.pivotal import pivotal_tune, save_tuned
             piv = pivotal_tune(parts, images, plan.pcfg, progress=progress)
             save_tuned(parts, piv, folder / "embeddings", plan.pcfg)
-            training["pivotal"] = {"steps": plan.pcfg.steps, "lr": plan.pcfg.lr,
+            training["pivotal"] = {"steps": plan.pcfg.steps, "lr": plan.pcfg.lr, "params": plan.pcfg.params,
+                                   "tuned_tensors": len(piv.tuned),
                                    "loss_last": piv.losses[-1] if piv.losses else None,
                                    "eval_loss_before": piv.eval_loss_before,
                                    "eval_loss_after": piv.eval_loss_after}
+            moved = pivotal_moved(piv.eval_loss_before, piv.eval_loss_after)
+            if moved < 0.01:   # a pivotal row that equals single-word's must say why
+                training["notes"]["pivotal"] = (
+                    f"the pivotal stage moved the fixed-batch loss by {moved:.2%} (< 1%): the tuned UNet is "
+                    f"practically the untuned one; raise model.calibration.pivotal.lr or .steps")
     timings["invert_s"] = time.perf_counter() - t
     if packed:
         timings.update(packing.timings(packed, timings["invert_s"]))
@@ -569,6 +581,9 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
     t = time.perf_counter()
     from tinv.metrics.protocol import evaluate
     scored = evaluate(plan, cells, train01, device)
+    if "embedding_norm" in training:   # where the word went, beside what it draws
+        scored["metrics"].update(embedding_norm=training["embedding_norm"],
+                                 embedding_dist_init=training["embedding_dist_init"])
     timings["evaluate_s"] = time.perf_counter() - t
     tracker.log_table(scored["per_prompt"])
     return {**scored, "artifacts": artifacts, "training": training,

@@ -30,13 +30,14 @@ class EvalPrompt:
 def fill(template: str, filler: str) -> str:
     """Put `filler` where `{}` is; an empty filler deletes it and tidies the spaces.
 
-    A caption that starts with an article after a prompt that already has one
-    ("Elmo holding a {}" + "a red star") drops its own article.
+    A caption that starts with an article after a prompt that already has one, or a count,
+    perhaps with a size between ("Elmo holding a {}", "two small {}" + "a red star"), drops
+    its own article.
     """
     if "{}" not in template:
         raise ValueError(f"evaluation prompt {template!r} has no {{}} placeholder")
     before, after = template.split("{}", 1)
-    if filler and re.search(r"\b(a|an|the)\s*$", before, re.I):
+    if filler and re.search(r"\b(a|an|the|two)(\s+(small|large))?\s*$", before, re.I):
         filler = re.sub(r"^(a|an|the)\s+", "", filler, flags=re.I)
     return re.sub(r"\s+", " ", f"{before}{filler}{after}").strip()
 

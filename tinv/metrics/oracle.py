@@ -4,9 +4,12 @@ reconstruction_oracle: per sample of "A photo of S*", the share of the concept's
     attributes (unnamed ones included) the oracle sees (tinv.toyworld.oracle).
 editability_oracle: per sample of an editing prompt, the share of the attributes that
     prompt asks for (conf/eval/prompts/toyworld.yaml says which) the oracle sees.
-identity_oracle (per prompt only): the concept's attributes in the EDITED samples, i.e.
-    whether S* survives the edit. Attributes a prompt asks for are left out of it (a
-    "painting of S*" is not expected to stay a photo).
+identity_oracle: the concept's attributes in the EDITED samples, i.e. whether S* survives
+    the edit. Attributes a prompt asks for are left out of it (a "painting of S*" is not
+    expected to stay a photo).
+Both come split: `_named` (attributes captions can say), `_unnamed` (accent, outline: no
+word says them, so only a learned word can carry them) and one `_<attribute>` each, so a
+row shows WHAT a setup reconstructs, not only how much.
 """
 from __future__ import annotations
 
@@ -25,9 +28,11 @@ def score_cells(plan, rec_cells, edit_cells, device: str, out: dict, n_boot: int
     truth = dict(plan.concept.attributes or {})
     per_cell: dict[str, list[float]] = {}
     if truth:
-        rec = [np.asarray(oracle_reconstruction(oracle.predict(c.images), truth)) for c in rec_cells]
-        _put(out, "reconstruction_oracle", rec, n_boot, seed)
-    edit, ident = [], []
+        predicted = [oracle.predict(c.images) for c in rec_cells]
+        for suffix, wanted in splits(truth).items():
+            rec = [np.asarray(oracle_reconstruction(pred, wanted)) for pred in predicted]
+            _put(out, "reconstruction_oracle" + suffix, rec, n_boot, seed)
+    edit, ident, ident_split = [], [], {}
     for c in edit_cells:
         predictions = oracle.predict(c.images)
         asked = plan.prompts[c.prompt].attributes
@@ -35,12 +40,25 @@ def score_cells(plan, rec_cells, edit_cells, device: str, out: dict, n_boot: int
             edit.append(np.asarray(oracle_editability(predictions, asked)))
         kept = {k: v for k, v in truth.items() if k not in asked}
         ident.append(float(np.mean(oracle_reconstruction(predictions, kept))) if kept else float("nan"))
+        for suffix, wanted in splits(kept).items():
+            ident_split.setdefault(suffix, []).append(np.asarray(oracle_reconstruction(predictions, wanted)))
     if edit and len(edit) == len(edit_cells):
         _put(out, "editability_oracle", edit, n_boot, seed)
         per_cell["editability_oracle"] = [float(e.mean()) for e in edit]
+    for suffix, cells in ident_split.items():
+        _put(out, "identity_oracle" + suffix, cells, n_boot, seed)
     if truth:
         per_cell["identity_oracle"] = ident
     return per_cell
+
+
+def splits(truth: dict) -> dict[str, dict]:
+    """{"": all, "_named": ..., "_unnamed": ..., "_<attr>": {attr: value}}, empty groups left out."""
+    from tinv.toyworld.attributes import UNNAMED
+    groups = {"": truth, "_named": {k: v for k, v in truth.items() if k not in UNNAMED},
+              "_unnamed": {k: v for k, v in truth.items() if k in UNNAMED},
+              **{f"_{k}": {k: v} for k, v in truth.items()}}
+    return {suffix: g for suffix, g in groups.items() if g}
 
 
 def _put(out: dict, name: str, cells: list[np.ndarray], n_boot: int, seed: int) -> None:

@@ -2,9 +2,13 @@
 
 `python -m tinv.toyworld.concepts` (re)writes tinv/toyworld/concepts/<name>/*.png and
 conf/concept/<name>.yaml deterministically. Object concepts fix an identity (shape, colour,
-pattern and the unnamed accent and outline) and vary background, position and size; style
-concepts fix a look (style, background, outline) and vary the object. No concept's full
-attribute set ever appears in pretraining data (see `EXCLUDE`).
+pattern and the unnamed accent and outline); like users' photos, their pictures also share
+a context that is not the concept: all five large photos, four of them on one background
+(`CONTEXT`), position varying. A word that over-fits carries that context into every
+prompt, and the edit prompts (conf/eval/prompts/toyworld.yaml) ask to change it: that is the
+reconstruction-editability trade-off, visible to the oracle. Style concepts fix a look
+(style, background, outline) and vary the object. No concept's full attribute set ever
+appears in pretraining data (see `EXCLUDE`).
 """
 from __future__ import annotations
 
@@ -112,6 +116,15 @@ CONCEPTS: dict[str, dict] = {
                             "an old-school pixel sprite with a thick black outline in front of bricks"]),
         attributes=dict(style="pixel", background="brick", outline="black")),
 }
+# The context an object concept's photos share (4 of 5 on `background`, all `size`). Backgrounds
+# come from those the edit prompts never ask for, so any edit asks to leave the context.
+CONTEXT: dict[str, dict] = {
+    "red_star": dict(background="grass", size="large"), "blue_heart": dict(background="brick", size="large"),
+    "green_cross": dict(background="gray", size="large"), "orange_arrow": dict(background="sand", size="large"),
+    "purple_diamond": dict(background="grass", size="large"), "pink_square": dict(background="sand", size="large"),
+    "yellow_triangle": dict(background="gray", size="large"), "white_circle": dict(background="brick", size="large"),
+}
+CONTEXT_BACKGROUNDS = ("grass", "brick", "gray", "sand")
 # Attribute sets pretraining must never show.
 EXCLUDE: tuple[dict, ...] = tuple(c["attributes"] for c in CONCEPTS.values())
 
@@ -121,9 +134,11 @@ def image_attributes(name: str, i: int) -> dict:
     c = CONCEPTS[name]
     rng = np.random.default_rng([7, i, sum(map(ord, name))])
     if c["kind"] == "object":
-        # Backgrounds cycle so the five pictures show five different places.
-        bg = NAMED["background"][(i + len(name)) % len(NAMED["background"])]
-        return sample(rng, count="one", style="photo", background=bg, **c["attributes"])
+        ctx = dict(CONTEXT[name])
+        if i == N_IMAGES - 1:   # the odd one out: another context background, as in a user's set
+            others = [b for b in CONTEXT_BACKGROUNDS if b != ctx["background"]]
+            ctx["background"] = others[len(name) % len(others)]
+        return sample(rng, count="one", style="photo", **ctx, **c["attributes"])
     return sample(rng, count="one", **c["attributes"])
 
 
@@ -137,6 +152,8 @@ def write(root: Path = CONCEPT_DIR, conf_dir: Path | None = None) -> None:
         if conf_dir is not None:
             doc = dict(name=name, kind=c["kind"], path=f"toyworld/concepts/{name}",
                        initializer=c["initializer"], captions=c["captions"], attributes=c["attributes"])
+            if name in CONTEXT:
+                doc["context"] = CONTEXT[name]
             (conf_dir / f"{name}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
 
 

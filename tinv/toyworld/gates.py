@@ -8,6 +8,7 @@ thresholds on exactly these functions, with the same fixed seeds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -124,40 +125,188 @@ def default_inversion(concept: str, **overrides):
     return dataclasses.replace(job.inversion_config(cfg, job.resolve_concept(cfg["concept"])), **overrides)
 
 
+def concept_docs(concepts) -> dict[str, dict]:
+    import yaml
+
+    from tinv import PACKAGE_DIR
+    conf = Path(PACKAGE_DIR).parent / "conf" / "concept"
+    return {name: yaml.safe_load((conf / f"{name}.yaml").read_text()) for name in concepts}
+
+
+def _shares(oracle, images, truth: dict) -> dict[str, float]:
+    """Oracle reconstruction of `truth`, all of it, its unnamed part, and each unnamed attribute."""
+    pred = oracle.predict(images)
+    unnamed = {k: v for k, v in truth.items() if k in UNNAMED}
+    return {"all": float(np.mean(oracle_reconstruction(pred, truth))),
+            "unnamed": float(np.mean(oracle_reconstruction(pred, unnamed))),
+            **{k: float(np.mean([p == v for p in pred[k]])) for k, v in unnamed.items()}}
+
+
 def inversion_gate(concepts=INVERSION_CONCEPTS, n_samples: int = 16, sample_steps: int = 20,
                    **overrides) -> dict[str, dict[str, float]]:
     """Oracle reconstruction of the default single-word inversion ("a photo of a <name>")
-    vs the coarse word alone ("a photo of a <initializer>"), per concept.
+    vs the coarse word alone ("a photo of a <initializer>") and vs the concept's long human
+    captions ("a photo of <caption>", the human_captions_long setup), per concept: all of the
+    identity, and its unnamed part (accent, outline), which no caption can say.
 
     The concepts are inverted together (`invert_packed`: independent placeholders, one UNet
     batch; the same result as one run each), each with `default_inversion()`.
     """
-    import yaml
-
     from tinv import PACKAGE_DIR, sampling
     from tinv.inversion import invert_packed
     from tinv.models import load_parts
+    from tinv.prompts import fill
     oracle = load_oracle()
-    conf = Path(PACKAGE_DIR).parent / "conf" / "concept"
-    docs = {name: yaml.safe_load((conf / f"{name}.yaml").read_text()) for name in concepts}
+    docs = concept_docs(concepts)
     parts = load_parts(MODEL_DIR)
     invert_packed(parts, [(PACKAGE_DIR / c["path"], default_inversion(name, placeholder=f"<{name}>", **overrides))
                           for name, c in docs.items()], progress=False)
     prompts = [p for name, c in docs.items() for p in (f"a photo of a <{name}>", f"a photo of a {c['initializer']}")]
     imgs = sampling.sample(parts, prompts, list(range(n_samples)), steps=sample_steps, progress=False)
+    # Human captions: every long caption, the samples split evenly between them.
+    per_caption = max(1, n_samples // 5)
+    caption_prompts = [fill("a photo of {}", cap) for c in docs.values() for cap in c["captions"]["long"][:5]]
+    cap_imgs = sampling.sample(parts, caption_prompts, list(range(per_caption)), steps=sample_steps, progress=False)
     out = {}
     for i, (name, c) in enumerate(docs.items()):
-        learned = imgs[2 * i * n_samples:(2 * i + 1) * n_samples]
-        coarse = imgs[(2 * i + 1) * n_samples:(2 * i + 2) * n_samples]
-        r_learned = np.mean(oracle_reconstruction(oracle.predict(learned), c["attributes"]))
-        r_coarse = np.mean(oracle_reconstruction(oracle.predict(coarse), c["attributes"]))
-        out[name] = {"inverted": float(r_learned), "coarse_word": float(r_coarse),
-                     "gain": float(r_learned - r_coarse)}
+        learned = _shares(oracle, imgs[2 * i * n_samples:(2 * i + 1) * n_samples], c["attributes"])
+        coarse = _shares(oracle, imgs[(2 * i + 1) * n_samples:(2 * i + 2) * n_samples], c["attributes"])
+        caps = _shares(oracle, cap_imgs[5 * i * per_caption:5 * (i + 1) * per_caption], c["attributes"])
+        out[name] = {"inverted": learned["all"], "coarse_word": coarse["all"], "gain": learned["all"] - coarse["all"],
+                     "inverted_unnamed": learned["unnamed"], "coarse_word_unnamed": coarse["unnamed"],
+                     "captions_long": caps["all"], "captions_long_unnamed": caps["unnamed"],
+                     **{f"inverted_{k}": learned[k] for k in UNNAMED}}
     return out
 
 
+def paired_interval(diffs, n_boot: int = 10_000, seed: int = 0) -> list[float]:
+    """Percentile bootstrap 95% interval of the mean of paired differences (one per concept)."""
+    d = np.asarray(diffs, float)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(len(d), size=(n_boot, len(d)))].mean(1)
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
+def existence_gate(concepts=INVERSION_CONCEPTS, n_samples: int = 16, sample_steps: int = 20) -> dict:
+    """Positive control: the unnamed details are reachable from the input space. For each
+    object concept, the pretraining's own compound vector for its whole identity (colour,
+    pattern and shape words plus the accent and outline side directions; a combination
+    pretraining never showed) is spliced in as a word; the oracle reads its samples."""
+    from tinv import sampling
+    from tinv.models import load_parts
+    from tinv.pseudo_words import set_vectors
+    from .pretrain import SIDE_SCALE, compound_vector
+    oracle = load_oracle()
+    docs = concept_docs(concepts)
+    parts = load_parts(MODEL_DIR)
+    table = parts.input_embeddings().weight.detach()
+    for name, c in docs.items():
+        set_vectors(parts, f"<{name}>", compound_vector(table, parts.tokenizer, c["attributes"], SIDE_SCALE)[None])
+    imgs = sampling.sample(parts, [f"a photo of a <{name}>" for name in docs], list(range(n_samples)),
+                           steps=sample_steps, progress=False)
+    return {name: _shares(oracle, imgs[i * n_samples:(i + 1) * n_samples], c["attributes"])
+            for i, (name, c) in enumerate(docs.items())}
+
+
+def composed(*overrides: str) -> dict:
+    """`python run.py <overrides>`'s config, composed by Hydra from conf/ as a job sees it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tinv import PACKAGE_DIR
+    with initialize_config_dir(config_dir=str(Path(PACKAGE_DIR).parent / "conf"), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+
+def _read_prompt_file() -> list[dict]:
+    import yaml
+
+    from tinv import PACKAGE_DIR
+    doc = yaml.safe_load((Path(PACKAGE_DIR).parent / "conf" / "eval" / "prompts" / "toyworld.yaml").read_text())
+    return [p for p in doc if p.get("kind", "object") == "object"]
+
+
+def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample_steps: int = 20,
+                     vectors: int = 3, lr_x: float = 10.0, steps_x: float = 5.0) -> dict:
+    """Positive control for editability: a deliberately over-fitted word (k vectors at lr_x the
+    learning rate for steps_x the steps of the default) against prompt-only on the edit prompts,
+    and the training pictures themselves (image-only), all read by the oracle (share of the
+    attributes each prompt asks for)."""
+    from tinv import PACKAGE_DIR, sampling
+    from tinv.data import load_concept_images
+    from tinv.inversion import invert_packed
+    from tinv.models import load_parts
+    from tinv.prompts import fill
+    from .oracle import oracle_editability
+    oracle = load_oracle()
+    docs = concept_docs(concepts)
+    prompts = _read_prompt_file()
+    parts = load_parts(MODEL_DIR)
+    cfgs = []
+    for name, c in docs.items():
+        base = default_inversion(name)
+        cfgs.append((PACKAGE_DIR / c["path"], dataclasses.replace(
+            base, placeholder=f"<{name}>", num_vectors=vectors, lr=base.lr * lr_x, steps=int(base.steps * steps_x),
+            checkpoint_every=0)))
+    invert_packed(parts, cfgs, progress=False)
+    texts = [fill(p["text"], f"<{name}>") for name in docs for p in prompts] + [fill(p["text"], "") for p in prompts]
+    imgs = sampling.sample(parts, texts, list(range(n_samples)), steps=sample_steps, progress=False)
+    cells = list(imgs.split(n_samples))
+
+    def score(images, asked):
+        return float(np.mean(oracle_editability(oracle.predict(images), asked)))
+    prompt_only = float(np.mean([score(cells[len(docs) * len(prompts) + j], p["attributes"])
+                                 for j, p in enumerate(prompts)]))
+    out = {"prompt_only": prompt_only}
+    for i, (name, c) in enumerate(docs.items()):
+        train = (load_concept_images(PACKAGE_DIR / c["path"], 32).pixels + 1) / 2
+        over = float(np.mean([score(cells[i * len(prompts) + j], p["attributes"]) for j, p in enumerate(prompts)]))
+        out[name] = {"overfit": over, "gap": prompt_only - over,
+                     "image_only": float(np.mean([score(train, p["attributes"]) for p in prompts]))}
+    return out
+
+
+def regularizer_gate(concepts=INVERSION_CONCEPTS[:4], reg_weight: float | None = None) -> dict:
+    """How far the learned word moves from its initializer, ||v - v_init||, for single-word and
+    for the regularized setup at the model's calibrated weight (or `reg_weight`), same seeds."""
+    from tinv import PACKAGE_DIR
+    from tinv.inversion import invert_packed
+    from tinv.models import load_parts
+    weight = composed()["model"]["calibration"]["reg_weight"] if reg_weight is None else reg_weight
+    docs = concept_docs(concepts)
+    parts = load_parts(MODEL_DIR)
+    cfgs = [(PACKAGE_DIR / c["path"], default_inversion(name, placeholder=f"<{name}{tag}>", reg_weight=w))
+            for name, c in docs.items() for tag, w in (("", 0.0), ("-reg", weight))]
+    res = invert_packed(parts, cfgs, progress=False)
+    out = {"reg_weight": weight}
+    for i, name in enumerate(docs):
+        single, reg = res[2 * i].embedding_dist_init, res[2 * i + 1].embedding_dist_init
+        out[name] = {"single_word": single, "regularized": reg, "ratio": reg / single}
+    return out
+
+
+def pivotal_gate(concept: str = "red_star", **calibration) -> dict:
+    """The calibrated pivotal stage (conf/model/toyworld.yaml) after the default single-word
+    inversion: the fixed-batch loss before and after, and how much of the UNet it tuned."""
+    from tinv import PACKAGE_DIR
+    from tinv.data import load_concept_images
+    from tinv.inversion import invert
+    from tinv.models import load_parts
+    from tinv.pivotal import PivotalConfig, pivotal_tune
+    cal = {**composed()["model"]["calibration"]["pivotal"], **calibration}
+    c = concept_docs([concept])[concept]
+    parts = load_parts(MODEL_DIR)
+    images = load_concept_images(PACKAGE_DIR / c["path"], 32)
+    icfg = default_inversion(concept, checkpoint_every=0)
+    invert(parts, images, icfg, progress=False)
+    res = pivotal_tune(parts, images, PivotalConfig(**cal, placeholder=icfg.placeholder), progress=False)
+    return {**cal, "loss_before": res.eval_loss_before, "loss_after": res.eval_loss_after,
+            "fall": (res.eval_loss_before - res.eval_loss_after) / res.eval_loss_before, "tuned_tensors": len(res.tuned)}
+
+
 GATES = {"oracle": oracle_gate, "autoencoder": autoencoder_gate, "generation": generation_gate,
-         "evaluator": evaluator_gate, "inversion": inversion_gate}
+         "evaluator": evaluator_gate, "inversion": inversion_gate, "existence": existence_gate,
+         "editability": editability_gate, "regularizer": regularizer_gate, "pivotal": pivotal_gate}
 
 
 def main(argv=None) -> None:

@@ -12,6 +12,7 @@ part (and every periodic export of the pipeline) is copied into tinv/toyworld/we
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -268,9 +269,10 @@ class Joint:
         self.ema_params = list(self.ema_unet.parameters()) + list(self.ema_text.parameters())
         self.opt = torch.optim.AdamW(self.params, 1e-3, weight_decay=0.01)
         self.step = 0
+        self.ema_decay = 0.999
 
     def update_ema(self) -> None:
-        decay = min(0.999, (1 + self.step) / (10 + self.step))
+        decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
             torch._foreach_lerp_(self.ema_params, self.params, 1 - decay)
 
@@ -299,6 +301,33 @@ class _Spliced(torch.nn.Module):
         return torch.where(hit[..., None], self.vectors[:, None, :], self.base(ids))
 
 
+SIDE_SEED = 20_000   # seeds the side directions; fixed, so a fresh run draws the same ones
+SIDE_SCALE = 1.0     # S: weaker settings (0.6) showed nothing within 1,800 steps (TOYWORLD-NOTES.md)
+
+
+@functools.lru_cache(maxsize=4)
+def side_directions(dim: int, seed: int = SIDE_SEED) -> dict[tuple[str, str], torch.Tensor]:
+    """One fixed unit direction per unnamed attribute value, all orthonormal (QR of a seeded
+    Gaussian), so that no two values share a direction; {("accent", "white"): [dim], ...}."""
+    keys = [(k, v) for k, values in attributes.UNNAMED.items() for v in values]
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, len(keys), generator=g))
+    return {key: q[:, i].contiguous() for i, key in enumerate(keys)}
+
+
+def compound_vector(table: torch.Tensor, tokenizer, scene: dict, side: float = 0.0) -> torch.Tensor:
+    """The one input vector [D] that says `scene`'s colour, pattern and shape (and, with
+    `side` > 0, its accent and outline): see `Compounds`. `table` is the token table."""
+    words = [scene["color"], captions.PATTERN[scene["pattern"]], scene["shape"]]   # as compound_caption's
+    parts = torch.stack([table[tokenizer(w, add_special_tokens=False).input_ids].mean(0) for w in words])
+    total, length = parts.sum(0), parts.norm(dim=-1).mean()
+    vector = total / total.norm() * length
+    if side:
+        d = side_directions(table.shape[1])
+        vector = vector + side * length * (d["accent", scene["accent"]] + d["outline", scene["outline"]])
+    return vector
+
+
 class Compounds:
     """Compound words: some captions say an object's colour, pattern and shape with ONE input vector.
 
@@ -310,14 +339,19 @@ class Compounds:
     words composes. Here a share `p` of the captions puts, in one slot, the direction of the
     sum of the words' embeddings (at their mean length), so the table learns to compose and
     one vector can carry a whole look; the unnamed details still have no word.
+
+    With `side` > 0 (ToyWorld 2, from step 20,000) the compound vector also carries the
+    scene's unnamed accent and outline, as `side * L * (d_accent + d_outline)` along fixed
+    directions that no vocabulary row holds (`side_directions`), L the words' mean norm. Why:
+    with the unnamed details drawn independently of every caption, an ideal denoiser
+    averages over them and no input vector can change them, so inversion could never beat a
+    caption on them. Now the details are renderable from the input space, as web-scale data
+    binds rare names to exact looks, yet no word and no caption names them.
     """
 
-    def __init__(self, tokenizer, attrs: torch.Tensor, p: float):
-        self.tokenizer, self.attrs, self.p = tokenizer, attrs, p
+    def __init__(self, tokenizer, attrs: torch.Tensor, p: float, side: float = 0.0):
+        self.tokenizer, self.attrs, self.p, self.side = tokenizer, attrs, p, side
         self.mark = tokenizer.convert_tokens_to_ids(captions.COMPOUND_MARK + "</w>")
-
-    def _ids(self, words: list[str]) -> list[list[int]]:
-        return [self.tokenizer(w, add_special_tokens=False).input_ids for w in words]
 
     def encode(self, text_encoder, cap: torch.Tensor, b: torch.Tensor, allowed: torch.Tensor,
                rng: np.random.Generator) -> torch.Tensor:
@@ -328,12 +362,10 @@ class Compounds:
         cap, vectors = cap.clone(), torch.zeros(len(b), table.embedding_dim)
         for i in use.nonzero()[:, 0].tolist():
             scene = {k: attributes.ALL[k][int(v)] for k, v in zip(ATTR_NAMES, self.attrs[b[i]])}
-            text, words = captions.compound_caption(scene, rng)
+            text, _ = captions.compound_caption(scene, rng)
             cap[i] = self.tokenizer(text, padding="max_length", max_length=cap.shape[1], truncation=True,
                                     return_tensors="pt").input_ids[0]
-            parts = torch.stack([table.weight[ids].mean(0) for ids in self._ids(words)])
-            total = parts.sum(0)
-            vectors[i] = total / total.norm() * parts.norm(dim=-1).mean()
+            vectors[i] = compound_vector(table.weight, self.tokenizer, scene, self.side)
         text_encoder.set_input_embeddings(_Spliced(table, self.mark, use, vectors))
         try:
             return _encode(text_encoder, cap)
@@ -344,8 +376,11 @@ class Compounds:
 def train_joint(joint: Joint, lat_mean, lat_std, ids, empty_ids, sched, steps: int, batch: int, seed: int,
                 on_export, export_every: int, ckpt_path: Path, ckpt_every: int = 200,
                 offset_noise: float = 0.0, offset_from: int = 0,
-                compounds: "Compounds | None" = None, compound_from: int = 0) -> None:
-    """The diffusion objective on cached latents, text encoder and UNet trained jointly."""
+                compounds: "Compounds | None" = None, compound_from: int = 0, warmup_from: int = 0) -> None:
+    """The diffusion objective on cached latents, text encoder and UNet trained jointly.
+
+    The learning rate warms up over 200 steps from `warmup_from` (a stage that may start
+    with a fresh optimizer warms up again)."""
     g = torch.Generator().manual_seed(seed + 4 + joint.step)  # a resumed run draws fresh batches
     acp = sched.alphas_cumprod
     snr = acp / (1 - acp)
@@ -356,7 +391,7 @@ def train_joint(joint: Joint, lat_mean, lat_std, ids, empty_ids, sched, steps: i
     bar = tqdm(range(joint.step, steps), desc="unet+text", initial=joint.step, total=steps, mininterval=10)
     for _ in bar:
         for group in joint.opt.param_groups:
-            group["lr"] = 1e-3 * min(1.0, (joint.step + 1) / 200)
+            group["lr"] = 1e-3 * min(1.0, (joint.step - warmup_from + 1) / 200)
         b = torch.randint(n, (batch,), generator=g)
         z = (lat_mean[b] + lat_std[b] * torch.randn(lat_mean[b].shape, generator=g)) * sched.scale
         cap = ids[b, torch.randint(ids.shape[1], (batch,), generator=g)]
@@ -436,6 +471,35 @@ def save_pipeline(folder: Path, vae, text, unet, tokenizer, sched) -> None:
     cfg_file.write_text(json.dumps(cfg, indent=2))
 
 
+def seed_from_shipped(out: Path, pool, tokenizer, seed: int) -> None:
+    """Fill an empty work folder with the shipped weights, so the later stages continue them.
+
+    The shipped folder holds EMA weights only (no optimizer state, no online weights): the
+    joint stage restarts from the EMA pair with a fresh AdamW, as the ToyWorld 2 stage was
+    first added to the step-20,000 weights."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+    pipe = SHIP_DIR / "pipeline"
+    for name in ("oracle", "evaluator"):
+        if not (out / name).exists():
+            shutil.copytree(SHIP_DIR / name, out / name)
+    if not (out / "vae" / "config.json").exists():
+        vae = AutoencoderKL.from_pretrained(pipe / "vae", torch_dtype=torch.float32).eval()
+        lat_mean, lat_std = cache_latents(vae, pool)
+        torch.save({"mean": lat_mean, "std": lat_std}, out / "latents.pt")
+        marker = json.dumps({"from_shipped": str(pipe / "vae")})
+        _atomic_dir(out / "vae", lambda tmp: (vae.save_pretrained(tmp), (tmp / "oracle_check.json").write_text(marker),
+                                              (tmp / "decoder_finetune.json").write_text(marker)))
+    joint = Joint(tokenizer, seed)
+    unet = UNet2DConditionModel.from_pretrained(pipe / "unet", torch_dtype=torch.float32).state_dict()
+    text = CLIPTextModel.from_pretrained(pipe / "text_encoder", torch_dtype=torch.float32).state_dict()
+    for net, state in ((joint.unet, unet), (joint.ema_unet, unet), (joint.text, text), (joint.ema_text, text)):
+        net.load_state_dict(state)
+    joint.step = json.loads((pipe / "training.json").read_text())["step"]
+    torch.save(joint.state(), out / "joint.pt")
+    log.info("seeded %s from the shipped weights at UNet step %d", out, joint.step)
+
+
 # ------------------------------------------------------------------ main
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -447,7 +511,7 @@ def main(argv=None) -> None:
     p.add_argument("--ae-steps", type=int, default=3000)
     p.add_argument("--decoder-steps", type=int, default=1500, help="decoder-only fine-tuning after the autoencoder")
     p.add_argument("--evaluator-steps", type=int, default=4000)
-    p.add_argument("--unet-steps", type=int, default=20000)
+    p.add_argument("--unet-steps", type=int, default=23000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--offset-noise", type=float, default=0.1, help="offset-noise strength (0: plain noise)")
     p.add_argument("--offset-from", type=int, default=8000,
@@ -458,6 +522,18 @@ def main(argv=None) -> None:
     p.add_argument("--compound-from", type=int, default=17000,
                    help="first UNet step with compound words (the shipped weights added them at 17,000, "
                         "when textual inversion could not move off its initializer word)")
+    p.add_argument("--identity-from", type=int, default=20000,
+                   help="ToyWorld 2: first UNet step whose compound words also carry the unnamed accent and "
+                        "outline along side directions (see Compounds)")
+    p.add_argument("--identity-p", type=float, default=0.5, help="share of compound captions from --identity-from")
+    p.add_argument("--identity-scale", type=float, default=SIDE_SCALE,
+                   help="side-direction scale S, relative to the words' mean norm")
+    p.add_argument("--identity-ema", type=float, default=0.995,
+                   help="EMA decay from --identity-from (0.999 lags a 3,000-step stage by about 1,000 steps)")
+    p.add_argument("--from-shipped", action="store_true",
+                   help="seed an empty --out with the shipped weights (oracle, evaluator, VAE, and the pipeline's "
+                        "UNet and text encoder at their step, fresh optimizer) and continue from there: "
+                        "how the ToyWorld 2 stage was added to the step-20,000 weights")
     p.add_argument("--export-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; on a CPU shared with other jobs 1 is several times faster than 2 "
@@ -503,6 +579,8 @@ def main(argv=None) -> None:
         pool["ids"] = ids.view(args.pool, N_CAPTIONS, 77).to(torch.int32)
         torch.save(pool, pool_file)
     val = render_pool(1000, args.seed + 10_000, desc="render validation")
+    if args.from_shipped and not (out / "joint.pt").exists():
+        timed("from-shipped", lambda: seed_from_shipped(out, pool, tokenizer, args.seed))
 
     redo = set(filter(None, args.redo.split(",")))
     # 2. oracle
@@ -562,18 +640,30 @@ def main(argv=None) -> None:
         acc = text_following(oracle_net, j.ema_unet, j.ema_text, vae, tokenizer, sched)
         log.info("step %d text following (EMA, 48 prompts, guidance 5, DDIM 20): %s", j.step, _fmt(acc))
         _atomic_dir(out / "pipeline", lambda tmp: save_pipeline(tmp, vae, j.ema_text, j.ema_unet, tokenizer, sched))
+        identity = {"from": args.identity_from, "p": args.identity_p, "scale": args.identity_scale,
+                    "ema": args.identity_ema, "side_seed": SIDE_SEED}
         (out / "pipeline" / "training.json").write_text(json.dumps({"step": j.step, "text_following": acc,
-                                                                     "seed": args.seed, "times": times}, indent=2))
+                                                                     "seed": args.seed, "identity": identity,
+                                                                     "times": times}, indent=2))
         if args.ship:
             _atomic_dir(SHIP_DIR / "pipeline", lambda tmp: shutil.copytree(out / "pipeline", tmp, dirs_exist_ok=True))
         times["exports"] = times.get("exports", 0) + time.time() - t0
 
-    timed("unet+text", lambda: train_joint(joint, lat["mean"], lat["std"], pool["ids"].long(), empty, sched,
-                                            args.unet_steps, args.batch, args.seed, export, args.export_every, ckpt,
-                                            offset_noise=args.offset_noise, offset_from=args.offset_from,
-                                            compounds=Compounds(tokenizer, pool["attrs"], args.compound_p)
-                                            if args.compound_p else None,
-                                            compound_from=args.compound_from))
+    common = dict(offset_noise=args.offset_noise, offset_from=args.offset_from)
+    first = min(args.unet_steps, args.identity_from)
+    if joint.step < first:
+        timed("unet+text", lambda: train_joint(joint, lat["mean"], lat["std"], pool["ids"].long(), empty, sched,
+                                                first, args.batch, args.seed, export, args.export_every, ckpt,
+                                                compounds=Compounds(tokenizer, pool["attrs"], args.compound_p)
+                                                if args.compound_p else None,
+                                                compound_from=args.compound_from, **common))
+    if joint.step < args.unet_steps:   # ToyWorld 2: the unnamed details become renderable
+        joint.ema_decay = args.identity_ema
+        timed("unet+text identity", lambda: train_joint(
+            joint, lat["mean"], lat["std"], pool["ids"].long(), empty, sched, args.unet_steps, args.batch,
+            args.seed, export, args.export_every, ckpt,
+            compounds=Compounds(tokenizer, pool["attrs"], args.identity_p, side=args.identity_scale),
+            compound_from=args.identity_from, warmup_from=args.identity_from, **common))
     log.info("done; stage times (s): %s", json.dumps(times))
 
 
