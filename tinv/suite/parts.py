@@ -99,7 +99,7 @@ def profile(a) -> dict:
 
     device = _device(a.quick)
     packed, batch = (2, 4) if a.quick else (8, 4)
-    warmup, timed, profiled = (1, 2, 2) if a.quick else (3, 5, 3)
+    warmup, timed, profiled = (1, 2, 2) if a.quick else (3, 5, 2)
     parts, name = _model_parts(a.quick, device)
     images = _images(parts)
     sets = [_Set(parts, images, InversionConfig(placeholder=f"<prof{i}>", init="random",
