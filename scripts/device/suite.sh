@@ -14,8 +14,9 @@ cd "$(dirname "$0")/../.."
 REPO=$PWD
 PY=${PYTHON:-python3}
 WHEELS=${TINV_WHEELS:-$REPO/.whl}
-NEEDED="import diffusers, hydra, omegaconf, open_clip"
-if ! "$PY" -c "$NEEDED" 2>/dev/null; then
+# find_spec, not import: importing diffusers costs seconds that the suite's parts pay again
+NEEDED="import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('diffusers', 'hydra', 'omegaconf', 'open_clip')))"
+if ! "$PY" -c "$NEEDED"; then
   if ! compgen -G "$WHEELS/*.whl" >/dev/null; then
     echo "error: $PY lacks diffusers/hydra/open_clip and $WHEELS holds no wheels:" \
          "run bash scripts/device/build_wheels.sh where pip works, and carry .whl" >&2
