@@ -69,7 +69,8 @@ def markdown(s: dict) -> str:
                      ["large batch", _f(p["large_batch"]), _f(p["large_batch_steps_per_s"], ".1f"),
                       _f(p["large_batch_samples_per_s"], ".0f")]])
     lines += ["", f"{_f(p['recipe_steps'], ',')} steps at the recipe batch: "
-              f"{_f(p['recipe_projected_min'], '.1f', ' min')} (peak {_f(p['peak_mem_gib'], '.2f', ' GiB')}, {_f(p['peak_mem_kind'])}).",
+              f"{_f(p['recipe_projected_min'], '.1f', ' min')} "
+              f"(peak {_f(p['peak_mem_gib'], '.2f', ' GiB')}, {_f(p['peak_mem_kind'])}).",
               "", f"Quickstart grid (`{_f(q['command'])}`): {_f(q['rows_ok'])} of {_f(q['jobs'])} rows ok, "
               f"{_f(q['rows_failed'])} failed; wall {_f(q['grid_wall_s'], '.0f', ' s')}"
               + ("" if q["complete"] else f", projected {_f(q['projected_wall_s'], '.0f', ' s')}") + "."]
