@@ -27,8 +27,10 @@ GIB = 2 ** 30
 
 
 def _device(quick: bool) -> str:
+    if quick:   # no torch import: the quickstart part only starts run.py
+        return "cpu"
     import torch
-    return "cpu" if quick or not torch.cuda.is_available() else "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _sync(device: str) -> None:
