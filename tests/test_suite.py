@@ -48,6 +48,7 @@ def test_quick_suite_writes_every_key(tmp_path):
     assert b["device"] == "cpu" and b["compile_backend"] == "eager" and b["compile_s"] > 0
     assert math.isclose(b["ratio_packed"], b["baseline_s_per_step"] / b["tinv_packed_s_per_concept_step"])
     assert math.isclose(b["ratio_sampling"], b["baseline_sampling_s"] / b["tinv_sampling_s"])
+    assert json.loads((out / "bench.json").read_text())["command"].startswith("python -m tinv.bench --compile")
     t = suite["targets"]   # a tiny CPU model says nothing about the GPU targets
     assert not t["applies"] and "--quick" in t["reason"] and t["inversion_packed"]["meets_target"] is None
 

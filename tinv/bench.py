@@ -302,7 +302,7 @@ def run_bench(args, on_phase=None) -> dict:
          lambda: time_tinv_sampling(sample_parts[0], n_img, s_steps, args.guidance, n_img, device)),
     ]
     res = {"schema": 1, "model": model, "device": device, "dtype": str(dtype).replace("torch.", ""),
-           "threads": threads, "quick": q, "command": " ".join(["python -m tinv.bench"] + sys.argv[1:]),
+           "threads": threads, "quick": q, "command": " ".join(["python -m tinv.bench"] + getattr(args, "argv", sys.argv[1:])),
            "machine": _machine(device), "inversion": inv, "sampling": smp, "ratios": {}}
     for name, where, key, fn in tqdm(phases, desc="bench", unit="phase", file=sys.stderr):
         where[key] = fn()
@@ -367,6 +367,7 @@ def main(argv: list[str] | None = None, on_phase=None) -> dict:
                    help="torch.compile backend (eager: graph capture only, a quick check on CPU)")
     p.add_argument("--out", default="runs/bench/bench.json", help="JSON result file")
     args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)   # the command as given, also when called
     from tinv.results import write_json_atomic
 
     def partial(res: dict) -> None:
