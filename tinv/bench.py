@@ -244,20 +244,26 @@ def time_tinv_sampling(parts: Parts, n: int, steps: int, guidance: float, batch_
                                  batch_size=batch_size, progress=False), device)
 
 
-def compile_unet(parts: Parts, n: int, guidance: float, device: str) -> tuple[Parts, float]:
+def compile_unet(parts: Parts, n: int, guidance: float, device: str,
+                 backend: str = "inductor") -> tuple[Parts, float]:
     """A copy of parts whose UNet is torch.compile'd for the timed batch shape, and the
-    seconds that compiling and a 1-step call at that shape took (reported, not hidden)."""
+    seconds that compiling and a 1-step call at that shape took (reported, not hidden).
+
+    backend "eager" only captures the graph (no code generation): a seconds-long check
+    on CPU that the compile path still works, where inductor takes minutes."""
     from tinv.sampling import sample
 
     # static shapes: the sampler always calls the UNet at one batch shape
-    compiled = replace(parts, unet=torch.compile(parts.unet, dynamic=False))
+    compiled = replace(parts, unet=torch.compile(parts.unet, dynamic=False, backend=backend))
     seconds = _timed(lambda: sample(compiled, [PROMPT], list(range(n)), steps=1, guidance=guidance,
                                     batch_size=n, progress=False), device)
     return compiled, seconds
 
 
 # ------------------------------------------------------------------------- the run
-def run_bench(args) -> dict:
+def run_bench(args, on_phase=None) -> dict:
+    """Time every phase; `on_phase(result so far)` after each one, so that a run stopped
+    part-way (a GPU lease's timeout) still leaves the phases that finished."""
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     threads = configure_threads(args.threads) if device == "cpu" else torch.get_num_threads()
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -275,7 +281,12 @@ def run_bench(args) -> dict:
 
     inv = {"batch_size": b, "timed_steps": inv_steps, "packed_concepts": packed}
     smp = {"images": n_img, "steps": s_steps, "guidance": args.guidance, "batch_size": n_img}
-    sample_parts = parts
+    sample_parts = [parts]   # tinv's sampler runs on the compiled UNet once "compile" ran
+
+    def compile_phase() -> float:
+        smp["compile_backend"] = args.compile_backend
+        sample_parts[0], seconds = compile_unet(parts, n_img, args.guidance, device, args.compile_backend)
+        return seconds
     phases = [
         ("inversion: diffusers example step", inv, "baseline_s_per_step",
          lambda: time_baseline_step(parts, images, b, inv_steps, device)),
@@ -285,23 +296,29 @@ def run_bench(args) -> dict:
          lambda: time_tinv_step(parts, images, b, packed, inv_steps, device)),
         ("sampling: stock StableDiffusionPipeline", smp, "baseline_s",
          lambda: time_stock_sampling(parts, n_img, s_steps, args.guidance, device)),
+    ] + ([(f"torch.compile of tinv's UNet ({args.compile_backend})", smp, "compile_s", compile_phase)]
+         if args.compile else []) + [
         ("sampling: tinv", smp, "tinv_s",
-         lambda: time_tinv_sampling(sample_parts, n_img, s_steps, args.guidance, n_img, device)),
+         lambda: time_tinv_sampling(sample_parts[0], n_img, s_steps, args.guidance, n_img, device)),
     ]
-    if args.compile:
-        sample_parts, smp["compile_s"] = compile_unet(parts, n_img, args.guidance, device)
+    res = {"schema": 1, "model": model, "device": device, "dtype": str(dtype).replace("torch.", ""),
+           "threads": threads, "quick": q, "command": " ".join(["python -m tinv.bench"] + getattr(args, "argv", sys.argv[1:])),
+           "machine": _machine(device), "inversion": inv, "sampling": smp, "ratios": {}}
     for name, where, key, fn in tqdm(phases, desc="bench", unit="phase", file=sys.stderr):
         where[key] = fn()
         tqdm.write(f"  {name}: {where[key]:.4g} s", file=sys.stderr)
+        res["ratios"] = _ratios(inv, smp)
+        if on_phase is not None:
+            on_phase(res)
+    return res
 
-    ratios = {
-        "inversion_single": inv["baseline_s_per_step"] / inv["tinv_s_per_concept_step"],
-        "inversion_packed": inv["baseline_s_per_step"] / inv["tinv_packed_s_per_concept_step"],
-        "sampling": smp["baseline_s"] / smp["tinv_s"],
-    }
-    return {"schema": 1, "model": model, "device": device, "dtype": str(dtype).replace("torch.", ""),
-            "threads": threads, "quick": q, "command": " ".join(["python -m tinv.bench"] + sys.argv[1:]),
-            "machine": _machine(device), "inversion": inv, "sampling": smp, "ratios": ratios}
+
+def _ratios(inv: dict, smp: dict) -> dict:
+    """baseline time / tinv time for each comparison whose two timings exist so far."""
+    pairs = {"inversion_single": (inv, "baseline_s_per_step", "tinv_s_per_concept_step"),
+             "inversion_packed": (inv, "baseline_s_per_step", "tinv_packed_s_per_concept_step"),
+             "sampling": (smp, "baseline_s", "tinv_s")}
+    return {k: d[a] / d[t] for k, (d, a, t) in pairs.items() if a in d and t in d}
 
 
 def _machine(device: str) -> dict:
@@ -327,11 +344,12 @@ def table(res: dict) -> str:
              f"|{'-' * 42}|{'-' * 12}|{'-' * 12}|{'-' * 10}|"]
     lines += [f"| {w:<40} | {a:>10.4g} | {t:>10.4g} | {x:>7.2f}x |" for w, a, t, x in rows]
     if "compile_s" in smp:
-        lines.append(f"torch.compile of the UNet: {smp['compile_s']:.1f} s (not in the tinv time)")
+        lines.append(f"torch.compile of the UNet ({smp.get('compile_backend', 'inductor')}): "
+                     f"{smp['compile_s']:.1f} s (not in the tinv time)")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, on_phase=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m tinv.bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few steps and images (smoke run)")
     p.add_argument("--model", default="auto", help="auto | tiny | toy | sd15-random | pipeline folder")
@@ -345,11 +363,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sample-steps", type=int, default=None, help="DDIM steps (50)")
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--compile", action="store_true", help="torch.compile tinv's UNet for sampling")
+    p.add_argument("--compile-backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
+                   help="torch.compile backend (eager: graph capture only, a quick check on CPU)")
     p.add_argument("--out", default="runs/bench/bench.json", help="JSON result file")
     args = p.parse_args(argv)
-    res = run_bench(args)
+    args.argv = sys.argv[1:] if argv is None else list(argv)   # the command as given, also when called
     from tinv.results import write_json_atomic
 
+    def partial(res: dict) -> None:
+        write_json_atomic(args.out, res)
+        if on_phase is not None:
+            on_phase(res)
+    res = run_bench(args, partial)
     write_json_atomic(args.out, res)
     print(table(res))
     print(f"wrote {args.out}")
