@@ -112,15 +112,19 @@ def format_effect(effect: float, lo: float, hi: float) -> str:
 
 
 def plot_forest(df: pd.DataFrame, reference: str = REFERENCE, metrics=None, n_boot: int = N_BOOT,
-                effects: pd.DataFrame | None = None):
+                references: bool = False):
     """One panel per metric, one horizontal interval per setup, a line at 0. Returns
-    (figure, effects table). Each interval's data line has gid = the setup name."""
+    (figure, effects table). Each interval's data line has gid = the setup name. The
+    reference points (image-only, prompt-only) sit far off on every axis and would
+    squeeze the learned setups into a sliver: they are left out unless `references`."""
     protocol.require_comparable(df)
     metrics = [m for m in (metrics or FOREST_METRICS) if has_metric(df, m)]
     if not metrics:
         raise ValueError(f"the table has none of the metrics {list(FOREST_METRICS)}")
-    if effects is None:
-        effects = paired_effects(df, reference, metrics, n_boot=n_boot)
+    setups = [s for s in df[SETUP_COLUMN].unique() if references or s not in style.REFERENCES]
+    effects = paired_effects(df, reference, metrics, setups=setups, n_boot=n_boot)
+    if effects.empty:
+        raise ValueError(f"no setup besides the reference {reference!r} to compare")
     setups = [s for s in style.order(effects[SETUP_COLUMN].unique())]
     ncol = min(3, len(metrics))
     nrow = -(-len(metrics) // ncol)
@@ -159,14 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--out", required=True, help="figure path (.png or .pdf; the twin is written too)")
     ap.add_argument("--reference", default=REFERENCE, help="the setup every other is compared with")
     ap.add_argument("--metrics", nargs="+", help=f"default: those of {list(FOREST_METRICS)} the table has")
-    ap.add_argument("--table", help="also write the effects (every metric) to this CSV")
+    ap.add_argument("--table", help="also write the effects (every metric, every setup) to this CSV")
+    ap.add_argument("--references", action="store_true", help="draw image-only and prompt-only too")
     ap.add_argument("--n-boot", type=int, default=N_BOOT)
     ap.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
                     help="keep only these rows, e.g. concept.kind=object eval=paper")
     args = ap.parse_args(argv)
     try:
         df = where(load_results(args.csv), args.where)
-        fig, effects = plot_forest(df, args.reference, args.metrics, args.n_boot)
+        fig, effects = plot_forest(df, args.reference, args.metrics, args.n_boot, args.references)
         if args.table:
             effects = paired_effects(df, args.reference, n_boot=args.n_boot)
             atomic_write_text(Path(args.table), effects.to_csv(index=False))
