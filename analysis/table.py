@@ -81,7 +81,17 @@ def load_results(path: str | Path) -> pd.DataFrame:
             raise ValueError(f"{path} has no column {col!r}; is it a table from analysis/collect.py?")
     if "status" in df.columns:
         df = df[df["status"] == "ok"]
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    # collect.py stores job_dir relative to a runs root it names in <stem>.jobs.json,
+    # itself relative to the table's folder; the gallery needs it to find the images.
+    jobs = path.with_name(path.stem + ".jobs.json")
+    try:
+        root = json.loads(jobs.read_text()).get("runs_root")
+    except (OSError, ValueError, AttributeError):
+        root = None
+    if root:
+        df["_runs_root"] = str((path.parent / root).resolve())
+    return df
 
 
 def where(df: pd.DataFrame, conditions=()) -> pd.DataFrame:
