@@ -30,20 +30,21 @@ from analysis import claims, effects, gallery, plot_guidance, plot_setsize, plot
 from analysis.table import (AXIS_LABELS, N_BOOT, SETUP_COLUMN, atomic_write_text, fail, load_results,  # noqa: E402
                             short_name, summarize)
 
-# The figures a report tries, in order: (title, rows, function(df, n_boot) -> figure).
-# rows: "grid" = the group's rows at its main guidance and training-set size (Figure 10),
-# "all" = every row of the group (the sweeps over guidance and set size need them all).
+# The figures a report tries, in order: (title, swept, function(df, n_boot) -> figure).
+# A figure gets the group's rows at the main value of every swept column (SWEPT) except
+# those it sweeps itself: Figure 10 the grid at one guidance and set size, Figure 12 all
+# set sizes at the main guidance, Figure 11 all guidance scales at the main set size.
 # A figure whose data the group lacks is skipped with a note, not an error.
 FIGURES = [
-    ("Figure 10(a): trade-off, CLIP, editability = mean embedding (paper)", "grid",
+    ("Figure 10(a): trade-off, CLIP, editability = mean embedding (paper)", (),
      lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "clip", nb)[0]),
-    ("Figure 10(a): trade-off, CLIP, editability = per-sample mean (public code)", "grid",
+    ("Figure 10(a): trade-off, CLIP, editability = per-sample mean (public code)", (),
      lambda df, nb: plot_tradeoff.plot_tradeoff(df, "persample", "clip", nb)[0]),
-    ("Trade-off, DINO reconstruction", "grid", lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "dino", nb)[0]),
-    ("Trade-off, oracle (toy world ground truth)", "grid",
+    ("Trade-off, DINO reconstruction", (), lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "dino", nb)[0]),
+    ("Trade-off, oracle (toy world ground truth)", (),
      lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "oracle", nb)[0]),
-    ("Figure 12: training-set size", "all", lambda df, nb: plot_setsize.plot_setsize(df, n_boot=nb)[0]),
-    ("Figure 11: guidance scale", "all", lambda df, nb: plot_guidance.plot_guidance(df, n_boot=nb)[0]),
+    ("Figure 12: training-set size", ("train_images", "concept.n_images"), lambda df, nb: plot_setsize.plot_setsize(df, n_boot=nb)[0]),
+    ("Figure 11: guidance scale", (protocol.GUIDANCE,), lambda df, nb: plot_guidance.plot_guidance(df, n_boot=nb)[0]),
 ]
 # Columns a group's figures sweep on purpose: a group spans them, the grid keeps one value.
 SWEPT = (protocol.GUIDANCE, "train_images", "concept.n_images")
@@ -103,11 +104,13 @@ def jobs_section(jobs: dict | None) -> str:
     return head + (f"<ul>{''.join(items)}</ul>" if items else "")
 
 
-def grid_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The group's rows at its most common value of each swept column (the Figure-10
-    grid), and a note naming what was left out for the sweep figures."""
+def grid_rows(df: pd.DataFrame, keep=()) -> tuple[pd.DataFrame, str]:
+    """The group's rows at its most common value of each swept column but those in
+    `keep` (the Figure-10 grid when none), and a note naming what was kept."""
     notes = []
     for col in SWEPT:
+        if col in keep:
+            continue
         if col in df.columns and df[col].nunique(dropna=False) > 1:
             main = df[col].value_counts(dropna=False).index[0]
             keep = df[col].isna() if pd.isna(main) else df[col] == main
@@ -151,9 +154,9 @@ def group_section(df: pd.DataFrame, n_boot: int, galleries: bool) -> list[str]:
               "<h3>Scores per setup</h3>", summary_table(grid, n_boot),
               "<details><summary>per concept (mean over the concept's jobs)</summary>",
               per_concept_table(grid), "</details>", "<h3>Figures</h3>"]
-    for title, rows, make in FIGURES:
+    for title, swept, make in FIGURES:
         try:
-            fig = make(grid if rows == "grid" else df, n_boot)
+            fig = make(grid_rows(df, keep=swept)[0], n_boot)
         except ValueError as e:  # the group has no data for this figure
             parts.append(f"<p class=note>{html.escape(title)}: skipped ({html.escape(str(e))})</p>")
             continue
