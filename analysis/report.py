@@ -58,7 +58,12 @@ table.claims td{text-align:left;vertical-align:top}.holds{color:#060;font-weight
 _CHECK_JS = """window.addEventListener('error',e=>{document.body.dataset.jsError=String(e.message)});
 window.addEventListener('load',()=>{const imgs=[...document.images];
 document.body.dataset.images=imgs.length;
-document.body.dataset.imagesOk=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;});"""
+document.body.dataset.imagesOk=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;
+const plots=[...document.querySelectorAll('img.plot')];
+document.body.dataset.plotMinWidth=Math.min(...plots.map(i=>i.getBoundingClientRect().width));
+const top=q=>{const e=document.querySelector(q);return e?Math.round(e.getBoundingClientRect().top+window.scrollY):-1};
+document.body.dataset.forestTop=top('img.forest');document.body.dataset.claimsTop=top('table.claims');
+document.body.dataset.claimsRows=document.querySelectorAll('table.claims tr').length-1;});"""
 
 
 def data_uri(fig, fmt: str = "png") -> str:
@@ -113,9 +118,9 @@ def grid_rows(df: pd.DataFrame, keep=()) -> tuple[pd.DataFrame, str]:
             continue
         if col in df.columns and df[col].nunique(dropna=False) > 1:
             main = df[col].value_counts(dropna=False).index[0]
-            keep = df[col].isna() if pd.isna(main) else df[col] == main
+            at_main = df[col].isna() if pd.isna(main) else df[col] == main
             notes.append(f"{col} = {main:g}" if isinstance(main, float) else f"{col} = {main}")
-            df = df[keep]
+            df = df[at_main]
     note = ("Rows at " + ", ".join(notes) + " (the other values feed the sweep figures below).") if notes else ""
     return df, note
 
@@ -136,7 +141,7 @@ def claims_section(df: pd.DataFrame, n_boot: int) -> str:
 
 def _figure(title: str, fig, cls: str = "plot") -> str:
     return (f"<figure><figcaption>{html.escape(title)}</figcaption>"
-            f"<img class={cls} alt='{html.escape(title)}' src='{data_uri(fig)}'></figure>")
+            f"<img class='{cls}' alt='{html.escape(title)}' src='{data_uri(fig)}'></figure>")
 
 
 def group_section(df: pd.DataFrame, n_boot: int, galleries: bool) -> list[str]:
