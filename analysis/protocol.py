@@ -121,8 +121,8 @@ def describe(df: pd.DataFrame) -> str:
     def one(col, fmt="{}"):
         if col not in df.columns or df[col].isna().all():
             return None
-        vals = sorted({_text(v) for v in df[col].dropna()})
-        return fmt.format("/".join(vals))
+        vals = sorted(set(df[col].dropna()), key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
+        return fmt.format("/".join(dict.fromkeys(_text(v) for v in vals)))
     kind = one(CONCEPT_KIND)
     parts = [f"n = {n_concepts(df)} {kind + ' ' if kind else ''}concepts",
              one("eval.num_samples", "{} samples per prompt"),
