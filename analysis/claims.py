@@ -187,9 +187,12 @@ EXPECT_MARK = {HIGHER: "↑", LOWER: "↓", COMPARABLE: "≈", NO_GAIN: "no gain
 VERDICT_MARK = {HOLDS: "✅ holds", CONTRADICTED: "❌ contradicted", UNDECIDED: "❔ undecided"}
 
 
-def to_markdown(decided, df: pd.DataFrame, source: str = "") -> str:
+def to_markdown(decided, df: pd.DataFrame, source: str = "", command: str = "") -> str:
     lines = [f"# The paper's claims{' in ' + source if source else ''}", "",
-             f"Rows: {protocol.describe(df)}.", "",
+             f"Rows: {protocol.describe(df)}.", ""]
+    if command:
+        lines += [f"Made by `{command}`.", ""]
+    lines += [
              "Effect: setup − reference, mean over the concepts both have; interval: paired 95% two-level "
              "bootstrap (concepts, then samples; analysis/effects.py). ↑/↓: the setup should score higher/lower "
              "than the reference; ≈: within ±margin; no gain: not above +margin (margin 0.02 for CLIP, 0.05 "
@@ -219,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         return fail(e)
     out = Path(args.out)
-    atomic_write_text(out, to_markdown(decided, df, Path(args.csv).name))
+    command = " ".join(["python analysis/claims.py", args.csv] + (["--where", *args.where] if args.where else [])
+                       + ["-o", args.out])
+    atomic_write_text(out, to_markdown(decided, df, Path(args.csv).name, command))
     for c, v, _ in decided:
         print(f"{v:12s} {c.text}", file=sys.stderr)
     print(f"wrote {out}", file=sys.stderr)
