@@ -1,9 +1,12 @@
 """Gather every result row of one or more sweeps into one CSV table.
 
-    python analysis/collect.py SWEEP_DIR... -o results.csv
+    python analysis/collect.py FOLDER... -o results.csv
 
+FOLDER: a runs root, a sweep folder (runs/<sweep>) or a Hydra multirun folder
+(runs/<sweep>/_hydra/multirun-*: the rows of its own jobs, from the sweep folder above).
 One line per job. Columns (see docs/analysis.md):
-  job_id, status, error, sweep, job_dir         the row's identity (job_dir absolute)
+  job_id, status, error, sweep, job_dir         the row's identity (job_dir relative to the
+                                                runs root, named in <out>.jobs.json)
   method, concept, model, eval, ...             Hydra choices (bare group names); `concept`
                                                 is the resolved name (choice in choice.concept)
   seed, method.inversion.lr, eval.guidance, ... the resolved config, flattened with dots
@@ -398,7 +401,8 @@ def summary_text(df: pd.DataFrame, issues: list[JobIssue]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweeps", nargs="+", help="sweep folders (Hydra multirun dirs or any folder of job folders)")
+    ap.add_argument("sweeps", nargs="+", help="a runs root, sweep folders (runs/<sweep>) or Hydra multirun "
+                                              "folders (runs/<sweep>/_hydra/multirun-*)")
     ap.add_argument("-o", "--out", required=True, help="CSV to write")
     ap.add_argument("--strict", action="store_true", help="exit 1 if any job failed or is missing")
     args = ap.parse_args(argv)

@@ -124,7 +124,8 @@ def describe(df: pd.DataFrame) -> str:
         vals = sorted(set(df[col].dropna()), key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
         return fmt.format("/".join(dict.fromkeys(_text(v) for v in vals)))
     kind = one(CONCEPT_KIND)
-    parts = [f"n = {n_concepts(df)} {kind + ' ' if kind else ''}concepts",
+    n = n_concepts(df)
+    parts = [f"n = {n} {kind + ' ' if kind else ''}concept{'' if n == 1 else 's'}",
              one("eval.num_samples", "{} samples per prompt"),
              one("eval", "eval={}"), one("eval.steps", "DDIM {} steps"), one("eval.guidance", "guidance {}"),
              one("eval_protocol.prompt_set", "prompts: {}") or one("eval.prompt_set", "prompts: {}"),

@@ -198,7 +198,8 @@ def build_report(df: pd.DataFrame, sweep: str, jobs: dict | None = None, n_boot:
     for values, rows in groups:
         parts.append(f"<h2>{html.escape(protocol.title(values, rows))}</h2>")
         parts += group_section(rows, n_boot, galleries)
-    cols = [c for c in df.columns if not c.startswith(("scores.", "provenance.")) and c not in ("per_prompt", "artifacts")]
+    cols = [c for c in df.columns if not c.startswith(("scores.", "provenance.", "_"))
+            and c not in ("per_prompt", "artifacts")]
     parts += ["<h2>All rows</h2><details><summary>show the table</summary>",
               df[cols].to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"),
               "</details></body></html>"]

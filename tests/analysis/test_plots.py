@@ -143,6 +143,7 @@ def test_setsize_one_point_per_size_and_references(results_csv):
         assert {"ref:image_only", "ref:prompt_only", "ref:human_captions_short", "ref:human_captions_long"} <= gids
     assert fig.axes[0].get_ylabel().startswith("Reconstruction")
     assert fig.axes[1].get_ylabel().startswith("Editability")
+    assert "n = 1 object concept · 6 samples per prompt · eval=paper" in fig._suptitle.get_text()
     # The fixture's editability falls with the set size; the figure must show that.
     edit = lines[lines["method"] == "single_word"]["editability_clip_meanemb"].to_numpy()
     assert edit[0] > edit[-1]

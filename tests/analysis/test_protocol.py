@@ -72,7 +72,7 @@ def test_objects_and_styles_are_separate(tmp_path):
     assert [g["concept"].nunique() for _, g in groups] == [2, 1]
     [page] = report.write_reports(csv, tmp_path / "rep.html", n_boot=30, galleries=False)
     text = page.read_text()
-    assert text.index("<h2>Objects: n = 2 object concepts") < text.index("<h2>Styles: n = 1 style concepts")
+    assert text.index("<h2>Objects: n = 2 object concepts") < text.index("<h2>Styles: n = 1 style concept ")
 
 
 def test_a_guidance_sweep_is_its_own_protocol_except_for_its_figure(results_csv):
