@@ -77,6 +77,13 @@ def concept_pairs(setup_rows: pd.DataFrame, ref_rows: pd.DataFrame, metric: str)
     return pairs
 
 
+def all_metrics(df: pd.DataFrame) -> list[str]:
+    """METRICS, then the per-attribute oracle metrics the table has (shape, color, ...)."""
+    extra = sorted(c for c in df.columns if c.startswith(("reconstruction_oracle_", "identity_oracle_"))
+                   and "." not in c and c not in METRICS)
+    return list(METRICS) + extra
+
+
 def has_metric(df: pd.DataFrame, metric: str) -> bool:
     return metric in df.columns and df[metric].notna().any()
 
@@ -88,7 +95,7 @@ def paired_effects(df: pd.DataFrame, reference: str = REFERENCE, metrics=None, s
     if reference not in set(df[SETUP_COLUMN]):
         raise ValueError(f"reference setup {reference!r} has no rows; setups present: "
                          f"{style.order(df[SETUP_COLUMN].unique())} (pick one with --reference)")
-    metrics = [m for m in (metrics or METRICS) if has_metric(df, m)]
+    metrics = [m for m in (metrics or all_metrics(df)) if has_metric(df, m)]
     ref_rows = df[df[SETUP_COLUMN] == reference]
     setups = [s for s in style.order(setups or df[SETUP_COLUMN].unique()) if s != reference]
     lines = []

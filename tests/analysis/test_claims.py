@@ -74,3 +74,16 @@ def test_a_claim_is_contradicted_by_any_part_and_holds_only_by_all():
     assert claims.claim_verdict(["holds", "contradicted", "undecided"]) == "contradicted"
     assert claims.claim_verdict(["holds", "undecided"]) == "undecided"
     assert claims.claim_verdict(["holds", "holds"]) == "holds"
+
+
+def test_issue_11_metrics_are_used_when_the_table_has_them(claims_csv):
+    """Per-attribute oracle metrics (one value per row, no per-sample list) pair by concept."""
+    from analysis.table import load_results
+    df = load_results(claims_csv)
+    rng = np.random.default_rng(0)
+    base = {c: 0.3 + 0.1 * i for i, c in enumerate(CONCEPTS)}   # concepts differ, captions lose 0.2
+    df["reconstruction_oracle_unnamed"] = [base[c] - (0.2 if m.startswith("human_captions") else 0)
+                                           + 0.01 * rng.standard_normal() for m, c in zip(df["method"], df["concept"])]
+    part = claims.Part("human_captions_long", "reconstruction_oracle_unnamed", claims.LOWER)
+    r = claims.decide_part(df, part, n_boot=500)
+    assert r.verdict == "holds" and r.hi < 0 and r.lo < -0.2 < r.hi and r.n_concepts == len(CONCEPTS)
