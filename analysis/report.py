@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 
 from analysis import claims, effects, gallery, plot_guidance, plot_setsize, plot_tradeoff, protocol, style  # noqa: E402
 from analysis.table import (AXIS_LABELS, N_BOOT, SETUP_COLUMN, atomic_write_text, fail, load_results,  # noqa: E402
-                            short_name, summarize)
+                            summarize)
 
 # The figures a report tries, in order: (title, swept, function(df, n_boot) -> figure).
 # A figure gets the group's rows at the main value of every swept column (SWEPT) except

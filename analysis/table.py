@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,5 +251,5 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def fail(error: Exception | str) -> int:
     """The command line's answer to bad input: one `error:` line on stderr, exit code 2."""
-    print(f"error: {error}", file=__import__("sys").stderr)
+    print(f"error: {error}", file=sys.stderr)
     return 2
