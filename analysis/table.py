@@ -4,6 +4,8 @@ The interval of a setup's score resamples both levels the paper's numbers averag
 concepts (with replacement), then the samples inside each drawn concept (with
 replacement). A concept's samples are the `scores.<metric>` lists of all its rows
 (seeds pooled); a row without per-sample scores contributes its single `metric` value.
+`paired_bootstrap` does the same for the difference of two setups over shared concepts
+(analysis/effects.py).
 """
 from __future__ import annotations
 
