@@ -33,12 +33,36 @@ def main(cfg: DictConfig) -> dict:
     from tinv.job import InputError, run_job
     choices = {k: v for k, v in HydraConfig.get().runtime.choices.items()
                if "/" not in k and v is not None}   # top-level groups only
+    start = _now()
     try:
-        return run_job(cfg, choices)
+        row = run_job(cfg, choices)
+        _point_to_row(HydraConfig.get().runtime.output_dir, row, start)
+        return row
     except InputError as e:
         # one clear line instead of a traceback; nothing was written for this job
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+
+
+POINTER = "tinv_job.json"   # in Hydra's job folder: which row this job is (collect.py, the sweeper)
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _point_to_row(hydra_dir: str, row: dict, start: str) -> None:
+    """Hydra's job folder (logs) and the row's folder (named by content) are apart; this
+    small file joins them, and says whether the job found its row done already."""
+    import json
+    ended = str((row.get("provenance") or {}).get("end") or "")
+    note = {"job_id": row.get("job_id"), "job_dir": row.get("folder"), "status": row.get("status"),
+            "done_already": bool(ended) and ended < start}
+    path = Path(hydra_dir) / POINTER
+    tmp = path.with_name(f".{POINTER}.tmp")
+    tmp.write_text(json.dumps(note))
+    os.replace(tmp, path)
 
 
 def _argv(argv: list[str]) -> list[str]:

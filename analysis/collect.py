@@ -1,9 +1,12 @@
 """Gather every result row of one or more sweeps into one CSV table.
 
-    python analysis/collect.py SWEEP_DIR... -o results.csv
+    python analysis/collect.py FOLDER... -o results.csv
 
+FOLDER: a runs root, a sweep folder (runs/<sweep>) or a Hydra multirun folder
+(runs/<sweep>/_hydra/multirun-*: the rows of its own jobs, from the sweep folder above).
 One line per job. Columns (see docs/analysis.md):
-  job_id, status, error, sweep, job_dir         the row's identity (job_dir absolute)
+  job_id, status, error, sweep, job_dir         the row's identity (job_dir relative to the
+                                                runs root, named in <out>.jobs.json)
   method, concept, model, eval, ...             Hydra choices (bare group names); `concept`
                                                 is the resolved name (choice in choice.concept)
   seed, method.inversion.lr, eval.guidance, ... the resolved config, flattened with dots
@@ -85,11 +88,26 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def row_to_record(row: dict, job_dir: Path) -> dict[str, Any]:
-    """One result row -> one flat table record (column names as in the module doc)."""
+def runs_root_of(job_dir: Path, sweep: str | None, scanned: Path) -> Path:
+    """The folder job_dir is stored relative to: the harness keeps a job in
+    <runs root>/<sweep>/<job>, so the folder above the sweep's; else the folder above the
+    one collect was given (a table moves with its runs folder, not with this machine)."""
+    job_dir = job_dir.resolve()
+    if sweep and job_dir.parent.name == sweep:
+        return job_dir.parent.parent
+    scanned = scanned.resolve()
+    return scanned.parent if scanned in job_dir.parents else job_dir.parent
+
+
+def row_to_record(row: dict, job_dir: Path, runs_root: Path | None = None) -> dict[str, Any]:
+    """One result row -> one flat table record (column names as in the module doc).
+    job_dir is written relative to `runs_root` (absolute when none is given)."""
+    where = job_dir.resolve()
+    if runs_root is not None:
+        where = Path(os.path.relpath(where, runs_root.resolve()))
     rec: dict[str, Any] = {
         "job_id": row.get("job_id"), "status": row.get("status"),
-        "error": row.get("error"), "sweep": row.get("sweep"), "job_dir": str(job_dir.resolve()),
+        "error": row.get("error"), "sweep": row.get("sweep"), "job_dir": where.as_posix(),
     }
     choices = {k: v for k, v in (row.get("choices") or {}).items() if not str(k).startswith("hydra")}
     rec.update(choices)
@@ -223,51 +241,116 @@ def _matches(overrides: list[str], rec: dict) -> bool:
     return bool(known) and all(known)
 
 
+POINTER = "tinv_job.json"  # run.py writes it into Hydra's job folder: the row it made or found
+
+
+def _pointed_row(job_dir: Path) -> Path | None:
+    """The row folder a Hydra job folder's tinv_job.json names, if that row exists."""
+    try:
+        target = json.loads((job_dir / POINTER).read_text()).get("job_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(target).resolve() if target and (Path(target) / ROW_FILE).is_file() else None
+
+
+def _job_choices(job_dir: Path) -> list[str]:
+    """Hydra's runtime choices of a job as `group=option` overrides: a run with no
+    command-line overrides (`python run.py`) is still recognised by them."""
+    f = job_dir / ".hydra" / "hydra.yaml"
+    try:
+        choices = ((yaml.safe_load(f.read_text()) or {}).get("hydra") or {}).get("runtime", {}).get("choices") or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return [f"{k}={v}" for k, v in choices.items() if "/" not in k and v is not None and k != "experiment"]
+
+
+def _hydra_job_dirs(folder: Path) -> list[Path]:
+    return sorted(h.parent for h in folder.rglob(".hydra") if h.is_dir())
+
+
 def scan_sweep(sweep_dir: Path) -> tuple[list[dict], list[JobIssue]]:
-    """All rows under one sweep folder, as flat records, plus the failed and missing jobs."""
+    """All rows under one folder (a sweep folder, a runs root, or a Hydra multirun folder
+    `<sweep>/_hydra/multirun-*`), as flat records, plus the failed and missing jobs.
+    A multirun folder gives the rows of its own jobs only, found in its sweep folder."""
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist")
+    multirun = (sweep_dir / "multirun.yaml").is_file() and not any(sweep_dir.rglob(ROW_FILE))
+    rows_dir = sweep_dir.parent.parent if multirun and sweep_dir.parent.name == "_hydra" else sweep_dir
+    if multirun and rows_dir == sweep_dir:
+        print(f"collect: {sweep_dir} is a Hydra multirun folder outside <sweep>/_hydra; "
+              "its rows are found through the jobs' tinv_job.json only", file=sys.stderr)
     records: list[dict] = []
+    row_dirs: dict[Path, dict] = {}
     issues: list[JobIssue] = []
-    row_dirs: set[Path] = set()
-    folder_overrides: list[list[str]] = []
-    for path in tqdm(sorted(sweep_dir.rglob(ROW_FILE)), desc=f"rows in {sweep_dir}", unit="row",
+    for path in tqdm(sorted(rows_dir.rglob(ROW_FILE)), desc=f"rows in {rows_dir}", unit="row",
                      disable=None, leave=False):
-        job_dir = path.parent
-        row_dirs.add(job_dir)
         row = _read_row(path)
-        if row is None:
-            issues.append(JobIssue("failed", str(job_dir), "unreadable row"))
+        row_dirs[path.parent.resolve()] = {"row": row, "path": path}
+    job_dirs = _hydra_job_dirs(sweep_dir)
+    # Which rows the Hydra job folders name: their pointer, else their overrides + choices.
+    named: set[Path] = set()
+    unmatched: list[tuple[Path, list[str]]] = []
+    folder_overrides: list[list[str]] = []
+    for job_dir in job_dirs:
+        ov = _job_overrides(job_dir)
+        if ov is None:
             continue
-        rec = row_to_record(row, job_dir)
+        folder_overrides.append(ov)
+        target = _pointed_row(job_dir)
+        if target is not None and target in row_dirs:
+            named.add(target)
+            continue
+        if target is None and job_dir.resolve() in row_dirs:  # rows kept inside Hydra's folder
+            named.add(job_dir.resolve())
+            continue
+        unmatched.append((job_dir, ov))
+    runs_root_hint = rows_dir
+    by_dir = {}
+    for d, info in row_dirs.items():
+        row = info["row"]
+        if multirun and d not in named and not _row_matches_any(row, d, unmatched):
+            continue  # a row of another sweep of the same folder
+        by_dir[d] = info
+        if row is None:
+            issues.append(JobIssue("failed", str(info["path"].parent), "unreadable row"))
+            continue
+        root = runs_root_of(info["path"].parent, row.get("sweep"), runs_root_hint)
+        rec = row_to_record(row, info["path"].parent, root)
+        rec["_dir"], rec["_root"] = d, str(root)
         records.append(rec)
         if row.get("status") != "ok":
-            issues.append(JobIssue("failed", str(job_dir), f"status={row.get('status')}",
+            issues.append(JobIssue("failed", str(info["path"].parent), f"status={row.get('status')}",
                                    str(row.get("error") or "")[:300]))
-    for hydra_dir in sorted(sweep_dir.rglob(".hydra")):
-        job_dir = hydra_dir.parent
-        ov = _job_overrides(job_dir)
-        if ov is not None:
-            folder_overrides.append(ov)
-        if job_dir == sweep_dir or any(d == job_dir or job_dir in d.parents for d in row_dirs):
+    for job_dir, ov in unmatched:
+        if any(d == job_dir.resolve() or job_dir.resolve() in d.parents for d in by_dir):
             continue
-        # The harness may keep rows in a folder named by the job hash, apart from Hydra's.
-        if ov and any(_matches(ov, rec) for rec in records):
+        choices = _job_choices(job_dir)
+        if any(_matches(ov + choices, rec) for rec in records):
             continue
         err = _error_in_logs(job_dir)
-        what = " ".join(ov or [])
+        what = " ".join(ov or []) or " ".join(choices)
         if err:
             issues.append(JobIssue("failed", str(job_dir), "error in log", f"{what}: {err}"))
         else:
             issues.append(JobIssue("missing", str(job_dir), "incomplete",
                                    f"{what}: no result.json and no error in its logs"))
     # Hydra keeps its multirun folders inside the sweep (conf/config.yaml: _hydra/multirun-*).
-    for multirun in sorted(sweep_dir.rglob("multirun.yaml")):
-        for job in expected_jobs(multirun.parent) or []:
+    for mr in sorted(sweep_dir.rglob("multirun.yaml")):
+        for job in expected_jobs(mr.parent) or []:
             if any(_same_job(job, ov) for ov in folder_overrides) or any(_matches(job, rec) for rec in records):
                 continue
-            issues.append(JobIssue("missing", str(multirun.parent), "never started", " ".join(job)))
+            issues.append(JobIssue("missing", str(mr.parent), "never started", " ".join(job)))
+    for rec in records:
+        rec.pop("_dir", None)
     return records, issues
+
+
+def _row_matches_any(row: dict | None, row_dir: Path, jobs: list[tuple[Path, list[str]]]) -> bool:
+    """Is this row one of these Hydra jobs' (by their overrides and choices)?"""
+    if row is None:
+        return False
+    rec = row_to_record(row, row_dir)
+    return any(_matches(ov + _job_choices(d), rec) for d, ov in jobs)
 
 
 # ---------------------------------------------------------------- the table
@@ -278,7 +361,10 @@ def collect(sweep_dirs: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list
         r, i = scan_sweep(Path(d))
         records += r
         issues += i
+    roots = pd.Series([rec.pop("_root") for rec in records], dtype=object)
     df = pd.DataFrame.from_records(records)
+    # Where the relative job_dir column starts: the gallery needs it to find the images.
+    df.attrs["runs_root"] = roots.mode().iloc[0] if len(roots) else None
     if df.empty:
         df = pd.DataFrame(columns=list(LEADING_COLUMNS))
     # What a person looks for first: identity, the setup, the scores; then the rest.
@@ -292,7 +378,10 @@ def write_outputs(df: pd.DataFrame, issues: list[JobIssue], out: Path) -> Path:
     atomic_write_text(out, df.to_csv(index=False))
     jobs = out.with_name(out.stem + ".jobs.json")
     n_ok = int((df["status"] == "ok").sum()) if "status" in df else 0
+    root = df.attrs.get("runs_root")
     atomic_write_text(jobs, json.dumps({
+        # job_dir is relative to this folder, itself given relative to the table's folder
+        "runs_root": os.path.relpath(root, out.resolve().parent) if root else None,
         "ok": n_ok,
         "failed": [asdict(i) for i in issues if i.kind == "failed"],
         "missing": [asdict(i) for i in issues if i.kind == "missing"],
@@ -312,7 +401,8 @@ def summary_text(df: pd.DataFrame, issues: list[JobIssue]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweeps", nargs="+", help="sweep folders (Hydra multirun dirs or any folder of job folders)")
+    ap.add_argument("sweeps", nargs="+", help="a runs root, sweep folders (runs/<sweep>) or Hydra multirun "
+                                              "folders (runs/<sweep>/_hydra/multirun-*)")
     ap.add_argument("-o", "--out", required=True, help="CSV to write")
     ap.add_argument("--strict", action="store_true", help="exit 1 if any job failed or is missing")
     args = ap.parse_args(argv)

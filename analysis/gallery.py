@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -40,6 +41,22 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 GRID_PADDING, GRID_PER_ROW = 1, 8    # torchvision save_image as tinv/job.py calls it
 # A sample: an image file, or a (left, top, right, bottom) box inside a grid file.
 Sample = tuple[Path, tuple[int, int, int, int] | None]
+
+
+def resolve_job_dir(row: pd.Series) -> Path:
+    """A row's job folder: `job_dir` as collect.py writes it (relative to the runs root),
+    joined to the first root that holds it: the table's own hint (`runs_root` of
+    <csv stem>.jobs.json, which load_results puts in the row as `_runs_root`), the row's
+    `results_root`, $TINV_RUNS, ./runs. An absolute job_dir (older tables) is used as is."""
+    job_dir = Path(str(row.get("job_dir", ".")))
+    if job_dir.is_absolute():
+        return job_dir
+    roots = [row.get("_runs_root"), row.get("results_root"), os.environ.get("TINV_RUNS"), "runs"]
+    roots = [Path(str(r)) for r in roots if isinstance(r, str) and r]
+    for root in roots:
+        if (root / job_dir).is_dir():
+            return root / job_dir
+    return (roots[0] if roots else Path(".")) / job_dir
 
 
 def _images_in(folder: Path) -> list[Sample]:
@@ -97,7 +114,7 @@ def sample_groups(row: pd.Series) -> list[tuple[str, list[Sample]]]:
     value = _json(row.get("artifacts"), {}).get("samples")
     if not isinstance(value, dict):
         return []
-    job_dir = Path(str(row.get("job_dir", ".")))
+    job_dir = resolve_job_dir(row)
     counts = [c for c in (row.get("eval.num_samples"), row.get("concept.n_images")) if pd.notna(c)]
     labels = _prompt_labels(row)
     groups = {}

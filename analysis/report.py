@@ -26,31 +26,44 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import gallery, plot_guidance, plot_setsize, plot_tradeoff, style  # noqa: E402
-from analysis.table import AXIS_LABELS, N_BOOT, SETUP_COLUMN, atomic_write_text, load_results, summarize  # noqa: E402
+from analysis import claims, effects, gallery, plot_guidance, plot_setsize, plot_tradeoff, protocol, style  # noqa: E402
+from analysis.table import (AXIS_LABELS, N_BOOT, SETUP_COLUMN, atomic_write_text, fail, load_results,  # noqa: E402
+                            summarize)
 
-# The figures a report tries, in order: (title, function(df) -> figure). A figure whose
-# data the sweep lacks is skipped with a note, not an error.
+# The figures a report tries, in order: (title, swept, function(df, n_boot) -> figure).
+# A figure gets the group's rows at the main value of every swept column (SWEPT) except
+# those it sweeps itself: Figure 10 the grid at one guidance and set size, Figure 12 all
+# set sizes at the main guidance, Figure 11 all guidance scales at the main set size.
+# A figure whose data the group lacks is skipped with a note, not an error.
 FIGURES = [
-    ("Figure 10(a): trade-off, CLIP, editability = mean embedding (paper)",
+    ("Figure 10(a): trade-off, CLIP, editability = mean embedding (paper)", (),
      lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "clip", nb)[0]),
-    ("Figure 10(a): trade-off, CLIP, editability = per-sample mean (public code)",
+    ("Figure 10(a): trade-off, CLIP, editability = per-sample mean (public code)", (),
      lambda df, nb: plot_tradeoff.plot_tradeoff(df, "persample", "clip", nb)[0]),
-    ("Trade-off, DINO reconstruction", lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "dino", nb)[0]),
-    ("Trade-off, oracle (toy world ground truth)",
+    ("Trade-off, DINO reconstruction", (), lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "dino", nb)[0]),
+    ("Trade-off, oracle (toy world ground truth)", (),
      lambda df, nb: plot_tradeoff.plot_tradeoff(df, "meanemb", "oracle", nb)[0]),
-    ("Figure 12: training-set size", lambda df, nb: plot_setsize.plot_setsize(df, n_boot=nb)[0]),
-    ("Figure 11: guidance scale", lambda df, nb: plot_guidance.plot_guidance(df, n_boot=nb)[0]),
+    ("Figure 12: training-set size", ("train_images", "concept.n_images"), lambda df, nb: plot_setsize.plot_setsize(df, n_boot=nb)[0]),
+    ("Figure 11: guidance scale", (protocol.GUIDANCE,), lambda df, nb: plot_guidance.plot_guidance(df, n_boot=nb)[0]),
 ]
+# Columns a group's figures sweep on purpose: a group spans them, the grid keeps one value.
+SWEPT = (protocol.GUIDANCE, "train_images", "concept.n_images")
 
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:12px}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}img{max-width:100%}
-.note{color:#777}.bad{color:#b00}figure{margin:1em 0}figcaption{font-weight:bold}"""
+.note{color:#777}.bad{color:#b00}figure{margin:1em 0}figcaption{font-weight:bold}
+table.claims td{text-align:left;vertical-align:top}.holds{color:#060;font-weight:bold}
+.contradicted{color:#b00;font-weight:bold}.undecided{color:#777;font-weight:bold}"""
 # Lets a headless browser (and a person) see that every image decoded and no script failed.
 _CHECK_JS = """window.addEventListener('error',e=>{document.body.dataset.jsError=String(e.message)});
 window.addEventListener('load',()=>{const imgs=[...document.images];
 document.body.dataset.images=imgs.length;
-document.body.dataset.imagesOk=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;});"""
+document.body.dataset.imagesOk=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;
+const plots=[...document.querySelectorAll('img.plot')];
+document.body.dataset.plotMinWidth=Math.min(...plots.map(i=>i.getBoundingClientRect().width));
+const top=q=>{const e=document.querySelector(q);return e?Math.round(e.getBoundingClientRect().top+window.scrollY):-1};
+document.body.dataset.forestTop=top('img.forest');document.body.dataset.claimsTop=top('table.claims');
+document.body.dataset.claimsRows=document.querySelectorAll('table.claims tr').length-1;});"""
 
 
 def data_uri(fig, fmt: str = "png") -> str:
@@ -63,7 +76,7 @@ def data_uri(fig, fmt: str = "png") -> str:
 
 def summary_table(df: pd.DataFrame, n_boot: int) -> str:
     """Per setup: concepts, and each metric as mean [95% lo, hi]."""
-    metrics = [m for m in AXIS_LABELS if m in df.columns and df[m].notna().any()]
+    metrics = [m for m in effects.METRICS if m in df.columns and df[m].notna().any()]
     s = summarize(df, metrics, by=(SETUP_COLUMN,), n_boot=n_boot)
     s = s.set_index(SETUP_COLUMN).loc[style.order(s[SETUP_COLUMN])]
     out = pd.DataFrame(index=[style.style(n).label for n in s.index])
@@ -96,9 +109,78 @@ def jobs_section(jobs: dict | None) -> str:
     return head + (f"<ul>{''.join(items)}</ul>" if items else "")
 
 
+def grid_rows(df: pd.DataFrame, keep=()) -> tuple[pd.DataFrame, str]:
+    """The group's rows at its most common value of each swept column but those in
+    `keep` (the Figure-10 grid when none), and a note naming what was kept."""
+    notes = []
+    for col in SWEPT:
+        if col in keep:
+            continue
+        if col in df.columns and df[col].nunique(dropna=False) > 1:
+            main = df[col].value_counts(dropna=False).index[0]
+            at_main = df[col].isna() if pd.isna(main) else df[col] == main
+            notes.append(f"{col} = {main:g}" if isinstance(main, float) else f"{col} = {main}")
+            df = df[at_main]
+    note = ("Rows at " + ", ".join(notes) + " (the other values feed the sweep figures below).") if notes else ""
+    return df, note
+
+
+def claims_section(df: pd.DataFrame, n_boot: int) -> str:
+    """The claims table: one row per claim, each part's effect and interval, the verdict."""
+    decided = claims.decide(df, n_boot=n_boot)
+    rows = []
+    for i, (c, verdict, parts) in enumerate(decided, 1):
+        cells = "<br>".join(html.escape(claims.part_text(p)) for p in parts)
+        rows.append(f"<tr><td>{i}</td><td>{html.escape(c.text)}</td><td>{html.escape(c.section)}</td>"
+                    f"<td>{cells}</td><td class={verdict}>{verdict}</td></tr>")
+    return ("<table class=claims><tr><th>#</th><th>claim</th><th>paper</th>"
+            "<th>effect [95% paired interval] per part</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
+            "<p class=note>Verdict rule: docs/analysis.md (The claims). Effects: setup − reference over the "
+            "same concepts and seeds.</p>")
+
+
+def _figure(title: str, fig, cls: str = "plot") -> str:
+    return (f"<figure><figcaption>{html.escape(title)}</figcaption>"
+            f"<img class='{cls}' alt='{html.escape(title)}' src='{data_uri(fig)}'></figure>")
+
+
+def group_section(df: pd.DataFrame, n_boot: int, galleries: bool) -> list[str]:
+    """One comparable group: paired effects first, then claims, scores, figures, galleries."""
+    grid, note = grid_rows(df)
+    parts = [f"<p class=note>{len(df)} rows. {html.escape(note)}</p>" if note else
+             f"<p class=note>{len(df)} rows.</p>"]
+    parts.append(f"<h3>Paired effects vs {html.escape(style.style(effects.REFERENCE).label)}</h3>")
+    try:
+        fig, eff = effects.plot_forest(grid, n_boot=n_boot)
+        parts.append(_figure("Paired effects (forest plot)", fig, "plot forest"))
+    except ValueError as e:
+        parts.append(f"<p class=note>Paired effects: skipped ({html.escape(str(e))})</p>")
+    parts += ["<h3>The paper's claims</h3>", claims_section(grid, n_boot),
+              "<h3>Scores per setup</h3>", summary_table(grid, n_boot),
+              "<details><summary>per concept (mean over the concept's jobs)</summary>",
+              per_concept_table(grid), "</details>", "<h3>Figures</h3>"]
+    for title, swept, make in FIGURES:
+        try:
+            fig = make(grid_rows(df, keep=swept)[0], n_boot)
+        except ValueError as e:  # the group has no data for this figure
+            parts.append(f"<p class=note>{html.escape(title)}: skipped ({html.escape(str(e))})</p>")
+            continue
+        parts.append(_figure(title, fig))
+    if galleries:
+        parts.append("<h3>Galleries</h3>")
+        figs = gallery.gallery_figures(df)
+        if not figs:
+            parts.append("<p class=note>No sample images recorded in the rows' artifacts.</p>")
+        for concept, fig in figs.items():
+            parts.append(f"<figure><figcaption>{html.escape(str(concept))}</figcaption>"
+                         f"<img class=gallery alt='gallery {html.escape(str(concept))}' src='{data_uri(fig, 'jpeg')}'></figure>")
+    return parts
+
+
 def build_report(df: pd.DataFrame, sweep: str, jobs: dict | None = None, n_boot: int = N_BOOT,
                  galleries: bool = True) -> str:
-    """The HTML text of one sweep's report."""
+    """The HTML text of one sweep's report: one section per comparable group of rows
+    (analysis/protocol.py), objects before styles."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tinv report: {html.escape(sweep)}</title>",
              f"<style>{_CSS}</style><script>{_CHECK_JS}</script></head><body>",
              f"<h1>Sweep {html.escape(sweep)}</h1>",
@@ -108,26 +190,16 @@ def build_report(df: pd.DataFrame, sweep: str, jobs: dict | None = None, n_boot:
     if df.empty:
         parts.append("<p class=bad>No job of this sweep finished with status ok: nothing to plot.</p></body></html>")
         return "\n".join(parts)
-    parts += ["<h2>Scores per setup</h2>", summary_table(df, n_boot),
-              "<details><summary>per concept (mean over the concept's jobs)</summary>",
-              per_concept_table(df), "</details>", "<h2>Figures</h2>"]
-    for title, make in FIGURES:
-        try:
-            fig = make(df, n_boot)
-        except ValueError as e:  # the sweep has no data for this figure
-            parts.append(f"<p class=note>{html.escape(title)}: skipped ({html.escape(str(e))})</p>")
-            continue
-        parts.append(f"<figure><figcaption>{html.escape(title)}</figcaption>"
-                     f"<img class=plot alt='{html.escape(title)}' src='{data_uri(fig)}'></figure>")
-    if galleries:
-        parts.append("<h2>Galleries</h2>")
-        figs = gallery.gallery_figures(df)
-        if not figs:
-            parts.append("<p class=note>No sample images recorded in the rows' artifacts.</p>")
-        for concept, fig in figs.items():
-            parts.append(f"<figure><figcaption>{html.escape(str(concept))}</figcaption>"
-                         f"<img class=gallery alt='gallery {html.escape(str(concept))}' src='{data_uri(fig, 'jpeg')}'></figure>")
-    cols = [c for c in df.columns if not c.startswith(("scores.", "provenance.")) and c not in ("per_prompt", "artifacts")]
+    groups = protocol.comparable_groups(df, ignore=SWEPT)
+    if len(groups) > 1:
+        parts.append("<p>The rows come from " + str(len(groups)) + " protocols that are not comparable; "
+                     "each has its own section.</p><ul>" + "".join(
+                         f"<li>{html.escape(protocol.title(v, g))}</li>" for v, g in groups) + "</ul>")
+    for values, rows in groups:
+        parts.append(f"<h2>{html.escape(protocol.title(values, rows))}</h2>")
+        parts += group_section(rows, n_boot, galleries)
+    cols = [c for c in df.columns if not c.startswith(("scores.", "provenance.", "_"))
+            and c not in ("per_prompt", "artifacts")]
     parts += ["<h2>All rows</h2><details><summary>show the table</summary>",
               df[cols].to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"),
               "</details></body></html>"]
@@ -183,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = write_reports(args.csv, args.out, args.sweep, args.n_boot, not args.no_galleries)
     except (FileNotFoundError, ValueError) as e:
-        ap.error(str(e))
+        return fail(e)
     for p in paths:
         print(f"wrote {p}", file=sys.stderr)
     return 0

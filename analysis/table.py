@@ -4,11 +4,14 @@ The interval of a setup's score resamples both levels the paper's numbers averag
 concepts (with replacement), then the samples inside each drawn concept (with
 replacement). A concept's samples are the `scores.<metric>` lists of all its rows
 (seeds pooled); a row without per-sample scores contributes its single `metric` value.
+`paired_bootstrap` does the same for the difference of two setups over shared concepts
+(analysis/effects.py).
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,29 @@ AXIS_LABELS = {
     "editability_clip_persample": "Editability: CLIP text-image similarity\n(per-sample mean, public code)",
     "editability_oracle": "Editability: oracle prompt accuracy",
 }
+# Short names for panels and tables; metrics issue 11 adds to every toy-world row.
+SHORT_NAMES = {
+    "reconstruction_clip": "reconstruction (CLIP)",
+    "editability_clip_meanemb": "editability (CLIP, mean emb.)",
+    "editability_clip_persample": "editability (CLIP, per-sample)",
+    "reconstruction_dino": "reconstruction (DINO)",
+    "reconstruction_oracle": "reconstruction (oracle)",
+    "editability_oracle": "editability (oracle)",
+    "reconstruction_oracle_named": "reconstruction, named attributes (oracle)",
+    "reconstruction_oracle_unnamed": "reconstruction, unnamed attributes (oracle)",
+    "identity_oracle_named": "identity under edits, named (oracle)",
+    "identity_oracle_unnamed": "identity under edits, unnamed (oracle)",
+    "embedding_norm": "embedding norm",
+    "embedding_dist_init": "distance to initializer ||v - v_init||",
+}
+
+
+def short_name(metric: str) -> str:
+    if metric in SHORT_NAMES:
+        return SHORT_NAMES[metric]
+    if metric.startswith("reconstruction_oracle_"):
+        return f"reconstruction, {metric.rpartition('_')[2]} (oracle)"
+    return metric
 
 
 def metric_pair(family: str = "clip", editability: str = "meanemb") -> tuple[str, str]:
@@ -58,7 +84,17 @@ def load_results(path: str | Path) -> pd.DataFrame:
             raise ValueError(f"{path} has no column {col!r}; is it a table from analysis/collect.py?")
     if "status" in df.columns:
         df = df[df["status"] == "ok"]
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    # collect.py stores job_dir relative to a runs root it names in <stem>.jobs.json,
+    # itself relative to the table's folder; the gallery needs it to find the images.
+    jobs = path.with_name(path.stem + ".jobs.json")
+    try:
+        root = json.loads(jobs.read_text()).get("runs_root")
+    except (OSError, ValueError, AttributeError):
+        root = None
+    if root:
+        df["_runs_root"] = str((path.parent / root).resolve())
+    return df
 
 
 def where(df: pd.DataFrame, conditions=()) -> pd.DataFrame:
@@ -133,6 +169,48 @@ def hierarchical_bootstrap(groups: list[np.ndarray], n_boot: int = N_BOOT, ci: f
     return Estimate(mean, float(lo), float(hi), len(groups), int(sum(len(g) for g in groups)))
 
 
+def _resampled_means(values: np.ndarray, n_boot: int, rng) -> np.ndarray:
+    """n_boot means of `values` resampled with replacement, in chunks of 256 x n."""
+    out = np.empty(n_boot)
+    for start in range(0, n_boot, 256):
+        b = min(256, n_boot - start)
+        out[start:start + b] = values[rng.integers(0, len(values), (b, len(values)))].mean(axis=1)
+    return out
+
+
+@dataclass
+class Pair:
+    """One concept's samples under a setup (a) and the reference (b). `paired`: sample i
+    of a and of b share their noise seed, so their difference is resampled as one."""
+    a: np.ndarray
+    b: np.ndarray
+    paired: bool
+
+
+def paired_bootstrap(pairs: list[Pair], n_boot: int = N_BOOT, ci: float = 0.95,
+                     seed: int = SEED) -> Estimate:
+    """Mean over concepts of (mean a - mean b), with a two-level percentile interval:
+    draw concepts with replacement (the same concepts for both setups: that is the
+    pairing), then inside each concept draw samples; a seed-paired concept draws one set
+    of indices for both, an unpaired one (other sample counts, e.g. image-only) draws each
+    side on its own. n_samples counts the setup's samples."""
+    if not pairs:
+        return Estimate(np.nan, np.nan, np.nan, 0, 0)
+    rng = np.random.default_rng(seed)
+    inner = np.empty((len(pairs), n_boot))
+    for i, p in enumerate(pairs):
+        if p.paired:
+            inner[i] = _resampled_means(p.a - p.b, n_boot, rng)
+        else:
+            inner[i] = _resampled_means(p.a, n_boot, rng) - _resampled_means(p.b, n_boot, rng)
+    pick = rng.integers(0, len(pairs), (n_boot, len(pairs)))
+    boot = inner[pick, np.arange(n_boot)[:, None]].mean(axis=1)
+    alpha = (1 - ci) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    mean = float(np.mean([p.a.mean() - p.b.mean() for p in pairs]))
+    return Estimate(mean, float(lo), float(hi), len(pairs), int(sum(len(p.a) for p in pairs)))
+
+
 def summarize(df: pd.DataFrame, metrics, by=(SETUP_COLUMN,), n_boot: int = N_BOOT,
               seed: int = SEED) -> pd.DataFrame:
     """One line per group of `by`: for each metric its mean, lo, hi (95%) and counts."""
@@ -171,3 +249,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; tables and reports are for everyone
     os.replace(tmp, path)
+
+
+def fail(error: Exception | str) -> int:
+    """The command line's answer to bad input: one `error:` line on stderr, exit code 2."""
+    print(f"error: {error}", file=sys.stderr)
+    return 2

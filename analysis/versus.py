@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import style  # noqa: E402
-from analysis.table import (AXIS_LABELS, CONCEPT_COLUMN, N_BOOT, SETUP_COLUMN, load_results,  # noqa: E402
+from analysis import protocol, style  # noqa: E402
+from analysis.table import (AXIS_LABELS, CONCEPT_COLUMN, N_BOOT, SETUP_COLUMN, fail, load_results,  # noqa: E402
                             require_metrics, save_figure, summarize, where)
 
 
@@ -37,6 +37,7 @@ def plot_versus(df: pd.DataFrame, x: str, setups, references, metrics, xlabel: s
     Line containers' data lines carry gid = setup name; reference lines carry gid = "ref:<setup>"."""
     if x not in df.columns:
         raise ValueError(f"results table has no column {x!r}")
+    protocol.require_comparable(df, ignore=(x,))  # x is swept on purpose
     require_metrics(df, metrics)
     lines_df = df[df[SETUP_COLUMN].isin(setups) & df[x].notna()]
     # Only (setup, concept) pairs actually swept over x: a table that also holds the
@@ -76,7 +77,7 @@ def plot_versus(df: pd.DataFrame, x: str, setups, references, metrics, xlabel: s
         ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.suptitle(title + " (95% bootstrap CI)", fontsize=10)
+    fig.suptitle(title + " (95% bootstrap CI)\n" + protocol.describe(lines_df), fontsize=9)
     fig.tight_layout()
     return fig, lines, refs
 
@@ -99,7 +100,7 @@ def versus_main(argv, plot, description: str, x_help: str, default_setups) -> in
         fig = plot(where(load_results(args.csv), args.where), args.x, args.setups, args.family,
                    args.editability, args.n_boot)[0]
     except (FileNotFoundError, ValueError) as e:
-        ap.error(str(e))
+        return fail(e)
     for p in save_figure(fig, args.out):
         print(f"wrote {p}", file=sys.stderr)
     return 0

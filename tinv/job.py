@@ -562,7 +562,7 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
         t_inv = time.perf_counter()
         latents = cache_latents(parts, images).mean[:, 0]
         res = bipartite(parts, latents, texts, [float(cfg["eval"]["guidance"])], PLACEHOLDER,
-                        steps=int(cfg["eval"]["steps"]), progress=progress)
+                        steps=int(cfg["eval"]["steps"]), progress=progress, source_prompt=plan.recon.template)
         for c, imgs in zip(cells, res.images[0]):
             c.images = imgs
         training["bipartite_s"] = time.perf_counter() - t_inv

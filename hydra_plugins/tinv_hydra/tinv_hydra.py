@@ -6,7 +6,11 @@ puts it on PYTHONPATH, so launcher jobs in new processes find it too).
 This module is imported by Hydra's plugin scan in every Hydra process: keep it light.
 """
 
+import hashlib
+import json
 import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
@@ -58,7 +62,104 @@ class TinvSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:
         self.params = {k: expand_all(f"{k}={v}").partition("=")[2]
                        for k, v in (self.params or {}).items()}
-        return super().sweep([expand_all(a) for a in arguments])
+        arguments = list(arguments)
+        name = own_sweep_name(self.config, arguments, self.params)
+        if name:
+            # The sweep folder is named before Hydra writes multirun.yaml into it; each job
+            # gets the same name through its overrides.
+            from omegaconf import open_dict
+            with open_dict(self.config):
+                self.config.sweep = name
+            arguments.append(f"sweep='{name}'")
+        returns: List[Any] = []
+        launch = self.launcher.launch
+
+        def launch_and_keep(batch, initial_job_idx):
+            out = launch(batch, initial_job_idx=initial_job_idx)
+            returns.extend(out)
+            return out
+        self.launcher.launch = launch_and_keep
+        try:
+            return super().sweep([expand_all(a) for a in arguments])
+        finally:
+            print(sweep_summary(returns, len(returns), str(self.config.results_root), str(self.config.sweep)),
+                  file=sys.stderr)
+
+
+# Overrides that say how a job runs, not what it computes (tinv.results.NON_IDENTITY_KEYS):
+# they stay out of a sweep's name.
+HOUSEKEEPING = ("logger", "progress", "cpu_threads", "device", "results_root", "launcher", "cluster")
+# The config's `sweep` when nothing names one (conf/config.yaml).
+DEFAULT_SWEEP = "default"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def own_sweep_name(config: Any, arguments: List[str], params: dict) -> Optional[str]:
+    """A folder name for a sweep that names none: the experiment preset's name, else its
+    overrides ("method-progressive+regularized__concept-all__eval-fast": no `=` or `,`,
+    which a shell or Hydra's override grammar would read). None when the command line,
+    the preset or the sweeper's params set `sweep`."""
+    if str(config.get("sweep")) != DEFAULT_SWEEP or "sweep" in params:
+        return None
+    overrides = [a for a in list(arguments) + [f"{k}={v}" for k, v in params.items()]
+                 if not a.lstrip("+~").startswith(("hydra.", "hydra/"))
+                 and a.lstrip("+~").partition("=")[0].partition(".")[0] not in HOUSEKEEPING]
+    keys = {a.lstrip("+~").partition("=")[0]: a.partition("=")[2] for a in overrides}
+    if "sweep" in keys:
+        return None
+    if "experiment" in keys:
+        return _UNSAFE.sub("-", keys["experiment"])
+    parts = []
+    for a in overrides:
+        key, _, value = a.lstrip("+~").partition("=")
+        value = "+".join(_UNSAFE.sub("-", v.strip()) for v in _readable(value).split(","))
+        parts.append(f"{_UNSAFE.sub('-', key.replace('/', '-'))}-{value}")
+    text = "__".join(parts) or "multirun"
+    if len(text) > 80:  # long sweeps: a readable head and a hash that keeps names apart
+        text = text[:71] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return text
+
+
+def _readable(value: str) -> str:
+    return "all" if value.strip() == ALL_CONCEPTS else value.strip()
+
+
+def sweep_summary(returns: List[Any], n: int, results_root: str, sweep: str) -> str:
+    """What a person wants at the end of a sweep: how it went, where the rows are, and
+    what to run next. Counts come from the jobs' returns and run.py's tinv_job.json."""
+    ok = failed = done = 0
+    for r in returns:
+        status = getattr(getattr(r, "status", None), "name", "")
+        if status != "COMPLETED":
+            failed += 1
+            continue
+        row = getattr(r, "_return_value", None)
+        if isinstance(row, dict) and row.get("status") not in (None, "ok"):
+            failed += 1
+        elif _done_already(r):
+            done += 1
+        else:
+            ok += 1
+    folder = os.path.join(results_root, sweep)
+    csv = os.path.join(folder, "results.csv")
+    return "\n".join([
+        f"sweep {sweep}: {n} jobs: {ok} ok, {failed} failed, {done} done already",
+        f"rows in {folder}",
+        "next:",
+        f"  python analysis/collect.py {folder} -o {csv}",
+        f"  python analysis/report.py {csv} -o {os.path.join(folder, 'report.html')}",
+        f"  python analysis/claims.py {csv} -o {os.path.join(folder, 'claims.md')} --where concept.kind=object",
+        f"  python analysis/plot_tradeoff.py {csv} -o {os.path.join(folder, 'tradeoff.png')} --where concept.kind=object",
+    ])
+
+
+def _done_already(job_return: Any) -> bool:
+    try:
+        out = job_return.hydra_cfg.hydra.runtime.output_dir
+        with open(os.path.join(str(out), "tinv_job.json")) as f:
+            return bool(json.load(f).get("done_already"))
+    except (AttributeError, OSError, ValueError, TypeError):
+        return False
 
 
 class ExperimentsConfigSource(FileConfigSource):

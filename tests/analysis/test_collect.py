@@ -117,3 +117,56 @@ def test_expected_jobs_follow_hydra_with_wildcards(tmp_path):
     rec = collect.row_to_record(make_row("two_word", "red_star", seed=1), tmp_path)
     assert collect._matches(["method=two_word", "concept=all", "seed=1"], rec)
     assert not collect._matches(["method=two_word", "concept=all", "seed=0"], rec)
+
+
+def test_a_hydra_multirun_folder_gives_the_rows_of_its_own_jobs(hydra_sweep, tmp_path, capsys):
+    """What collect's --help offers: the `_hydra/multirun-*` folder itself. Its rows live in
+    the sweep folder above; another sweep's rows there stay out."""
+    write_row(hydra_sweep / "other-job", make_row("two_word", "green_ring"))   # not this multirun's
+    try:
+        out = tmp_path / "r.csv"
+        assert collect.main([str(hydra_sweep / "_hydra" / "multirun"), "-o", str(out)]) == 0
+        err = capsys.readouterr().err
+        df = pd.read_csv(out)
+        assert sorted(zip(df["method"], df["concept"])) == [
+            ("oom", "blue_cube"), ("oom", "red_star"), ("single_word", "blue_cube"), ("single_word", "red_star")]
+        assert err.splitlines()[0] == "4 rows (2 ok), 4 failed, 2 missing"   # the same issues as the sweep folder
+    finally:
+        shutil.rmtree(hydra_sweep / "other-job")
+
+
+def test_job_dir_is_relative_to_the_runs_root(tmp_path):
+    runs = tmp_path / "runs"
+    row = make_row("single_word", "red_star")
+    row["sweep"] = "mysweep"
+    write_row(runs / "mysweep" / "red_star-single_word-abc", row)
+    for scanned in (runs, runs / "mysweep"):
+        df, _ = collect.collect([scanned])
+        assert df["job_dir"].tolist() == ["mysweep/red_star-single_word-abc"]
+        assert df.attrs["runs_root"] == str(runs.resolve())
+    out = tmp_path / "tables" / "r.csv"
+    collect.write_outputs(df, [], out)
+    assert json.loads(out.with_name("r.jobs.json").read_text())["runs_root"] == "../runs"
+    assert str(tmp_path) not in out.read_text()    # no absolute folder of this machine in the table
+
+
+def test_reruns_on_a_runs_root_leave_nothing_missing(tmp_path):
+    """A finished job run again (Hydra's `_hydra/<time>` with no row of its own) and a run
+    with no overrides at all are matched to their rows, by tinv_job.json or by choices."""
+    import yaml
+    runs = tmp_path / "runs"
+    row = make_row("single_word", "red_star")
+    row["sweep"] = "default"
+    job = write_row(runs / "default" / "red_star-single_word-abc", row)
+    for i, pointer in enumerate((True, False)):  # run.py's pointer; an older run without one
+        hyd = runs / "default" / "_hydra" / f"2026-01-0{i + 1}_00-00-00"
+        (hyd / ".hydra").mkdir(parents=True)
+        (hyd / ".hydra" / "overrides.yaml").write_text("[]\n")
+        (hyd / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {
+            "method": "single_word", "concept": "red_star", "model": "toyworld", "eval": "paper",
+            "logger": "none", "hydra/launcher": "basic"}}}}))
+        (hyd / "run.log").write_text("[2026-01-01][tinv.job][INFO] - job abc is done already\n")
+        if pointer:
+            (hyd / "tinv_job.json").write_text(json.dumps({"job_dir": str(job), "done_already": True}))
+    df, issues = collect.collect([runs])
+    assert len(df) == 1 and issues == []

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 
 from analysis import plot_guidance, plot_setsize, plot_tradeoff, style
-from analysis.table import hierarchical_bootstrap, load_results
+from analysis.table import hierarchical_bootstrap, load_results, where
 from tests.analysis.conftest import TRUTH
 
 N_BOOT = 400  # enough for stable 95% bounds, fast on 2 cores
@@ -23,6 +23,11 @@ def _y_intervals(container) -> np.ndarray:
     return np.array([[s[:, 1].min(), s[:, 1].max()] for s in segs])
 
 
+def _x_intervals(container) -> np.ndarray:
+    segs = container.lines[2][0].get_segments()
+    return np.array([[s[:, 0].min(), s[:, 0].max()] for s in segs])
+
+
 @pytest.mark.parametrize("family,editability", [("clip", "meanemb"), ("clip", "persample"), ("oracle", "meanemb")])
 def test_tradeoff_one_point_per_setup_with_intervals(tradeoff_csv, family, editability):
     df = load_results(tradeoff_csv)
@@ -36,20 +41,50 @@ def test_tradeoff_one_point_per_setup_with_intervals(tradeoff_csv, family, edita
         xy = c.lines[0].get_xydata()
         assert xy.shape == (1, 2), name          # exactly one point per setup
         row = summary.set_index("method").loc[name]
-        assert xy[0] == pytest.approx([row[rec], row[edit]])
-        # The drawn interval is the summary's, and it brackets the point.
+        # the paper's Figure 10(a): editability on x, reconstruction on y
+        assert xy[0] == pytest.approx([row[edit], row[rec]])
+        # The drawn intervals are the summary's, and they bracket the point.
         (lo, hi), = _y_intervals(c)
-        assert (lo, hi) == pytest.approx((row[f"{edit}.lo"], row[f"{edit}.hi"]))
-        assert lo < row[edit] < hi
-        assert row[f"{rec}.lo"] < row[rec] < row[f"{rec}.hi"]
-        assert c.get_label() == style.style(name).label
-    assert ax.get_xlabel().startswith("Reconstruction") and family in ax.get_xlabel().lower()
-    assert ax.get_ylabel().startswith("Editability")
+        assert (lo, hi) == pytest.approx((row[f"{rec}.lo"], row[f"{rec}.hi"]))
+        (xlo, xhi), = _x_intervals(c)
+        assert (xlo, xhi) == pytest.approx((row[f"{edit}.lo"], row[f"{edit}.hi"]))
+        assert lo < row[rec] < hi and xlo < row[edit] < xhi
+        assert c.get_label().endswith(style.style(name).label)
+    assert ax.get_ylabel().startswith("Reconstruction") and family in ax.get_ylabel().lower()
+    assert ax.get_xlabel().startswith("Editability")
     if family == "clip":
-        assert ("mean embedding" if editability == "meanemb" else "per-sample") in ax.get_ylabel()
+        assert ("mean embedding" if editability == "meanemb" else "per-sample") in ax.get_xlabel()
         for name, (r, e) in TRUTH.items():  # the clip scores are Gaussian around the truth
             row = summary.set_index("method").loc[name]
             assert row["reconstruction_clip"] == pytest.approx(r, abs=0.02), name
+
+
+def test_tradeoff_other_orientation_on_request(tradeoff_csv):
+    fig, summary = plot_tradeoff.plot_tradeoff(load_results(tradeoff_csv), n_boot=50, x="reconstruction")
+    ax = fig.axes[0]
+    row = summary.set_index("method").loc["single_word"]
+    xy = _containers(ax)["single_word"].lines[0].get_xydata()[0]
+    assert xy == pytest.approx([row["reconstruction_clip"], row["editability_clip_meanemb"]])
+    assert ax.get_xlabel().startswith("Reconstruction")
+
+
+def test_tradeoff_labels_are_numbers_keyed_in_the_legend_and_never_overlap(tradeoff_csv):
+    fig, summary = plot_tradeoff.plot_tradeoff(load_results(tradeoff_csv), n_boot=50)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = {t.get_gid()[len("label:"):]: t for t in ax.texts if str(t.get_gid()).startswith("label:")}
+    assert set(labels) == set(TRUTH)
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
+    for name, t in labels.items():  # each number is keyed to its setup in the legend
+        assert f"{t.get_text()}  {style.style(name).label}" in legend
+    boxes = [t.get_window_extent(renderer) for t in labels.values()]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), "two point labels overlap"
+    # the figure says what it rests on
+    assert "n = 4 object concepts" in ax.get_title() and "6 samples per prompt" in ax.get_title()
+    assert "eval=paper" in ax.get_title()
 
 
 def test_tradeoff_references_stand_out(tradeoff_csv):
@@ -63,7 +98,7 @@ def test_tradeoff_references_stand_out(tradeoff_csv):
 def test_tradeoff_cli_writes_png_and_pdf(tradeoff_csv, tmp_path):
     out = tmp_path / "fig.png"
     assert plot_tradeoff.main([str(tradeoff_csv), "-o", str(out), "--n-boot", "50",
-                               "--editability", "persample"]) == 0
+                               "--editability", "persample", "--x", "reconstruction"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
 
@@ -94,7 +129,7 @@ def test_bootstrap_resamples_concepts_too():
 
 
 def test_setsize_one_point_per_size_and_references(results_csv):
-    df = load_results(results_csv)
+    df = where(load_results(results_csv), ["eval.guidance=5"])  # the guidance sweep is another protocol
     fig, lines, refs = plot_setsize.plot_setsize(df, n_boot=N_BOOT)
     assert len(fig.axes) == 2
     for ax in fig.axes:
@@ -108,6 +143,7 @@ def test_setsize_one_point_per_size_and_references(results_csv):
         assert {"ref:image_only", "ref:prompt_only", "ref:human_captions_short", "ref:human_captions_long"} <= gids
     assert fig.axes[0].get_ylabel().startswith("Reconstruction")
     assert fig.axes[1].get_ylabel().startswith("Editability")
+    assert "n = 1 object concept · 6 samples per prompt · eval=paper" in fig._suptitle.get_text()
     # The fixture's editability falls with the set size; the figure must show that.
     edit = lines[lines["method"] == "single_word"]["editability_clip_meanemb"].to_numpy()
     assert edit[0] > edit[-1]
@@ -138,7 +174,8 @@ def test_setsize_names_the_missing_column(tradeoff_csv):
 @pytest.mark.parametrize("module", [plot_setsize, plot_guidance])
 def test_cli_writes_both_formats(module, results_csv, tmp_path):
     out = tmp_path / "f.pdf"
-    assert module.main([str(results_csv), "-o", str(out), "--n-boot", "50"]) == 0
+    keep = ["--where", "eval.guidance=5"] if module is plot_setsize else []
+    assert module.main([str(results_csv), "-o", str(out), "--n-boot", "50", *keep]) == 0
     assert out.read_bytes()[:5] == b"%PDF-" and out.with_suffix(".png").stat().st_size > 1000
 
 
@@ -159,7 +196,6 @@ def test_unscorable_samples_are_dropped_not_propagated():
 
 
 def test_where_keeps_the_fig10_protocol(results_csv):
-    from analysis.table import where
     df = load_results(results_csv)
     kept = where(df, ["eval.guidance=5", "concept.n_images=5"])
     assert set(kept["eval.guidance"]) == {5.0} and set(kept["concept.n_images"]) == {5}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis import report
+from analysis import claims, report
 from analysis.table import load_results
 from tests.analysis.conftest import CONCEPTS
 
@@ -37,25 +37,38 @@ def _chromium(tmp_path, *args) -> subprocess.CompletedProcess:
 
 def test_report_holds_every_figure_inline(report_html, results_csv):
     text = report_html.read_text()
-    plots = re.findall(r"<img class=plot alt='([^']*)' src='data:image/png;base64,", text)
-    assert plots == [title for title, _ in report.FIGURES]  # nothing skipped
+    plots = re.findall(r"<img class=['\"]?plot[^>]*alt='([^']*)' src='data:image/png;base64,", text)
+    # the paired effects come first, then every figure: nothing skipped
+    assert plots == ["Paired effects (forest plot)"] + [title for title, _, _ in report.FIGURES]
     concepts = sorted(load_results(results_csv)["concept"].unique())
     assert len(re.findall(r"<img class=gallery ", text)) == len(concepts)
     assert "skipped" not in text
+    # one comparable group (the guidance sweep is a figure of it, not another protocol)
+    assert len(re.findall(r"<h2>Objects: ", text)) == 1
+    # the claims table: one row per claim, each with a verdict, before the scores and figures
+    claims_rows = re.findall(r"<tr><td>\d+</td>.*?<td class=(holds|contradicted|undecided)>", text)
+    assert len(claims_rows) == len(claims.CLAIMS)
+    assert text.index("forest plot") < text.index("<table class=claims>") < text.index("Scores per setup") \
+        < text.index("Figure 10(a)")
     # the per-concept tables name every concept, for both metrics of the paper's figure
-    assert text.count("<h3>") == 2 and all(text.count(f"<th>{c}</th>") >= 2 for c in concepts)
+    assert all(text.count(f"<th>{c}</th>") >= 2 for c in concepts)
     # self-contained: no file, http or relative references
     assert not re.search(r"""(src|href)=['"](?!data:)""", text)
 
 
 def test_report_opens_in_headless_chromium(report_html, tmp_path):
-    dom = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", report_html.as_uri())
+    dom = _chromium(tmp_path, "--window-size=1200,2400", "--virtual-time-budget=10000", "--dump-dom",
+                    report_html.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
-    body = re.search(r"<body([^>]*)>", dom.stdout).group(1)
-    n = int(re.search(r'data-images="(\d+)"', body).group(1))
-    ok = int(re.search(r'data-images-ok="(\d+)"', body).group(1))
-    assert n == len(report.FIGURES) + len(CONCEPTS) and ok == n  # every plot and gallery decoded
-    assert "data-js-error" not in body
+    body = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', re.search(r"<body([^>]*)>", dom.stdout).group(1)))
+    n, ok = int(body["images"]), int(body["images-ok"])
+    assert n == 1 + len(report.FIGURES) + len(CONCEPTS) and ok == n  # forest, plots, galleries decoded
+    assert "js-error" not in body
+    assert int(body["claims-rows"]) == len(claims.CLAIMS)
+    # the forest plot and the claims table are on the first screen (2,400 px)
+    assert 0 < int(body["forest-top"]) < int(body["claims-top"]) < 2400
+    # figures are shown large enough to read (not shrunk into thumbnails)
+    assert float(body["plot-min-width"]) >= 500
 
 
 def test_report_screenshot_is_not_blank(report_html, tmp_path):

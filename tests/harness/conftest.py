@@ -46,6 +46,12 @@ def rows(runs: Path, sweep: str = "default") -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((runs / sweep).glob("*/result.json"))]
 
 
+def sweep_name(proc: subprocess.CompletedProcess) -> str:
+    """The folder a -m sweep says it wrote to (the sweeper's closing "rows in ..." line)."""
+    import re
+    return Path(re.search(r"^rows in (.+)$", proc.stderr, re.M).group(1)).name
+
+
 @pytest.fixture
 def runs(tmp_path) -> Path:
     return tmp_path / "runs"

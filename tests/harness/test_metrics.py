@@ -60,3 +60,34 @@ def test_meanemb_interval_resamples_embeddings():
     e = scores.editability([(emb, t)], n_boot=1000, seed=0)
     lo, hi = e["meanemb"]["ci"]
     assert lo < e["meanemb"]["value"] < hi and hi - lo > 0.01
+
+
+@pytest.mark.parametrize("method, expected", [
+    ({"name": "image_only", "reference": "image_only"}, 0.0),
+    ({"name": "bipartite_inversion", "bipartite": True}, 0.0),   # regenerations of each image
+    ({"name": "single_word"}, 1 / 3),                            # fresh samples: every pair counts
+])
+def test_evaluate_leaves_out_self_pairs_where_sample_i_is_training_image_i(monkeypatch, method, expected):
+    from types import SimpleNamespace as NS
+
+    import torch
+
+    from tinv.metrics import encoders, protocol
+
+    class Identity:  # embeddings = the images themselves, flattened
+        def images(self, x):
+            return np.asarray(x, dtype=float).reshape(len(x), -1)
+
+        def texts(self, texts):
+            return np.ones((len(texts), 3))
+
+    monkeypatch.setattr(encoders, "cached", lambda *a, **k: Identity())
+    train = torch.eye(3).reshape(3, 3, 1, 1)          # three orthogonal "images"
+    prompt = NS(template="a photo of {} at night", edit_text="a photo of at night", attributes={})
+    plan = NS(cfg={"method": method, "model": {"evaluator": "toyworld"},
+                   "eval": {"bootstrap": {"n": 50, "seed": 0}}},
+              prompts=[prompt], recon=NS(template="A photo of {}"))
+    cells = [NS(prompt=-1, images=train.clone(), text="A photo of <S*>"),
+             NS(prompt=0, images=train.clone(), text="a photo of <S*> at night")]
+    out = protocol.evaluate(plan, cells, train, "cpu")
+    assert out["metrics"]["reconstruction_clip"] == pytest.approx(expected)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from .conftest import FAST, REPO, TOY, rows, run_cli
+from .conftest import FAST, REPO, TOY, rows, run_cli, sweep_name
 from .test_config import METHODS
 
 ROW_KEYS = {"schema", "job_id", "status", "error", "sweep", "choices", "config", "metrics",
@@ -66,7 +66,7 @@ def test_default_job_writes_a_row_with_wandb_inside_its_folder_and_reruns_do_not
 def test_every_method_runs_end_to_end(runs):
     res = run_cli(["-m", f"method={','.join(METHODS)}", *FAST], runs)
     assert res.returncode == 0, res.stderr[-3000:]
-    found = {r["choices"]["method"]: r for r in rows(runs)}
+    found = {r["choices"]["method"]: r for r in rows(runs, sweep_name(res))}
     assert set(found) == set(METHODS)
     for r in found.values():
         check_row(r, Path(r["folder"]))
@@ -84,7 +84,9 @@ def test_literal_concept_all_sweep_writes_one_row_per_pair_and_a_rerun_does_no_w
     cmd = ["-m", "method=progressive,regularized", "concept=all", *FAST]
     first = run_cli(cmd, runs)
     assert first.returncode == 0, first.stderr[-3000:]
-    got = rows(runs)
+    sweep = sweep_name(first)      # its own folder, named after the overrides, not runs/default
+    assert sweep.startswith("method-progressive+regularized__concept-all__") and not (runs / "default").exists()
+    got = rows(runs, sweep)
     pairs = {(r["choices"]["method"], r["choices"]["concept"]) for r in got}
     assert pairs == {(m, c) for m in ("progressive", "regularized") for c in BUILT_IN}
     assert len(got) == len(pairs)
@@ -92,8 +94,9 @@ def test_literal_concept_all_sweep_writes_one_row_per_pair_and_a_rerun_does_no_w
 
     second = run_cli(cmd, runs)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert (second.stdout + second.stderr).count("done already") == len(pairs)
-    assert [r["provenance"] for r in rows(runs)] == [r["provenance"] for r in got]
+    assert (second.stdout + second.stderr).count("done already") == len(pairs) + 1   # + the summary's count
+    assert f"{len(pairs)} jobs: 0 ok, 0 failed, {len(pairs)} done already" in second.stderr
+    assert [r["provenance"] for r in rows(runs, sweep)] == [r["provenance"] for r in got]
 
 
 def test_a_job_that_fails_midway_writes_a_failed_row_and_runs_again(runs):

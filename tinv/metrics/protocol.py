@@ -16,7 +16,10 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
     """metrics, metrics_ci, per_prompt, scores: the protocol of section 5.1 (see docs/harness.md)."""
     cfg, e, m = plan.cfg, plan.cfg["eval"], plan.cfg["model"]
     boot = dict(n_boot=int(e["bootstrap"]["n"]), seed=int(e["bootstrap"]["seed"]))
-    image_only = cfg["method"].get("reference") == "image_only"
+    # Image-only's samples ARE the training images, and bipartite inversion's are each
+    # training image regenerated from its own inverted noise: either way sample i is a
+    # copy of training image i, so the (i, i) pair is left out of reconstruction.
+    exclude_self = cfg["method"].get("reference") == "image_only" or bool(cfg["method"].get("bipartite"))
     clip = (encoders.cached(encoders.ClipEncoder.toyworld, device) if m["evaluator"] == "toyworld"
             else encoders.cached(encoders.ClipEncoder.from_open_clip, e["clip"]["model"],
                                  e["clip"]["pretrained"], device))
@@ -38,7 +41,7 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
         out["metrics_ci"][name] = res["ci"]
         out["scores"][name] = [float(x) for x in res["scores"]]
 
-    rec = S.reconstruction([S.pair_matrix(train_clip, embed(clip, c.images), image_only)
+    rec = S.reconstruction([S.pair_matrix(train_clip, embed(clip, c.images), exclude_self)
                             for c in rec_cells], **boot)
     put("reconstruction_clip", rec)
     texts = clip.texts([plan.prompts[c.prompt].edit_text for c in edit_cells])
@@ -49,7 +52,7 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
         dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], bool(e["dino"]["pretrained"]),
                                device)
         put("reconstruction_dino", S.reconstruction(
-            [S.pair_matrix(embed(dino, train), embed(dino, c.images), image_only) for c in rec_cells],
+            [S.pair_matrix(embed(dino, train), embed(dino, c.images), exclude_self) for c in rec_cells],
             **boot))
     oracle_cells = {}
     if m.get("oracle"):

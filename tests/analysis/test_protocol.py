@@ -1,0 +1,82 @@
+"""Rows of different protocols are never pooled: the tools refuse, the report splits."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from analysis import claims, collect, effects, plot_tradeoff, protocol, report
+from analysis.table import load_results
+from tests.analysis.conftest import make_row, write_row
+
+SETUPS = ("single_word", "three_word", "image_only", "prompt_only")
+
+
+def _rows(root, concepts, eval_name="paper", num_samples=6, steps=50, kind="object", rng=None):
+    for concept in concepts:
+        for method in SETUPS:
+            row = make_row(method, concept, rng=rng)
+            row["choices"]["eval"] = eval_name
+            row["config"]["eval"].update(name=eval_name, num_samples=num_samples, steps=steps)
+            row["config"]["concept"]["kind"] = row["concept"]["kind"] = kind
+            row["job_id"] += f"-{eval_name}"
+            write_row(root / f"{concept}-{method}-{eval_name}", row)
+
+
+@pytest.fixture(scope="module")
+def mixed_csv(tmp_path_factory):
+    """The issue's case: an eval=fast sweep written next to eval=paper rows."""
+    root = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(0)
+    _rows(root / "runs", ("red_star", "blue_cube"), rng=rng)
+    _rows(root / "runs", ("red_star", "blue_cube", "green_ring"), "fast", num_samples=4, steps=4, rng=rng)
+    out = root / "results.csv"
+    assert collect.main([str(root / "runs"), "-o", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("tool", [plot_tradeoff, effects, claims, report])
+def test_pooling_two_protocols_exits_2_naming_the_field(mixed_csv, tool, tmp_path, capsys):
+    out = tmp_path / ("out.html" if tool is report else "out.md" if tool is claims else "out.png")
+    assert tool.main([str(mixed_csv), "-o", str(out), "--n-boot", "50"]) == (0 if tool is report else 2)
+    err = capsys.readouterr().err.strip().splitlines()
+    if tool is report:  # the report makes one section per protocol instead
+        text = out.read_text()
+        heads = re.findall(r"<h2>Objects: ([^<]*)</h2>", text)
+        assert len(heads) == 2 and any("6 samples per prompt" in h for h in heads) \
+            and any("4 samples per prompt" in h for h in heads)
+        return
+    assert len(err) == 1 and err[0].startswith("error:")
+    assert "samples per prompt (eval.num_samples: 4 (12 rows), 6 (8 rows))" in err[0]
+    assert "--where eval=fast" in err[0]
+    assert not out.exists()  # nothing half-written
+
+
+def test_picking_one_protocol_with_where_works(mixed_csv, tmp_path):
+    assert plot_tradeoff.main([str(mixed_csv), "-o", str(tmp_path / "t.png"), "--n-boot", "50",
+                               "--where", "eval=paper"]) == 0
+
+
+def test_objects_and_styles_are_separate(tmp_path):
+    rng = np.random.default_rng(1)
+    _rows(tmp_path / "runs", ("red_star", "blue_cube"), rng=rng)
+    _rows(tmp_path / "runs", ("brick_pixel",), kind="style", rng=rng)
+    csv = tmp_path / "r.csv"
+    collect.main([str(tmp_path / "runs"), "-o", str(csv)])
+    df = load_results(csv)
+    with pytest.raises(protocol.IncomparableRows, match=r"concept kind .*--where concept.kind=object"):
+        plot_tradeoff.plot_tradeoff(df)
+    groups = protocol.comparable_groups(df)
+    assert [v["concept.kind"] for v, _ in groups] == ["object", "style"]
+    assert [g["concept"].nunique() for _, g in groups] == [2, 1]
+    [page] = report.write_reports(csv, tmp_path / "rep.html", n_boot=30, galleries=False)
+    text = page.read_text()
+    assert text.index("<h2>Objects: n = 2 object concepts") < text.index("<h2>Styles: n = 1 style concept ")
+
+
+def test_a_guidance_sweep_is_its_own_protocol_except_for_its_figure(results_csv):
+    df = load_results(results_csv)
+    with pytest.raises(protocol.IncomparableRows, match="guidance scale"):
+        protocol.require_comparable(df)
+    protocol.require_comparable(df, ignore=(protocol.GUIDANCE,))
