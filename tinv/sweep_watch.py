@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,30 +48,41 @@ _STATE = re.compile(r"\(state: ([A-Z_]+)")
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)\b.*)$")
 
 
-def failure_reason(message: str, stderr: str = "") -> tuple[str, str]:
+def failure_reason(message: str, stderr: str = "", exit_code: str | None = None) -> tuple[str, str]:
     """(status, one-line reason) of a task that produced no result.
 
     `message`: submitit's exception text (it names SLURM's state for tasks that never wrote
     a result); `stderr`: the task's error stream, where a job's own `error:` line or the
-    last exception line says more than the state does."""
+    last exception line says more than the state does; `exit_code`: sacct's ExitCode."""
     m = _STATE.search(message)
     state = m.group(1) if m else None
     if state == "CANCELLED":
         return CANCELLED, "cancelled (scancel, or by the cluster)"
-    lines = [ln.strip() for ln in (stderr or message).splitlines() if ln.strip()]
+    # progress bars rewrite their line with \r: each piece is a line of its own here
+    lines = [ln.strip() for ln in re.split(r"[\r\n]+", stderr or message) if ln.strip()]
     own = [ln for ln in lines if ln.startswith("error:")]
-    exc = [ln for ln in lines if _EXCEPTION.match(ln)]
-    killed = [ln for ln in lines if re.search(r"\bKilled\b|signal 9|SIGKILL|oom-kill|OUT_OF_MEMORY", ln)]
+    exc = [ln for ln in lines if _EXCEPTION.match(ln)] if any("Traceback" in ln for ln in lines) else []
+    where = f" (SLURM state {state}{f', exit code {exit_code}' if exit_code else ''})" if state else ""
     if own:
         detail = own[-1]
-    elif killed:
-        detail = "killed (SIGKILL, e.g. the out-of-memory killer)"
     elif exc:
         detail = exc[-1]
+    elif state in ("OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"):
+        detail = state.lower().replace("_", " ")
     else:
-        detail = (lines[-1] if lines else "no output")
-    where = f"SLURM state {state}: " if state else ""
-    return FAILED, _one_line(where + detail)
+        detail = "killed: the task's processes ended without a Python error (SIGKILL, out of memory, a node failure)"
+    return FAILED, _one_line(detail + where)
+
+
+def _sacct_exit_code(job: Any) -> str | None:
+    if "slurm" not in type(job).__name__.lower():
+        return None
+    try:
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", str(job.job_id), "-o", "ExitCode"],
+                             capture_output=True, text=True, timeout=30).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0] if out else None
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -102,7 +114,7 @@ def collect(job: Any) -> tuple[str, str, list[Any] | None]:
     try:
         value = job.results()[0]
     except Exception as e:  # noqa: BLE001 - submitit's UncompletedJobError / FailedJobError
-        status, reason = failure_reason(str(e), _stderr_of(job))
+        status, reason = failure_reason(str(e), _stderr_of(job), _sacct_exit_code(job))
         return status, reason, None
     return OK, "", value if isinstance(value, list) else [value]
 
