@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,7 @@ def test_killed_task_ends_in_one_summary_and_its_rerun_command_resumes_it(model_
     assert rc == 1, out[-4000:]
     assert "Traceback" not in out and "UncompletedJobError" not in out, out[-4000:]
     summary = summary_of(out)
+    print("\n" + "\n".join(summary))
     assert summary[0] == "sweep summary: 2 jobs: 1 ok, 1 failed, 0 cancelled", "\n".join(summary)
     failed = next(line for line in summary if line.lstrip().startswith("failed"))
     assert f"method={METHODS[0]}" in failed and f"task {killed.name}" in failed and "killed" in failed
@@ -148,8 +150,8 @@ def test_refusals_are_one_error_line_and_leave_no_sweep_folder(slurm, tmp_path):
 
     conf = tmp_path / "checkout" / "conf"
     shutil.copytree(REPO / "conf", conf)
-    git = lambda *a: __import__("subprocess").run(["git", "-C", str(conf.parent), *a], check=True,  # noqa: E731
-                                                  capture_output=True)
+    git = lambda *a: subprocess.run(["git", "-C", str(conf.parent), *a], check=True,  # noqa: E731
+                                    capture_output=True)
     git("init", "-q")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "conf")
@@ -162,7 +164,6 @@ def test_refusals_are_one_error_line_and_leave_no_sweep_folder(slurm, tmp_path):
     assert not (tmp_path / "hydra").exists()
 
 
-def _run(*args: str):
-    import subprocess
+def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run.py", "-m", *args], cwd=REPO, env=job_env(),
                           capture_output=True, text=True, timeout=300)
