@@ -197,25 +197,28 @@ _COUNTS = {"timeout_min": 1, "nodes": 1, "tasks_per_node": 1, "array_parallelism
 def check_launcher_settings(executor: str, params: Mapping[str, Any], pack: Any = 1,
                             pack_mode: Any = "processes", retries: Any = 0, allow_dirty: Any = False) -> None:
     """Every bad `hydra.launcher.*` value at once, before the sweep folder exists."""
+    import submitit
     from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 
+    # the preset's keys, plus any other parameter submitit's executor takes (e.g. srun_args)
     known = set(vars(SlurmQueueConf() if executor == "slurm" else LocalQueueConf())) - {"_target_"}
-    bad = [f"unknown key {k!r} (known: {', '.join(sorted(known | set(TINV_KEYS)))})"
+    known |= (submitit.SlurmExecutor if executor == "slurm" else submitit.LocalExecutor)._valid_parameters()
+    bad = [f"unknown key hydra.launcher.{k} (known: {', '.join(sorted(known | set(TINV_KEYS)))})"
            for k in params if k not in known]
     for key, least in _COUNTS.items():
         value = params.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            bad.append(f"{key}={value!r} (an integer >= {least})")
+            bad.append(f"hydra.launcher.{key}={value!r} (an integer >= {least})")
     if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
-        bad.append(f"pack={pack!r} (an integer >= 1)")
+        bad.append(f"hydra.launcher.pack={pack!r} (an integer >= 1)")
     if pack_mode not in PACK_MODES:
-        bad.append(f"pack_mode={pack_mode!r} (one of {', '.join(PACK_MODES)})")
+        bad.append(f"hydra.launcher.pack_mode={pack_mode!r} (one of {', '.join(PACK_MODES)})")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        bad.append(f"retries={retries!r} (an integer >= 0: how often a failed task is resubmitted)")
+        bad.append(f"hydra.launcher.retries={retries!r} (an integer >= 0: how often a failed task is resubmitted)")
     if not isinstance(allow_dirty, bool):
-        bad.append(f"allow_dirty={allow_dirty!r} (true or false)")
+        bad.append(f"hydra.launcher.allow_dirty={allow_dirty!r} (true or false)")
     if bad:
-        raise LauncherSettingsError("bad launcher settings: " + "; ".join(f"hydra.launcher.{b}" for b in bad))
+        raise LauncherSettingsError("bad launcher settings: " + "; ".join(bad))
 
 
 class TinvLauncherMixin:

@@ -132,6 +132,7 @@ def test_bad_launcher_settings_are_refused_in_one_line(preset, tmp_path, capsys)
     assert len(err) == 1 and err[0].startswith("error: bad launcher settings: ")
     for key, value in bad.items():
         assert f"hydra.launcher.{key}={value!r}" in err[0]
-    with pytest.raises(cluster.LauncherSettingsError, match="unknown key 'partitoin'"):
+    with pytest.raises(cluster.LauncherSettingsError, match="unknown key hydra.launcher.partitoin "):
         cluster.check_launcher_settings("slurm", {"partitoin": "gpu"})
+    cluster.check_launcher_settings("slurm", {"srun_args": ["--cpu-bind=none"], "partition": "gpu"})
     assert not (tmp_path / "s").exists()
