@@ -48,7 +48,8 @@ _STATE = re.compile(r"\(state: ([A-Z_]+)")
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)\b.*)$")
 
 
-def failure_reason(message: str, stderr: str = "", exit_code: str | None = None) -> tuple[str, str]:
+def failure_reason(message: str, stderr: str = "", exit_code: str | None = None,
+                   scheduler: str = "SLURM") -> tuple[str, str]:
     """(status, one-line reason) of a task that produced no result.
 
     `message`: submitit's exception text (it names SLURM's state for tasks that never wrote
@@ -62,7 +63,7 @@ def failure_reason(message: str, stderr: str = "", exit_code: str | None = None)
     lines = [ln.strip() for ln in re.split(r"[\r\n]+", stderr or message) if ln.strip()]
     own = [ln for ln in lines if ln.startswith("error:")]
     exc = [ln for ln in lines if _EXCEPTION.match(ln)] if any("Traceback" in ln for ln in lines) else []
-    where = f" (SLURM state {state}{f', exit code {exit_code}' if exit_code else ''})" if state else ""
+    where = f" ({scheduler} state {state}{f', exit code {exit_code}' if exit_code else ''})" if state else ""
     if own:
         detail = own[-1]
     elif exc:
@@ -74,8 +75,12 @@ def failure_reason(message: str, stderr: str = "", exit_code: str | None = None)
     return FAILED, _one_line(detail + where)
 
 
+def _is_slurm(job: Any) -> bool:
+    return "slurm" in type(job).__name__.lower()
+
+
 def _sacct_exit_code(job: Any) -> str | None:
-    if "slurm" not in type(job).__name__.lower():
+    if not _is_slurm(job):
         return None
     try:
         out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", str(job.job_id), "-o", "ExitCode"],
@@ -114,7 +119,8 @@ def collect(job: Any) -> tuple[str, str, list[Any] | None]:
     try:
         value = job.results()[0]
     except Exception as e:  # noqa: BLE001 - submitit's UncompletedJobError / FailedJobError
-        status, reason = failure_reason(str(e), _stderr_of(job), _sacct_exit_code(job))
+        status, reason = failure_reason(str(e), _stderr_of(job), _sacct_exit_code(job),
+                                        "SLURM" if _is_slurm(job) else "submitit")
         return status, reason, None
     return OK, "", value if isinstance(value, list) else [value]
 

@@ -19,6 +19,12 @@ KILLED = "Job 7_0 (task: 0) with path /x/7_0_0_result.pkl\nhas not produced any 
 SCANCELLED = "Job 7_1 (task: 0) with path /x/7_1_0_result.pkl\nhas not produced any output (state: CANCELLED by 0)"
 
 
+@pytest.fixture(autouse=True)
+def no_sacct(monkeypatch):
+    """The stand-in jobs exist on no cluster: no sacct query for their exit codes."""
+    monkeypatch.setattr(sweep_watch, "_sacct_exit_code", lambda job: None)
+
+
 def job_return(row: dict | None = None, error: Exception | None = None) -> JobReturn:
     ret = JobReturn()
     ret.status = JobStatus.FAILED if error else JobStatus.COMPLETED
@@ -26,8 +32,8 @@ def job_return(row: dict | None = None, error: Exception | None = None) -> JobRe
     return ret
 
 
-class FakeJob:
-    """A submitted task: `results()` returns its JobReturns or raises what submitit raises."""
+class FakeSlurmJob:
+    """A submitted SLURM task: `results()` returns its JobReturns or raises what submitit raises."""
 
     def __init__(self, job_id: str, outcome, stderr_file):
         self.job_id, self.outcome = job_id, outcome
@@ -51,7 +57,7 @@ def fake_submitter(tmp_path, plan):
     def submit(units):
         attempt = len(calls)
         calls.append(list(units))
-        return [FakeJob(f"{10 + attempt}_{k}", plan[attempt][u], stderr) for k, u in enumerate(units)]
+        return [FakeSlurmJob(f"{10 + attempt}_{k}", plan[attempt][u], stderr) for k, u in enumerate(units)]
     return submit, calls
 
 
@@ -94,7 +100,7 @@ def test_a_failing_job_in_a_pack_and_an_exception_reason(tmp_path):
     boom = job_return(error=ValueError("concept folder '/data/cat' is empty"))
     ok = job_return({"status": "ok", "folder": "/f"})
 
-    class Pack(FakeJob):
+    class Pack(FakeSlurmJob):
         def results(self):
             return [[boom, ok]]                          # PackedJobs returns one JobReturn per job
     submit = lambda units: [Pack("3", None, tmp_path / "none")]  # noqa: E731
