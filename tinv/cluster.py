@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -92,11 +93,12 @@ def check_clean_tree(allow_dirty: bool = False, folders: Sequence[str | Path] = 
             log.warning("submitting from a dirty tree (%s: %d changed paths) because allow_dirty is set",
                         folder, len(changes))
             continue
-        shown = "\n  ".join(changes[:10]) + ("\n  ..." if len(changes) > 10 else "")
+        shown = ", ".join(c[3:] if len(c) > 3 else c for c in changes[:5])
+        more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
         raise DirtyTreeError(
-            f"refusing to submit a SLURM sweep: the checkout of {folder} has uncommitted changes:\n  {shown}\n"
-            "Queued jobs read the config and code when they start, so later edits would change "
-            f"what runs. Commit (or stash) first, or pass {ALLOW_DIRTY_OVERRIDE} to submit anyway.")
+            f"refusing to submit a SLURM sweep: the checkout {folder} has uncommitted changes "
+            f"({shown}{more}); queued jobs read the config and code when they start, so later edits "
+            f"would change what runs: commit (or stash) first, or pass {ALLOW_DIRTY_OVERRIDE}")
 
 
 def primary_config_dir(config: Any) -> str | None:
@@ -171,32 +173,89 @@ class PackedJobs:
 
 # --- the launchers ---------------------------------------------------------------------
 
+class LauncherSettingsError(ValueError):
+    """A launcher setting that cannot work; the message names each bad key."""
+
+
+def refuse(message: str) -> None:
+    """Stop the sweep before anything exists: one `error:` line, exit code 2.
+
+    SystemExit rather than an exception: Hydra prints any exception raised while it sets
+    up a launcher with a traceback, and the point is one line the user can act on."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_REFUSED)
+
+
+EXIT_REFUSED = 2
+TINV_KEYS = ("allow_dirty", "pack", "pack_mode", "retries")
+# submitit keys that count things: None (not passed) or an int of at least this much
+_COUNTS = {"timeout_min": 1, "nodes": 1, "tasks_per_node": 1, "array_parallelism": 1, "cpus_per_task": 1,
+           "gpus_per_node": 0, "mem_gb": 0, "signal_delay_s": 0, "max_num_timeout": 0, "cpus_per_gpu": 1,
+           "gpus_per_task": 0}
+
+
+def check_launcher_settings(executor: str, params: Mapping[str, Any], pack: Any = 1,
+                            pack_mode: Any = "processes", retries: Any = 0, allow_dirty: Any = False) -> None:
+    """Every bad `hydra.launcher.*` value at once, before the sweep folder exists."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+
+    # the preset's keys, plus any other parameter submitit's executor takes (e.g. srun_args)
+    known = set(vars(SlurmQueueConf() if executor == "slurm" else LocalQueueConf())) - {"_target_"}
+    known |= (submitit.SlurmExecutor if executor == "slurm" else submitit.LocalExecutor)._valid_parameters()
+    bad = [f"unknown key hydra.launcher.{k} (known: {', '.join(sorted(known | set(TINV_KEYS)))})"
+           for k in params if k not in known]
+    for key, least in _COUNTS.items():
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            bad.append(f"hydra.launcher.{key}={value!r} (an integer >= {least})")
+    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+        bad.append(f"hydra.launcher.pack={pack!r} (an integer >= 1)")
+    if pack_mode not in PACK_MODES:
+        bad.append(f"hydra.launcher.pack_mode={pack_mode!r} (one of {', '.join(PACK_MODES)})")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        bad.append(f"hydra.launcher.retries={retries!r} (an integer >= 0: how often a failed task is resubmitted)")
+    if not isinstance(allow_dirty, bool):
+        bad.append(f"hydra.launcher.allow_dirty={allow_dirty!r} (true or false)")
+    if bad:
+        raise LauncherSettingsError("bad launcher settings: " + "; ".join(bad))
+
+
 class TinvLauncherMixin:
     """What tinv adds to a submitit launcher (the classes are in hydra_plugins/tinv_cluster,
     where Hydra requires launchers to live). Takes tinv's own keys out of the launcher
-    config before submitit sees them."""
+    config before submitit sees them; refuses bad settings and (SLURM) a dirty checkout
+    before the sweep folder exists; waits for every task, retries failed ones
+    (`retries`), and ends with one summary (tinv.sweep_watch)."""
 
     guard_dirty_tree = False
 
     def __init__(self, allow_dirty: bool = False, pack: int = 1, pack_mode: str = "processes",
-                 **params: Any) -> None:
+                 retries: int = 0, **params: Any) -> None:
+        try:
+            check_launcher_settings(self._EXECUTOR, params, pack, pack_mode, retries, allow_dirty)
+        except LauncherSettingsError as e:
+            refuse(str(e))
         super().__init__(**params)
         self.allow_dirty, self.pack, self.pack_mode = bool(allow_dirty), check_pack(pack), str(pack_mode)
-        if self.pack_mode not in PACK_MODES:
-            raise ValueError(f"hydra.launcher.pack_mode must be one of {PACK_MODES}, got {pack_mode!r}")
+        self.retries = int(retries)
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        # Hydra sets the launcher up before the sweeper makes the sweep folder: refusing
+        # here leaves nothing behind.
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         if self.guard_dirty_tree:
-            config_dir = primary_config_dir(self.config)
-            check_clean_tree(self.allow_dirty, ([config_dir] if config_dir else []) + [REPO_ROOT])
-        if self.pack == 1:
-            return super().launch(job_overrides, initial_job_idx)
-        return self._launch_packed(job_overrides, initial_job_idx)
+            config_dir = primary_config_dir(config)
+            try:
+                check_clean_tree(self.allow_dirty, ([config_dir] if config_dir else []) + [REPO_ROOT])
+            except DirtyTreeError as e:
+                refuse(str(e))
 
-    def _launch_packed(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:
-        import submitit
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:
         from hydra.core.singleton import Singleton
         from hydra.core.utils import filter_overrides
+
+        from tinv import sweep_watch
 
         executor = self._executor()
         state = Singleton.get_state()
@@ -204,23 +263,34 @@ class TinvLauncherMixin:
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_args.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", state))
-        if self.pack_mode == "batch":
+        if self.pack == 1:
+            units = [[i] for i in range(len(job_args))]
+            calls = [(self, job_args[i]) for i in range(len(job_args))]
+        elif self.pack_mode == "batch":
             from tinv import packing
             tasks = packing.resolve_tasks(self, job_overrides, initial_job_idx)[1]
             units = packing.schedule(tasks, self.pack)
-            packs = [PackedJobs(self, [job_args[i] for i in u], [tasks[i] for i in u]) for u in units]
+            calls = [(PackedJobs(self, [job_args[i] for i in u], [tasks[i] for i in u]), ()) for u in units]
         else:
             units = chunks(range(len(job_args)), self.pack)
-            packs = [PackedJobs(self, [job_args[i] for i in u]) for u in units]
-        log.info(f"{len(job_args)} jobs packed up to {self.pack} per task ({self.pack_mode}) "
-                 f"into {len(packs)} tasks")
-        with executor.batch():
-            jobs = [executor.submit(p) for p in packs]
-        assert all(isinstance(j, submitit.Job) for j in jobs)
-        out: dict[int, Any] = {}
-        for unit, j in zip(units, jobs):
-            out.update(zip(unit, j.results()[0]))
-        return [out[i] for i in range(len(job_args))]
+            calls = [(PackedJobs(self, [job_args[i] for i in u]), ()) for u in units]
+        if self.pack > 1:
+            log.info(f"{len(job_args)} jobs packed up to {self.pack} per task ({self.pack_mode}) "
+                     f"into {len(units)} tasks")
+
+        def submit(which: list[int]) -> list[Any]:
+            with executor.batch():
+                return [executor.submit(calls[u][0], *calls[u][1]) for u in which]
+
+        outcomes = sweep_watch.watch(submit, units, job_overrides, initial_job_idx, self.retries)
+        commands = sweep_watch.resubmit_commands(
+            outcomes, list(self.config.hydra.overrides.hydra), _script(),
+            sweeper_params=bool(self.config.hydra.sweeper.get("params")))
+        print(sweep_watch.summary(outcomes, commands, self.retries), flush=True)
+        if any(o.status != sweep_watch.OK for o in outcomes):
+            # after the summary, not a traceback of the first failure
+            raise SystemExit(sweep_watch.EXIT_JOBS_FAILED)
+        return [o.value for o in outcomes]
 
     def _executor(self) -> Any:
         """The executor the base launcher would build (same folder, resources, timeouts)."""
@@ -238,3 +308,12 @@ class TinvLauncherMixin:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         return executor
+
+
+def _script() -> str:
+    """How the user started the sweep (`run.py` when run from its folder), for the rerun command."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("run.py")
+    try:
+        return str(argv0.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(argv0)

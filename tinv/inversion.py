@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from tinv import checkpoint
 from tinv.data import ConceptImages, LatentCache, cache_latents, load_concept_images
+from tinv.embeddings_io import authors_tokens
 from tinv.models import Parts
 from tinv.pseudo_words import PseudoWord, add_pseudo_word, expand_prompt, learning
 from tinv.templates import templates_for
@@ -126,6 +127,9 @@ class _Set:
             base = cfg.placeholder.strip("<>")
             self.image_words = [add_pseudo_word(parts, f"<{base}-img{i}>", 1, None, self.gen)
                                 for i in range(len(images))]
+        # The authors' file names words by tokens of the STOCK vocabulary: chosen here, where
+        # the tokenizer is (exports only see the result).
+        self.authors_tokens = authors_tokens(parts.tokenizer, len(self.image_words))
         self.plain, self.dual = templates_for(cfg.templates)
         self.latents: LatentCache = cache_latents(parts, images)
         self.step = 0
@@ -196,7 +200,8 @@ class _Set:
             eval_loss_before=before, eval_loss_after=after,
             token_ids={w.placeholder: list(w.token_ids) for w in self.words}, config=asdict(self.cfg),
             notes={"progressive_counts": "optimizer steps",
-                   "reg_form": self.cfg.reg_form if self.cfg.reg_weight else "none"})
+                   "reg_form": self.cfg.reg_form if self.cfg.reg_weight else "none",
+                   "authors_tokens": dict(self.authors_tokens)})
 
 
 def training_scheduler(parts: Parts) -> DDPMScheduler:

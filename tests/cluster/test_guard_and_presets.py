@@ -88,10 +88,8 @@ def test_launcher_presets_compose_and_instantiate(preset, tmp_path):
     # Hydra only instantiates launchers it found in its plugin scan (hydra_plugins/).
     launcher = Plugins.instance()._instantiate(launcher_cfg)
     assert isinstance(launcher, cluster.TinvLauncherMixin)
-    assert not {"pack", "pack_mode", "allow_dirty"} & set(launcher.params)
-    assert launcher.pack_mode == "processes"
-    with pytest.raises(Exception, match="pack_mode must be one of .*got 'threads'"):   # Hydra wraps it
-        Plugins.instance()._instantiate(OmegaConf.merge(launcher_cfg, {"pack_mode": "threads"}))
+    assert not {"pack", "pack_mode", "allow_dirty", "retries"} & set(launcher.params)
+    assert launcher.pack_mode == "processes" and launcher.retries == 0
 
 
 class SleepyJob:
