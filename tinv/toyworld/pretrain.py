@@ -511,7 +511,7 @@ def main(argv=None) -> None:
     p.add_argument("--ae-steps", type=int, default=3000)
     p.add_argument("--decoder-steps", type=int, default=1500, help="decoder-only fine-tuning after the autoencoder")
     p.add_argument("--evaluator-steps", type=int, default=4000)
-    p.add_argument("--unet-steps", type=int, default=23000)
+    p.add_argument("--unet-steps", type=int, default=24500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--offset-noise", type=float, default=0.1, help="offset-noise strength (0: plain noise)")
     p.add_argument("--offset-from", type=int, default=8000,
