@@ -14,313 +14,27 @@ and hands the engine plain values. The stages:
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-import yaml
 
-from tinv import PACKAGE_DIR, prompts as P, results
-from tinv.prompts import EvalPrompt
+from tinv import prompts as P, results
+from tinv.concepts import Concept, read_dreambench, resolve_concept, training_images  # noqa: F401
+from tinv.errors import InputError  # noqa: F401
+from tinv.loading import choose_device, load_model, model_fingerprint, model_path, set_cpu_threads  # noqa: F401
+from tinv.plan import (PLACEHOLDER, Cell, Plan, _plain, default_choices, finished_row,  # noqa: F401
+                       inversion_config, job_location, make_plan, pivotal_config, seeds)
 
 log = logging.getLogger(__name__)
 
-PLACEHOLDER = "<S*>"
-CAPTION_FILES = ("captions.yaml", "captions.yml", "captions.json")
-
-
-class InputError(ValueError):
-    """Bad input found before any work: the message names it; no row is written."""
-
-
-# ----------------------------------------------------------------------------- concept
-@dataclass
-class Concept:
-    name: str
-    kind: str                      # object | style
-    folder: Path
-    initializer: str | None
-    captions: dict | None = None   # {"short": [...], "long": [...]}
-    attributes: dict | None = None  # toy world ground truth
-    prompts: list[dict] | None = None  # a concept's own prompt list (DreamBench live subjects)
-
-
-def _concept_path(path: str) -> Path:
-    """Absolute paths as given; relative ones against the tinv package (built-in toy
-    concepts ship there) when they exist there, else against the working directory."""
-    p = Path(str(path)).expanduser()
-    if p.is_absolute():
-        return p
-    return PACKAGE_DIR / p if (PACKAGE_DIR / p).exists() else p.resolve()
-
-
-def _read_captions(folder: Path) -> dict | None:
-    for name in CAPTION_FILES:
-        f = folder / name
-        if f.is_file():
-            try:
-                data = yaml.safe_load(f.read_text())   # YAML reads JSON too
-            except yaml.YAMLError as e:
-                raise InputError(f"captions file {str(f)!r} is not valid YAML/JSON: {e}") from e
-            if not isinstance(data, dict) or not set(data) & {"short", "long"}:
-                raise InputError(f"captions file {str(f)!r} must map 'short' and/or 'long' to "
-                                 "lists of captions")
-            return data
-    return None
-
-
-def read_dreambench(root: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """({subject: class}, {"object": [...], "live": [...]}) from prompts_and_classes.txt."""
-    f = root / "dataset" / "prompts_and_classes.txt"
-    if not f.is_file():
-        raise InputError(f"DreamBench root {str(root)!r} has no dataset/prompts_and_classes.txt; "
-                         "give concept.root=<a clone of github.com/google/dreambooth>")
-    classes, lists, current = {}, {"object": [], "live": []}, None
-    for line in f.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("Object Prompts"):
-            current = "object"
-        elif line.startswith("Live Subject Prompts"):
-            current = "live"
-        elif current and line.startswith("'"):
-            lists[current].append(line.split("'")[1].replace("{0} {1}", "{}"))
-        elif current is None and "," in line and line != "subject_name,class":
-            subject, cls = line.split(",", 1)
-            classes[subject.strip()] = cls.strip()
-    return classes, lists
-
-
-def resolve_concept(c: Mapping[str, Any]) -> Concept:
-    """The concept config as a Concept, or an InputError naming what is missing."""
-    c = dict(c)
-    prompts = None
-    if c.get("subject") is not None and "root" in c:          # DreamBench
-        if not c.get("root"):
-            raise InputError("concept=dreambench needs the dataset: concept.root=<clone of "
-                             "github.com/google/dreambooth> (or DREAMBENCH_ROOT)")
-        root = Path(str(c["root"])).expanduser()
-        classes, lists = read_dreambench(root)
-        subject = str(c["subject"])
-        if subject not in classes:
-            raise InputError(f"DreamBench has no subject {subject!r}; choose one of {sorted(classes)}")
-        cls = classes[subject]
-        c.setdefault("name", None)
-        c["name"] = c["name"] or f"dreambench_{subject}"
-        c["path"] = c.get("path") or str(root / "dataset" / subject)
-        c["initializer"] = c.get("initializer") or cls.split()[-1]
-        live = cls in ("dog", "cat")
-        if lists["live" if live else "object"]:
-            prompts = [{"text": t, "source": "dreambench"} for t in lists["live" if live else "object"]]
-    for key in ("path", "initializer"):
-        if c.get(key) in (None, "???"):
-            raise InputError(f"concept.{key} is required (e.g. concept=folder concept.path=/my/images "
-                             f"concept.initializer=cat)")
-    if c.get("kind", "object") not in ("object", "style"):
-        raise InputError(f"concept.kind={c.get('kind')!r}: use object or style")
-    folder = _concept_path(c["path"])
-    captions = c.get("captions") or (_read_captions(folder) if folder.is_dir() else None)
-    return Concept(name=c.get("name") or folder.name, kind=c.get("kind", "object"), folder=folder,
-                   initializer=str(c["initializer"]), captions=captions,
-                   attributes=c.get("attributes"), prompts=prompts)
-
-
-# ----------------------------------------------------------------------------- model
-def choose_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def set_cpu_threads(setting, device: str) -> int:
-    """Torch's CPU threads: an int, or "auto" = the cores no one else is using (>= 1).
-
-    On a shared machine this matters more than anything else: the toy model's many small
-    ops each end in a thread barrier, and with one of two cores busy elsewhere a 2-thread
-    forward pass measured 2.5 s where 1 thread took 9 ms.
-    """
-    if device.startswith("cuda") or setting in (None, "none"):
-        return torch.get_num_threads()
-    if setting == "auto":
-        import os
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        setting = max(1, cores - int(os.getloadavg()[0] + 0.5))
-    torch.set_num_threads(int(setting))
-    return int(setting)
-
-
-def _dtype(name: str, device: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() \
-            else torch.float32
-    return getattr(torch, name)
-
-
-def model_path(m: Mapping[str, Any]) -> str:
-    if m.get("path"):
-        return str(m["path"])
-    from tinv.toyworld import MODEL_DIR
-    return str(MODEL_DIR)
-
-
-def load_model(m: Mapping[str, Any], device: str):
-    """Parts for the model config: a hub id / folder, or "tiny:sd" / "tiny:ldm" for tests."""
-    from tinv import models
-    path = model_path(m)
-    if path.startswith("tiny:"):
-        build = {"sd": models.tiny_sd_parts, "ldm": models.tiny_ldm_parts}.get(path[5:])
-        if build is None:
-            raise InputError(f"model.path={path!r}: tiny models are tiny:sd and tiny:ldm")
-        return build(device=device)
-    try:
-        return models.load_parts(path, family=m.get("family"), device=device,
-                                 dtype=_dtype(m.get("dtype", "float32"), device))
-    except ValueError as e:
-        raise InputError(f"model {m.get('name')!r}: {e}") from e
-
-
-_FINGERPRINTS: dict[str, str] = {}
-
-
-def model_fingerprint(m: Mapping[str, Any]) -> str:
-    """Names the weights a job runs on: a hub id as it is, a local folder by the sha256 of its
-    weight and config files (so retrained toy weights never reuse old rows or samples, and a
-    fresh clone of the same weights finds the same job ids). Hashed once per process."""
-    path = model_path(m)
-    folder = Path(path)
-    if not folder.is_dir():
-        return path
-    files = sorted(f for f in folder.rglob("*") if f.suffix in (".safetensors", ".bin", ".json")
-                   and f.name != "training.json")
-    stamp = path + "|" + ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-    if stamp not in _FINGERPRINTS:
-        h = hashlib.sha256()
-        for f in files:
-            h.update(str(f.relative_to(folder)).encode() + b"\0" + f.read_bytes())
-        _FINGERPRINTS[stamp] = "sha256:" + h.hexdigest()[:16]
-    return _FINGERPRINTS[stamp]
-
-
-# ----------------------------------------------------------------------------- method
-def inversion_config(cfg: Mapping[str, Any], concept: Concept):
-    """InversionConfig = defaults < model.inversion (budget) < method.inversion (setup)."""
-    from tinv.inversion import InversionConfig
-    method = cfg["method"]
-    fields = {**dict(cfg["model"].get("inversion") or {}), **dict(method.get("inversion") or {})}
-    known = {f.name for f in dataclasses.fields(InversionConfig)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise InputError(f"method {method['name']!r}: unknown inversion field(s) {unknown}; "
-                         f"InversionConfig has {sorted(known)}")
-    fields.update(seed=int(cfg["seed"]), templates=concept.kind, placeholder=PLACEHOLDER,
-                  initializer_word=concept.initializer)
-    if method.get("progressive_fraction"):
-        steps = int(fields.get("steps", InversionConfig.steps))
-        fields["progressive_interval"] = max(1, round(float(method["progressive_fraction"]) * steps))
-    try:
-        return InversionConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"method {method['name']!r}: {e}") from e
-
-
-def pivotal_config(cfg: Mapping[str, Any], icfg, recon: EvalPrompt):
-    from tinv.pivotal import PivotalConfig
-    p = dict(cfg["method"]["pivotal"])
-    frac = p.pop("steps_fraction", None)
-    if frac is not None:
-        p["steps"] = max(1, round(float(frac) * icfg.steps))
-    p.setdefault("batch_size", icfg.batch_size)
-    try:
-        return PivotalConfig(**p, seed=icfg.seed, placeholder=icfg.placeholder, prompt=recon.template)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"method {cfg['method']['name']!r}: pivotal settings {p}: {e}") from e
-
-
-# ----------------------------------------------------------------------------- the plan
-@dataclass
-class Cell:
-    """One set of samples scored together: a prompt, or a prompt x caption."""
-    prompt: int                     # -1 = reconstruction, else index into the prompt list
-    caption: int | None             # index of the human caption, if any
-    text: str                       # what the model was asked
-    images: torch.Tensor | None = None   # [S, 3, H, W] in [0, 1]
-
-    @property
-    def key(self) -> str:
-        base = "reconstruction" if self.prompt < 0 else f"p{self.prompt:02d}"
-        return base if self.caption is None else f"{base}_c{self.caption}"
-
-
-@dataclass
-class Plan:
-    cfg: dict
-    concept: Concept
-    recon: EvalPrompt
-    prompts: list[EvalPrompt]
-    fillers: list[str | None]       # what replaces {}: [PLACEHOLDER], captions, or [""]
-    icfg: Any = None                # InversionConfig when the method learns
-    pcfg: Any = None                # PivotalConfig for pivotal tuning
-    choices: dict = field(default_factory=dict)
-
-    def cells(self) -> list[Cell]:
-        out = []
-        for p_i, p in enumerate([self.recon] + self.prompts):
-            for c_i, filler in enumerate(self.fillers):
-                text = p.fill(filler) if filler is not None else p.template
-                caption = c_i if self.cfg["method"].get("captions") else None
-                out.append(Cell(p_i - 1, caption, text))
-        return out
-
-
-def make_plan(cfg: dict, choices: dict) -> Plan:
-    """Everything checkable without the model; raises InputError."""
-    concept = resolve_concept(cfg["concept"])
-    method = cfg["method"]
-    if concept.prompts is not None and not cfg["eval"].get("prompt_set"):
-        cfg = {**cfg, "eval": {**cfg["eval"], "prompt_sets": {**cfg["eval"]["prompt_sets"],
-                                                             "dreambench": concept.prompts}}}
-    try:
-        prompts = P.eval_prompts(cfg, concept.kind)
-        recon = P.reconstruction_prompt(cfg, concept.kind)
-    except (ValueError, KeyError) as e:
-        raise InputError(str(e)) from e
-    if not prompts:
-        raise InputError(f"prompt list {P.prompt_set_name(cfg)!r} is empty")
-    if method.get("captions"):
-        which = method["captions"]
-        caps = (concept.captions or {}).get(which)
-        if not caps:
-            raise InputError(f"method {method['name']!r} needs {which} captions for concept "
-                             f"{concept.name!r}: add concept.captions.{which} (or a captions.yaml "
-                             f"in {str(concept.folder)!r})")
-        fillers = list(caps)
-    elif method.get("reference") == "prompt_only":
-        fillers = [""]
-    elif method.get("reference") == "image_only":
-        fillers = [None]
-    else:
-        fillers = [PLACEHOLDER]
-    plan = Plan(cfg, concept, recon, prompts, fillers, choices=choices)
-    if method.get("learns"):
-        plan.icfg = inversion_config(cfg, concept)
-        if method.get("pivotal"):
-            plan.pcfg = pivotal_config(cfg, plan.icfg, recon)
-    return plan
-
 
 # ----------------------------------------------------------------------------- stages
-def seeds(cfg: Mapping[str, Any]) -> list[int]:
-    """The same noise seeds for every setup, prompt and concept (section 5.1)."""
-    e = cfg["eval"]
-    return list(range(int(e["seed"]), int(e["seed"]) + int(e["num_samples"])))
-
-
 def generate(plan: Plan, parts, texts: list[str], progress: bool) -> list[torch.Tensor]:
     from tinv.sampling import sample
     e = plan.cfg["eval"]
@@ -352,50 +66,6 @@ def prompt_only_cached(plan: Plan, parts, texts: list[str], cache_dir: Path,
     return [(torch.load(files[t])["images"].float() + 0.5) / 255 for t in texts]
 
 
-def training_images(plan: Plan, parts, results_root: Path):
-    """The concept's images at the model's resolution; `train_images=N` keeps the first N.
-
-    A built-in toy concept asked for more images than it ships renders the extra ones the
-    way its own five were made (appendix B's set-size sweep goes to 25)."""
-    from tinv.data import ConceptError, load_concept_images
-    concept, n = plan.concept, plan.cfg.get("train_images")
-    crop = bool(getattr(plan.icfg, "center_crop", False))
-    try:
-        images = load_concept_images(concept.folder, parts.resolution, crop)
-        if n and n > len(images):
-            concept.folder = _render_toy_concept(concept, int(n), results_root, len(images))
-            images = load_concept_images(concept.folder, parts.resolution, crop)
-    except ConceptError as e:
-        raise InputError(f"concept {concept.name!r}: {e}") from e
-    if n:
-        if n < 1:
-            raise InputError(f"train_images={n}: give a count >= 1 (or null for all)")
-        images.pixels, images.paths = images.pixels[:n], images.paths[:n]
-    return images
-
-
-def _render_toy_concept(concept: Concept, n: int, results_root: Path, have: int) -> Path:
-    try:
-        from tinv.toyworld import concepts as toy
-        from tinv.toyworld.render import render
-    except ImportError:
-        toy = None
-    if toy is None or concept.name not in toy.CONCEPTS:
-        raise InputError(f"train_images={n} but concept {concept.name!r} has only {have} images "
-                         f"in {str(concept.folder)!r}")
-    folder = results_root / "_cache" / "toyworld_concepts" / f"{concept.name}-{n}"
-    if len(list(folder.glob("*.png"))) != n:
-        tmp = folder.with_name(folder.name + f".{time.time_ns()}.tmp")
-        tmp.mkdir(parents=True)
-        for i in range(n):   # seeds as tinv.toyworld.concepts.write: the first five match
-            render(toy.image_attributes(concept.name, i), seed=1000 + i).save(tmp / f"{i:02d}.png")
-        if folder.exists():
-            import shutil
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    return folder
-
-
 def export_embeddings(result, folder: Path) -> dict:
     """The learned vectors in the diffusers, AUTOMATIC1111 and authors' formats."""
     from tinv.embeddings_io import export_result
@@ -414,34 +84,6 @@ def save_grids(cells: list[Cell], folder: Path) -> dict[str, Path]:
 
 
 # ----------------------------------------------------------------------------- the job
-def _plain(cfg) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
-def default_choices(cfg: dict) -> dict:
-    return {"model": cfg["model"]["name"], "method": cfg["method"]["name"],
-            "concept": cfg["concept"].get("name"), "eval": cfg["eval"]["name"],
-            "logger": cfg["logger"]["name"]}
-
-
-def job_location(cfg: dict) -> tuple[str, Path]:
-    # The id hashes the resolved config AND the weights behind it: a fixed model.path or
-    # the shipped toy world, retrained in place, is a different job.
-    job_id = results.identity({**cfg, "_weights": model_fingerprint(cfg["model"])})
-    c = cfg["concept"]
-    concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
-        or Path(str(c.get("path") or "concept")).name
-    return job_id, results.job_folder(cfg["results_root"], cfg["sweep"], concept_name,
-                                      cfg["method"]["name"], job_id)
-
-
-def finished_row(folder: Path) -> dict | None:
-    """The job's row if it finished ("ok"): then the job is done and does no work."""
-    row = results.read_row(folder)
-    return row if row and row.get("status") == "ok" else None
-
-
 def run_job(cfg, choices: dict | None = None) -> dict:
     """Run (or find) one job and return its result row. InputError: nothing written."""
     cfg = _plain(cfg)
