@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from tinv.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported where it is used: the cluster launcher imports this module (through
+# tinv.packing) during Hydra's plugin scan, which every `python run.py` pays for.
 
 
 # ----------------------------------------------------------------------------- model
 def choose_device(device: str) -> str:
+    import torch
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
@@ -25,6 +29,7 @@ def set_cpu_threads(setting, device: str) -> int:
     ops each end in a thread barrier, and with one of two cores busy elsewhere a 2-thread
     forward pass measured 2.5 s where 1 thread took 9 ms.
     """
+    import torch
     if device.startswith("cuda") or setting in (None, "none"):
         return torch.get_num_threads()
     if setting == "auto":
@@ -36,6 +41,7 @@ def set_cpu_threads(setting, device: str) -> int:
 
 
 def _dtype(name: str, device: str) -> torch.dtype:
+    import torch
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() \
             else torch.float32

@@ -5,15 +5,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from tinv import prompts as P, results
 from tinv.concepts import Concept, resolve_concept
 from tinv.errors import InputError
 from tinv.loading import model_fingerprint
 from tinv.prompts import EvalPrompt
+
+if TYPE_CHECKING:
+    import torch
 
 PLACEHOLDER = "<S*>"
 
