@@ -24,11 +24,13 @@ from typing import Any
 
 import torch
 
-from tinv import prompts as P, results
+from tinv import joblock, preflight, prompts as P, results
+from tinv.attempts import Attempts, checkpoint_step
 from tinv.concepts import resolve_concept, training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, model_fingerprint, set_cpu_threads
-from tinv.plan import PLACEHOLDER, Cell, Plan, _plain, default_choices, finished_row, job_location, make_plan, seeds
+from tinv.plan import (PLACEHOLDER, Cell, Plan, _plain, check_initializer, concept_fingerprint, default_choices,
+                       effective_config, finished_row, job_location, make_plan, seeds)
 
 # Names tests and callers reach through tinv.job (the job's public face).
 __all__ = ["InputError", "default_choices", "job_location", "make_plan", "resolve_concept", "run_job"]
@@ -75,31 +77,81 @@ def export_embeddings(result, folder: Path) -> dict:
 
 
 def save_grids(cells: list[Cell], folder: Path) -> dict[str, Path]:
-    from torchvision.utils import save_image
+    """One PNG per cell: torchvision's grid (min(8, n) per row, 1 px padding) under a band
+    that prints the prompt; the band's height is in the PNG's `label_px` text (the gallery
+    cuts the tiles below it) and the prompt in its `prompt` text."""
+    from PIL.PngImagePlugin import PngInfo
+    from torchvision.utils import make_grid
     folder.mkdir(parents=True, exist_ok=True)
     grids = {}
     for c in cells:
         path = folder / f"{c.key}.png"
-        save_image(c.images, path, nrow=min(8, len(c.images)), padding=1)
+        grid = make_grid(c.images, nrow=min(8, len(c.images)), padding=1)
+        pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
+        image, band = labelled(pixels, c.text)
+        info = PngInfo()
+        info.add_text("prompt", c.text)
+        info.add_text("label_px", str(band))
+        image.save(path, pnginfo=info)
         grids[c.key] = path
     return grids
+
+
+def labelled(pixels, text: str):
+    """The image with `text` printed in a white band above it (wrapped to its width)."""
+    from PIL import Image, ImageDraw, ImageFont
+    grid = Image.fromarray(pixels)
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(grid)
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and measure.textlength(trial, font=font) > grid.width - 4:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    lines.append(line)
+    height = measure.textbbox((0, 0), "Ag", font=font)[3] + 2
+    band = height * len(lines) + 4
+    out = Image.new("RGB", (grid.width, grid.height + band), "white")
+    out.paste(grid, (0, band))
+    draw = ImageDraw.Draw(out)
+    for i, t in enumerate(lines):
+        draw.text((2, 2 + i * height), t, fill="black", font=font)
+    return out, band
 
 
 # ----------------------------------------------------------------------------- the job
 def run_job(cfg, choices: dict | None = None) -> dict:
     """Run (or find) one job and return its result row. InputError: nothing written."""
-    cfg = _plain(cfg)
-    start, t0 = results.now(), time.perf_counter()
+    cfg = effective_config(_plain(cfg))
     job_id, folder = job_location(cfg)
     done = finished_row(folder)
     if done:
         log.info("job %s is done already: %s", job_id, folder / results.ROW_NAME)
+        report(done)
         return done
     choices = {**default_choices(cfg), **(choices or {})}
+    preflight.check(cfg)            # every weight at hand, or one error (in seconds) and no job folder
     plan = make_plan(cfg, choices)
+    with joblock.hold(folder, job_id, on_beat=lambda: _RUNNING.get("attempts") and _RUNNING["attempts"].save()) \
+            as waited:
+        done = finished_row(folder)
+        if done:                    # computed meanwhile by the process we waited for
+            log.info("job %s was computed by %s: %s", job_id, "the process we waited for" if waited
+                     else "another process", folder / results.ROW_NAME)
+            report(done)
+            return done
+        return _run(cfg, choices, plan, job_id, folder)
+
+
+def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dict:
+    start, t0 = results.now(), time.perf_counter()
     device = choose_device(str(cfg.get("device", "auto")))
     log.info("torch CPU threads: %d", set_cpu_threads(cfg.get("cpu_threads", "auto"), device))
     parts = load_model(cfg["model"], device)
+    check_initializer(plan, parts.tokenizer)
     images = training_images(plan, parts, Path(cfg["results_root"]))
 
     from tinv.wandb_log import tracking
@@ -108,6 +160,8 @@ def run_job(cfg, choices: dict | None = None) -> dict:
            "sweep": cfg["sweep"], "choices": choices, "config": cfg,
            "folder": str(folder.resolve()), "timings": {}}
     log.info("job %s (%s on %s) -> %s", job_id, choices["method"], plan.concept.name, folder)
+    tries = Attempts(folder, job_id, row["timings"], plan.icfg.steps if plan.icfg else None)
+    _RUNNING.update(job_id=job_id, folder=folder, timings=row["timings"], plan=plan, attempts=tries)
     try:
         with tracking(cfg["logger"], folder, name=f"{plan.concept.name}-{choices['method']}",
                       group=cfg["sweep"], job_type=choices["method"],
@@ -124,15 +178,61 @@ def run_job(cfg, choices: dict | None = None) -> dict:
         row.update(status="failed", error=f"{type(e).__name__}: {e}",
                    traceback=traceback.format_exc(limit=20))
         row["timings"]["total_s"] = _total_s(row["timings"], t0)   # with the stages that finished
+        row["attempts"] = tries.close("failed")
         _write_row(row, folder, device, start)
+        _RUNNING.clear()
         raise
+    except KeyboardInterrupt:
+        tries.close("interrupted")    # no row: a rerun resumes; _RUNNING stays for interrupted()
+        raise
+    finally:
+        _RUNNING.pop("attempts", None)
+    row["attempts"] = tries.close("ok")
     _write_row(row, folder, device, start)
-    log.info("job %s: %s", job_id, {k: round(v, 4) for k, v in row["metrics"].items()})
+    _RUNNING.clear()
+    report(row)
     return row
 
 
+# ----------------------------------------------------------------------------- what a person reads
+_RUNNING: dict[str, Any] = {}     # the job in progress in this process, for interrupted()
+
+
+def interrupted() -> str:
+    """One line for Ctrl-C: where the job stopped and what a rerun does."""
+    if not _RUNNING:
+        return "interrupted before any job started; nothing was written"
+    job_id, folder, timings, plan = (_RUNNING[k] for k in ("job_id", "folder", "timings", "plan"))
+    stage = next((s for k, s in (("invert_s", "inverting"), ("sample_s", "sampling"), ("evaluate_s", "evaluating"))
+                  if k not in timings), "writing its row")
+    step = checkpoint_step(folder)
+    if plan.icfg is None:
+        saved = "a rerun of the same command starts it again"
+    elif step is None:
+        saved = (f"no inversion checkpoint yet (the first comes at step {plan.icfg.checkpoint_every}): "
+                 "a rerun of the same command starts it again")
+    else:
+        saved = (f"its inversion checkpoint holds step {step} of {plan.icfg.steps}: a rerun of the same "
+                 "command resumes from there")
+    return f"interrupted: job {job_id} stopped while {stage}; {saved} ({folder})"
+
+
+def report(row: dict) -> None:
+    """The end of a job: where it is, the headline metrics with their 95% intervals, and
+    what each one means."""
+    from tinv.metrics import MEANINGS
+    total = row.get("timings", {}).get("total_s")
+    log.info("job %s %s%s: %s", row["job_id"], row["status"], f" in {total:.1f} s" if total else "",
+             row["folder"])
+    width = max((len(k) for k in row.get("metrics", {})), default=0)
+    for name, value in row.get("metrics", {}).items():
+        lo, hi = row.get("metrics_ci", {}).get(name, (float("nan"), float("nan")))
+        log.info("  %-*s %.3f [%.3f, %.3f]  %s", width, name, value, lo, hi, MEANINGS.get(name, ""))
+
+
 def _write_row(row: dict, folder: Path, device: str, start: str) -> None:
-    row["provenance"] = results.provenance(device, start, weights=model_fingerprint(row["config"]["model"]))
+    row["provenance"] = {**results.provenance(device, start, weights=model_fingerprint(row["config"]["model"])),
+                         "concept_files": concept_fingerprint(row["config"]["concept"])}
     results.write_json_atomic(folder / results.ROW_NAME, row)
 
 

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from tinv import preflight
 from tinv.concepts import training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, set_cpu_threads
-from tinv.plan import PLACEHOLDER, finished_row, job_location, make_plan
+from tinv.plan import PLACEHOLDER, check_initializer, finished_row, job_location, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def pack_key(cfg: dict) -> str | None:
         if finished_row(job_location(cfg)[1]):
             return None
         plan = make_plan(cfg, {})
+        preflight.check(cfg)
     except (InputError, KeyError, TypeError, ValueError):
         return None
     if plan.icfg is None:
@@ -201,6 +203,8 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
     device = choose_device(str(first.get("device", "auto")))
     set_cpu_threads(first.get("cpu_threads", "auto"), device)
     parts = load_model(first["model"], device)
+    for plan in plans:
+        check_initializer(plan, parts.tokenizer)
     root = Path(first["results_root"])
     sets = [(training_images(p, parts, root), dataclasses.replace(p.icfg, placeholder=packed_name(i)))
             for i, p in enumerate(plans)]

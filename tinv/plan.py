@@ -3,6 +3,7 @@ prompts, cells, seeds), and where the job lands (its id and folder)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -126,6 +127,25 @@ def make_plan(cfg: dict, choices: dict) -> Plan:
     return plan
 
 
+def check_initializer(plan: Plan, tokenizer) -> None:
+    """The initializer word must be ONE token the model knows: a word the tokenizer splits
+    would start the learned vector from a fragment, and one it reads as [UNK] (LDM-BERT's
+    vocabulary) from the unknown-word vector. Needs the model's tokenizer, so it runs right
+    after loading, still before the job folder exists."""
+    icfg = plan.icfg
+    if icfg is None or icfg.init != "word" or not icfg.initializer_word:
+        return
+    word = icfg.initializer_word
+    ids = tokenizer(word, add_special_tokens=False).input_ids
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    if len(ids) != 1:
+        raise InputError(f"concept.initializer={word!r} is {len(ids)} tokens {pieces} for this model's "
+                         "tokenizer; give one word that is a single token (e.g. the last word)")
+    if tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id:
+        raise InputError(f"concept.initializer={word!r} is not in this model's vocabulary (its tokenizer "
+                         f"reads it as {tokenizer.unk_token}); give a word the model knows")
+
+
 # ----------------------------------------------------------------------------- seeds
 def seeds(cfg: Mapping[str, Any]) -> list[int]:
     """The same noise seeds for every setup, prompt and concept (section 5.1)."""
@@ -145,10 +165,50 @@ def default_choices(cfg: dict) -> dict:
             "logger": cfg["logger"]["name"]}
 
 
+def effective_config(cfg: dict) -> dict:
+    """The config as the job will run it: evaluator settings a model does not use are
+    replaced by what it does use (the toy world scores with its own CLIP, not eval.clip;
+    a model with `dino: false` computes no DINO), so the row says what was used and those
+    settings do not split one job into several ids. Idempotent."""
+    e, m = dict(cfg["eval"]), cfg["model"]
+    if m.get("evaluator") == "toyworld":
+        e["clip"] = {"model": "toyworld", "pretrained": "tinv/toyworld/weights/evaluator"}
+    if not m.get("dino"):
+        e["dino"] = None
+    return {**cfg, "eval": e}
+
+
+_CONCEPT_PRINTS: dict[str, str] = {}
+
+
+def concept_fingerprint(c: Mapping[str, Any]) -> str | None:
+    """The sha256 of what the job reads from its concept folder: every file's name and bytes
+    (images and captions), so replacing the images in place is a new job. None when the
+    folder cannot be found (validation then names the problem). Hashed once per process
+    per (path, sizes, modification times)."""
+    try:
+        folder = resolve_concept(c).folder
+    except (InputError, KeyError, TypeError, ValueError):
+        return None
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    stamp = str(folder) + "|" + ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    if stamp not in _CONCEPT_PRINTS:
+        h = hashlib.sha256()
+        for p in files:
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        _CONCEPT_PRINTS[stamp] = "sha256:" + h.hexdigest()[:16]
+    return _CONCEPT_PRINTS[stamp]
+
+
 def job_location(cfg: dict) -> tuple[str, Path]:
-    # The id hashes the resolved config AND the weights behind it: a fixed model.path or
-    # the shipped toy world, retrained in place, is a different job.
-    job_id = results.identity({**cfg, "_weights": model_fingerprint(cfg["model"])})
+    # The id hashes the resolved config AND what the job reads: the weights (a fixed
+    # model.path or the shipped toy world, retrained in place, is a different job) and
+    # the concept's files (new images in the same folder are a different job).
+    cfg = effective_config(cfg)
+    job_id = results.identity({**cfg, "_weights": model_fingerprint(cfg["model"]),
+                               "_concept": concept_fingerprint(cfg["concept"])})
     c = cfg["concept"]
     concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
         or Path(str(c.get("path") or "concept")).name

@@ -41,6 +41,25 @@ def job_folder(results_root: str | os.PathLike, sweep: str, concept: str, method
     return Path(results_root) / sweep / f"{concept}-{method}-{job_id}"
 
 
+def _umask() -> int:
+    try:   # Linux states it; reading it elsewhere means setting it, briefly
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_created(tmp: str | os.PathLike) -> None:
+    """Give a temp file the mode a plainly created file gets (0666 less the umask): mkstemp
+    makes it 0600, which would leave rows and embeddings unreadable to the group sharing
+    a results folder."""
+    os.chmod(tmp, 0o666 & ~_umask())
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON to a temp file in the same folder, then rename: readers never see half a row."""
     path = Path(path)
@@ -51,6 +70,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
             json.dump(obj, f, indent=1, allow_nan=True, default=str)
             f.flush()
             os.fsync(f.fileno())
+        as_created(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

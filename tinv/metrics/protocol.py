@@ -46,7 +46,7 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
     put("editability_clip_meanemb", edit["meanemb"])
     put("editability_clip_persample", edit["persample"])
     if m.get("dino"):
-        dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], bool(e["dino"]["pretrained"]),
+        dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], _dino_weights(e["dino"]["pretrained"]),
                                device)
         put("reconstruction_dino", S.reconstruction(
             [S.pair_matrix(embed(dino, train), embed(dino, c.images), image_only) for c in rec_cells],
@@ -60,6 +60,12 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
                                  "n": int(sum(len(c.images) for c in rec_cells)),
                                  **{k: v for k, v in out["metrics"].items() if k.startswith("reconstruction")}})
     return out
+
+
+def _dino_weights(pretrained) -> bool | str:
+    """A local weights file as it is; anything else says whether to load timm's weights."""
+    return pretrained if isinstance(pretrained, str) and pretrained.lower() not in ("true", "false") \
+        else bool(pretrained)
 
 
 def per_prompt(plan, edit_cells: list, edit: dict, oracle_cells: dict) -> list[dict]:
