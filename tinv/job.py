@@ -1,13 +1,20 @@
 """One job: config -> concept and model -> invert -> sample -> score -> one result row.
 
 Hydra stops here: `run_job` takes the composed config (a DictConfig or a plain dict)
-and hands the engine plain values. The stages:
+and hands the engine plain values. What comes before execution lives beside this file:
+concept resolution (tinv.concepts), model loading (tinv.loading), the plan and the job's
+identity (tinv.plan), the weights check (tinv.preflight), the lock (tinv.joblock) and the
+attempts (tinv.attempts). The stages:
 
-1. identity: the job folder is named by a hash of the config (tinv.results); a folder
-   holding an "ok" row means the job is done, and its row is returned with no work.
-2. validation: concept folder, model, method fields and prompts are checked BEFORE the
-   job folder is made, so bad input raises InputError and leaves no row behind.
-3. the work, timed: invert (when the method learns; pivotal tuning and DDIM inversion
+1. identity: the job folder is named by a hash of the config, the weights and the
+   concept's files (tinv.plan); a folder holding an "ok" row means the job is done, and
+   its row is returned with no work.
+2. validation: weights (preflight, in seconds), concept folder, model, method fields,
+   prompts and the initializer are checked BEFORE the job folder is made, so bad input
+   raises InputError and leaves no row behind.
+3. one computation: the job's lock; a second process on the same job waits for the
+   first and returns its row.
+4. the work, timed: invert (when the method learns; pivotal tuning and DDIM inversion
    count here too), sample, evaluate. A failure here writes a row with status "failed".
    Under `hydra/launcher=packed` the inversion was done already, together with other
    jobs' (tinv/packing.py); the job takes its share and does the rest alone.
