@@ -209,7 +209,7 @@ def dino_problem(cfg: Mapping[str, Any]) -> str | None:
     # timm hosts its pretrained weights as timm/<model name>.<tag>; importing timm to ask
     # would cost seconds on the path that only has to say what is missing.
     repo = name if "/" in name else f"timm/{name}"
-    if _cached(repo, "model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+    if _cached(repo, "model.safetensors", "pytorch_model.bin"):
         return None
     if hub_reachable():
         return None
