@@ -4,10 +4,12 @@
     python run.py method=progressive concept=blue_heart
     python run.py -m method=progressive,regularized concept=all  # one job per pair
     python run.py -m +experiment=fig10                          # a preset sweep (experiments/)
+    python run.py --help                                        # groups, options, examples
 
 Rows land in <results_root>/<sweep>/<concept>-<method>-<job_id>/result.json; see
 docs/harness.md for the groups, the job folder and the row schema.
 """
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -26,11 +28,20 @@ from hydra_plugins.tinv_hydra.tinv_hydra import expand_all  # noqa: E402
 EXIT_BAD_INPUT = 2
 
 
+EXIT_INTERRUPTED = 130
+# Config groups a user picks on the command line, and where their options live.
+GROUPS = {"model": REPO / "conf" / "model", "method": REPO / "conf" / "method",
+          "concept": REPO / "conf" / "concept", "eval": REPO / "conf" / "eval",
+          "logger": REPO / "conf" / "logger", "experiment": REPO / "experiments"}
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
 
-    from tinv.job import InputError, run_job
+    from tinv.job import InputError, interrupted, run_job
+    from tinv.logs import quiet_third_party
+    quiet_third_party()
     choices = {k: v for k, v in HydraConfig.get().runtime.choices.items()
                if "/" not in k and v is not None}   # top-level groups only
     start = _now()
@@ -42,6 +53,35 @@ def main(cfg: DictConfig) -> dict:
         # one clear line instead of a traceback; nothing was written for this job
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        print(interrupted(), file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def check_choices(argv: list[str]) -> None:
+    """An unknown option of a config group is one `error:` line listing the options (Hydra's
+    own message is a traceback-style report with exit code 1)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, Glob
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception:   # noqa: BLE001 - malformed: Hydra reports it with its own message
+        return
+    for o in overrides:
+        folder = GROUPS.get(o.key_or_group)
+        if folder is None or o.is_delete() or isinstance(o.value(), Glob):
+            continue
+        value = o.value()
+        values = value.list if isinstance(value, ChoiceSweep) else [value]
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        for v in values:
+            if isinstance(v, str) and v not in options:
+                near = difflib.get_close_matches(v, options, n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                print(f"error: {o.key_or_group}={v}: no such {o.key_or_group}{hint}; the options: "
+                      f"{', '.join(options)}", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
 
 
 POINTER = "tinv_job.json"   # in Hydra's job folder: which row this job is (collect.py, the sweeper)
@@ -73,7 +113,9 @@ def _argv(argv: list[str]) -> list[str]:
         sys.exit(EXIT_BAD_INPUT)
     # Hydra composes the command line before the sweeper sees it, so the rewrite happens here
     # (the tinv sweeper does the same for hydra.sweeper.params in experiment presets).
-    return [expand_all(a) for a in argv]
+    argv = [expand_all(a) for a in argv]
+    check_choices(argv)
+    return argv
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Unlike the plots this needs the images, so it follows each row's `job_dir` and
   artifacts["samples"]  {cell key: grid PNG}; keys "reconstruction", "p00", "p01", ... (and
                         "p00_c0", ... for caption setups: the first caption is shown); each
                         grid is torchvision's save_image of `eval.num_samples` images (the
-                        training images for image-only), min(8, n) per row, 1 px padding.
+                        training images for image-only), min(8, n) per row, 1 px padding,
+                        under a prompt label whose height is the PNG's `label_px` text.
                         A key may also name a folder of single images.
   training images       the row's `concept.folder` (else `concept.path`, relative to the
                         tinv package)
@@ -89,10 +90,11 @@ def grid_tiles(path: Path, counts) -> list[Sample]:
     instead); the whole file if none does."""
     with Image.open(path) as im:
         width, height = im.size
+        band = int(im.info.get("label_px", 0))   # tinv's prompt label above the grid
     for n in counts:
-        boxes = _grid_boxes(width, height, int(n))
+        boxes = _grid_boxes(width, height - band, int(n))
         if boxes:
-            return [(path, box) for box in boxes]
+            return [(path, (x0, y0 + band, x1, y1 + band)) for x0, y0, x1, y1 in boxes]
     return [(path, None)]
 
 

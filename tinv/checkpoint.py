@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tinv.results import as_created
+
 
 def global_rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
@@ -29,6 +31,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        as_created(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -28,6 +28,9 @@ from typing import Any, Mapping, Sequence
 
 import cloudpickle
 
+from tinv.packing import check_pack
+from tinv.results import slurm_provenance  # noqa: F401  (a job's SLURM identity; tests import it here)
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,26 +39,6 @@ ALLOW_DIRTY_OVERRIDE = "hydra.launcher.allow_dirty=true"
 
 class DirtyTreeError(RuntimeError):
     """A SLURM sweep was submitted from a checkout with uncommitted changes."""
-
-
-# --- provenance ------------------------------------------------------------------------
-
-def slurm_provenance(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """SLURM identity of the running job, for the result row's `provenance`.
-
-    `slurm_job_id` is the array form `<array job>_<task>` when the job is an array task
-    (what squeue/sacct show), else the plain job id; None outside SLURM.
-    `slurm_attempt` counts runs of this job: 1 for the first, 2 after one requeue
-    (preemption or timeout), ... (SLURM_RESTART_COUNT + 1); None outside SLURM.
-    """
-    env = os.environ if env is None else env
-    job_id = env.get("SLURM_JOB_ID")
-    if not job_id:
-        return {"slurm_job_id": None, "slurm_attempt": None}
-    array_job, array_task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
-    if array_job and array_task:
-        job_id = f"{array_job}_{array_task}"
-    return {"slurm_job_id": job_id, "slurm_attempt": int(env.get("SLURM_RESTART_COUNT") or 0) + 1}
 
 
 # --- dirty-tree guard ------------------------------------------------------------------
@@ -111,13 +94,6 @@ def primary_config_dir(config: Any) -> str | None:
 
 # --- packing ---------------------------------------------------------------------------
 PACK_MODES = ("processes", "batch")
-
-
-def check_pack(size: int) -> int:
-    """`hydra.launcher.pack` as an int, or a ValueError naming it (every launcher's check)."""
-    if int(size) < 1:
-        raise ValueError(f"hydra.launcher.pack must be >= 1, got {size}")
-    return int(size)
 
 
 def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:

@@ -3,19 +3,26 @@
 Every failure is one `ConceptError` that names the folder or file and says what to do.
 Normalization follows the authors' data code: EXIF orientation applied, transparency
 composited on white, grayscale to RGB, optional center crop, then a bicubic resize to
-the model's resolution without keeping the aspect ratio.
+the model's resolution without keeping the aspect ratio. High-depth images (16-bit
+grayscale PNGs, 32-bit integer or float images) are scaled to 8 bits first: PIL's own
+conversion clips them, which turns a 16-bit photo almost white.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tinv.models import Parts
+if TYPE_CHECKING:
+    from tinv.models import Parts
+
+# Files a concept folder may hold beside its images (tinv.concepts reads the captions).
+NOT_IMAGES = ("captions.yaml", "captions.yml", "captions.json")
 
 
 class ConceptError(ValueError):
@@ -39,11 +46,20 @@ def load_concept_images(folder: str | os.PathLike, size: int, center_crop: bool 
         raise ConceptError(f"concept folder {str(folder)!r} does not exist")
     if not folder.is_dir():
         raise ConceptError(f"concept path {str(folder)!r} is not a folder; give the folder of its images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.name not in NOT_IMAGES)
     if not files:
         raise ConceptError(f"concept folder {str(folder)!r} holds no images; put the concept's 3-5 images in it")
-    pixels = torch.stack([to_tensor(load_image(p, size, center_crop)) for p in files])
-    return ConceptImages(pixels=pixels, paths=files, folder=folder)
+    images, bad = [], []
+    for p in files:      # every unusable file is named at once, not one per rerun
+        try:
+            images.append(to_tensor(load_image(p, size, center_crop)))
+        except ConceptError as e:
+            bad.append(str(e))
+    if bad:
+        raise ConceptError(f"concept folder {str(folder)!r} holds {len(bad)} unusable file(s): "
+                           + "; ".join(bad))
+    return ConceptImages(pixels=torch.stack(images), paths=files, folder=folder)
 
 
 def load_image(path: str | os.PathLike, size: int, center_crop: bool = False) -> Image.Image:
@@ -66,8 +82,22 @@ def load_image(path: str | os.PathLike, size: int, center_crop: bool = False) ->
     return im.resize((size, size), resample=Image.Resampling.BICUBIC)
 
 
+def to_8bit(im: Image.Image) -> Image.Image:
+    """A high-depth single-channel image as 8-bit "L", its values scaled, not clipped."""
+    arr = np.asarray(im, dtype=np.float64)
+    if im.mode.startswith("I;16") or (im.mode == "I" and (im.format == "PNG" or arr.max() > 255)):
+        full = 65535.0            # PNG has no 32-bit integers: mode "I" from a PNG is 16-bit
+    elif im.mode == "F" and arr.max() <= 1.0:
+        full = 1.0
+    else:
+        full = 255.0
+    return Image.fromarray(np.clip(np.round(arr * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """RGB; anything with transparency is composited on white (not black, which RGB conversion gives)."""
+    if im.mode.startswith("I") or im.mode == "F":
+        im = to_8bit(im)
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA"):

@@ -89,6 +89,7 @@ def save_diffusers(vectors: torch.Tensor, placeholder: str, path: str | os.PathL
     os.close(fd)
     try:
         save_file({placeholder: _k_by_d(vectors).contiguous().cpu()}, tmp)
+        checkpoint.as_created(tmp)   # mkstemp's 0600 would hide it from the group sharing the folder
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,326 +1,51 @@
 """One job: config -> concept and model -> invert -> sample -> score -> one result row.
 
 Hydra stops here: `run_job` takes the composed config (a DictConfig or a plain dict)
-and hands the engine plain values. The stages:
+and hands the engine plain values. What comes before execution lives beside this file:
+concept resolution (tinv.concepts), model loading (tinv.loading), the plan and the job's
+identity (tinv.plan), the weights check (tinv.preflight), the lock (tinv.joblock) and the
+attempts (tinv.attempts). The stages:
 
-1. identity: the job folder is named by a hash of the config (tinv.results); a folder
-   holding an "ok" row means the job is done, and its row is returned with no work.
-2. validation: concept folder, model, method fields and prompts are checked BEFORE the
-   job folder is made, so bad input raises InputError and leaves no row behind.
-3. the work, timed: invert (when the method learns; pivotal tuning and DDIM inversion
+1. identity: the job folder is named by a hash of the config, the weights and the
+   concept's files (tinv.plan); a folder holding an "ok" row means the job is done, and
+   its row is returned with no work.
+2. validation: weights (preflight, in seconds), concept folder, model, method fields,
+   prompts and the initializer are checked BEFORE the job folder is made, so bad input
+   raises InputError and leaves no row behind.
+3. one computation: the job's lock; a second process on the same job waits for the
+   first and returns its row.
+4. the work, timed: invert (when the method learns; pivotal tuning and DDIM inversion
    count here too), sample, evaluate. A failure here writes a row with status "failed".
    Under `hydra/launcher=packed` the inversion was done already, together with other
    jobs' (tinv/packing.py); the job takes its share and does the rest alone.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-import yaml
 
-from tinv import PACKAGE_DIR, prompts as P, results
-from tinv.prompts import EvalPrompt
+from tinv import joblock, preflight, prompts as P, results
+from tinv.attempts import Attempts, checkpoint_step
+from tinv.concepts import resolve_concept, training_images
+from tinv.errors import InputError
+from tinv.loading import choose_device, load_model, model_fingerprint, set_cpu_threads
+from tinv.plan import (PLACEHOLDER, Cell, Plan, _plain, check_initializer, concept_fingerprint, default_choices,
+                       effective_config, finished_row, job_location, make_plan, seeds)
+
+# Names tests and callers reach through tinv.job (the job's public face).
+__all__ = ["InputError", "default_choices", "job_location", "make_plan", "resolve_concept", "run_job"]
 
 log = logging.getLogger(__name__)
 
-PLACEHOLDER = "<S*>"
-CAPTION_FILES = ("captions.yaml", "captions.yml", "captions.json")
-
-
-class InputError(ValueError):
-    """Bad input found before any work: the message names it; no row is written."""
-
-
-# ----------------------------------------------------------------------------- concept
-@dataclass
-class Concept:
-    name: str
-    kind: str                      # object | style
-    folder: Path
-    initializer: str | None
-    captions: dict | None = None   # {"short": [...], "long": [...]}
-    attributes: dict | None = None  # toy world ground truth
-    prompts: list[dict] | None = None  # a concept's own prompt list (DreamBench live subjects)
-
-
-def _concept_path(path: str) -> Path:
-    """Absolute paths as given; relative ones against the tinv package (built-in toy
-    concepts ship there) when they exist there, else against the working directory."""
-    p = Path(str(path)).expanduser()
-    if p.is_absolute():
-        return p
-    return PACKAGE_DIR / p if (PACKAGE_DIR / p).exists() else p.resolve()
-
-
-def _read_captions(folder: Path) -> dict | None:
-    for name in CAPTION_FILES:
-        f = folder / name
-        if f.is_file():
-            try:
-                data = yaml.safe_load(f.read_text())   # YAML reads JSON too
-            except yaml.YAMLError as e:
-                raise InputError(f"captions file {str(f)!r} is not valid YAML/JSON: {e}") from e
-            if not isinstance(data, dict) or not set(data) & {"short", "long"}:
-                raise InputError(f"captions file {str(f)!r} must map 'short' and/or 'long' to "
-                                 "lists of captions")
-            return data
-    return None
-
-
-def read_dreambench(root: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """({subject: class}, {"object": [...], "live": [...]}) from prompts_and_classes.txt."""
-    f = root / "dataset" / "prompts_and_classes.txt"
-    if not f.is_file():
-        raise InputError(f"DreamBench root {str(root)!r} has no dataset/prompts_and_classes.txt; "
-                         "give concept.root=<a clone of github.com/google/dreambooth>")
-    classes, lists, current = {}, {"object": [], "live": []}, None
-    for line in f.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("Object Prompts"):
-            current = "object"
-        elif line.startswith("Live Subject Prompts"):
-            current = "live"
-        elif current and line.startswith("'"):
-            lists[current].append(line.split("'")[1].replace("{0} {1}", "{}"))
-        elif current is None and "," in line and line != "subject_name,class":
-            subject, cls = line.split(",", 1)
-            classes[subject.strip()] = cls.strip()
-    return classes, lists
-
-
-def resolve_concept(c: Mapping[str, Any]) -> Concept:
-    """The concept config as a Concept, or an InputError naming what is missing."""
-    c = dict(c)
-    prompts = None
-    if c.get("subject") is not None and "root" in c:          # DreamBench
-        if not c.get("root"):
-            raise InputError("concept=dreambench needs the dataset: concept.root=<clone of "
-                             "github.com/google/dreambooth> (or DREAMBENCH_ROOT)")
-        root = Path(str(c["root"])).expanduser()
-        classes, lists = read_dreambench(root)
-        subject = str(c["subject"])
-        if subject not in classes:
-            raise InputError(f"DreamBench has no subject {subject!r}; choose one of {sorted(classes)}")
-        cls = classes[subject]
-        c.setdefault("name", None)
-        c["name"] = c["name"] or f"dreambench_{subject}"
-        c["path"] = c.get("path") or str(root / "dataset" / subject)
-        c["initializer"] = c.get("initializer") or cls.split()[-1]
-        live = cls in ("dog", "cat")
-        if lists["live" if live else "object"]:
-            prompts = [{"text": t, "source": "dreambench"} for t in lists["live" if live else "object"]]
-    for key in ("path", "initializer"):
-        if c.get(key) in (None, "???"):
-            raise InputError(f"concept.{key} is required (e.g. concept=folder concept.path=/my/images "
-                             f"concept.initializer=cat)")
-    if c.get("kind", "object") not in ("object", "style"):
-        raise InputError(f"concept.kind={c.get('kind')!r}: use object or style")
-    folder = _concept_path(c["path"])
-    captions = c.get("captions") or (_read_captions(folder) if folder.is_dir() else None)
-    return Concept(name=c.get("name") or folder.name, kind=c.get("kind", "object"), folder=folder,
-                   initializer=str(c["initializer"]), captions=captions,
-                   attributes=c.get("attributes"), prompts=prompts)
-
-
-# ----------------------------------------------------------------------------- model
-def choose_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def set_cpu_threads(setting, device: str) -> int:
-    """Torch's CPU threads: an int, or "auto" = the cores no one else is using (>= 1).
-
-    On a shared machine this matters more than anything else: the toy model's many small
-    ops each end in a thread barrier, and with one of two cores busy elsewhere a 2-thread
-    forward pass measured 2.5 s where 1 thread took 9 ms.
-    """
-    if device.startswith("cuda") or setting in (None, "none"):
-        return torch.get_num_threads()
-    if setting == "auto":
-        import os
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        setting = max(1, cores - int(os.getloadavg()[0] + 0.5))
-    torch.set_num_threads(int(setting))
-    return int(setting)
-
-
-def _dtype(name: str, device: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() \
-            else torch.float32
-    return getattr(torch, name)
-
-
-def model_path(m: Mapping[str, Any]) -> str:
-    if m.get("path"):
-        return str(m["path"])
-    from tinv.toyworld import MODEL_DIR
-    return str(MODEL_DIR)
-
-
-def load_model(m: Mapping[str, Any], device: str):
-    """Parts for the model config: a hub id / folder, or "tiny:sd" / "tiny:ldm" for tests."""
-    from tinv import models
-    path = model_path(m)
-    if path.startswith("tiny:"):
-        build = {"sd": models.tiny_sd_parts, "ldm": models.tiny_ldm_parts}.get(path[5:])
-        if build is None:
-            raise InputError(f"model.path={path!r}: tiny models are tiny:sd and tiny:ldm")
-        return build(device=device)
-    try:
-        return models.load_parts(path, family=m.get("family"), device=device,
-                                 dtype=_dtype(m.get("dtype", "float32"), device))
-    except ValueError as e:
-        raise InputError(f"model {m.get('name')!r}: {e}") from e
-
-
-_FINGERPRINTS: dict[str, str] = {}
-
-
-def model_fingerprint(m: Mapping[str, Any]) -> str:
-    """Names the weights a job runs on: a hub id as it is, a local folder by the sha256 of its
-    weight and config files (so retrained toy weights never reuse old rows or samples, and a
-    fresh clone of the same weights finds the same job ids). Hashed once per process."""
-    path = model_path(m)
-    folder = Path(path)
-    if not folder.is_dir():
-        return path
-    files = sorted(f for f in folder.rglob("*") if f.suffix in (".safetensors", ".bin", ".json")
-                   and f.name != "training.json")
-    stamp = path + "|" + ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-    if stamp not in _FINGERPRINTS:
-        h = hashlib.sha256()
-        for f in files:
-            h.update(str(f.relative_to(folder)).encode() + b"\0" + f.read_bytes())
-        _FINGERPRINTS[stamp] = "sha256:" + h.hexdigest()[:16]
-    return _FINGERPRINTS[stamp]
-
-
-# ----------------------------------------------------------------------------- method
-def inversion_config(cfg: Mapping[str, Any], concept: Concept):
-    """InversionConfig = defaults < model.inversion (budget) < method.inversion (setup)."""
-    from tinv.inversion import InversionConfig
-    method = cfg["method"]
-    fields = {**dict(cfg["model"].get("inversion") or {}), **dict(method.get("inversion") or {})}
-    known = {f.name for f in dataclasses.fields(InversionConfig)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise InputError(f"method {method['name']!r}: unknown inversion field(s) {unknown}; "
-                         f"InversionConfig has {sorted(known)}")
-    fields.update(seed=int(cfg["seed"]), templates=concept.kind, placeholder=PLACEHOLDER,
-                  initializer_word=concept.initializer)
-    if method.get("progressive_fraction"):
-        steps = int(fields.get("steps", InversionConfig.steps))
-        fields["progressive_interval"] = max(1, round(float(method["progressive_fraction"]) * steps))
-    try:
-        return InversionConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"method {method['name']!r}: {e}") from e
-
-
-def pivotal_config(cfg: Mapping[str, Any], icfg, recon: EvalPrompt):
-    from tinv.pivotal import PivotalConfig
-    p = dict(cfg["method"]["pivotal"])
-    frac = p.pop("steps_fraction", None)
-    if frac is not None:
-        p["steps"] = max(1, round(float(frac) * icfg.steps))
-    p.setdefault("batch_size", icfg.batch_size)
-    try:
-        return PivotalConfig(**p, seed=icfg.seed, placeholder=icfg.placeholder, prompt=recon.template)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"method {cfg['method']['name']!r}: pivotal settings {p}: {e}") from e
-
-
-# ----------------------------------------------------------------------------- the plan
-@dataclass
-class Cell:
-    """One set of samples scored together: a prompt, or a prompt x caption."""
-    prompt: int                     # -1 = reconstruction, else index into the prompt list
-    caption: int | None             # index of the human caption, if any
-    text: str                       # what the model was asked
-    images: torch.Tensor | None = None   # [S, 3, H, W] in [0, 1]
-
-    @property
-    def key(self) -> str:
-        base = "reconstruction" if self.prompt < 0 else f"p{self.prompt:02d}"
-        return base if self.caption is None else f"{base}_c{self.caption}"
-
-
-@dataclass
-class Plan:
-    cfg: dict
-    concept: Concept
-    recon: EvalPrompt
-    prompts: list[EvalPrompt]
-    fillers: list[str | None]       # what replaces {}: [PLACEHOLDER], captions, or [""]
-    icfg: Any = None                # InversionConfig when the method learns
-    pcfg: Any = None                # PivotalConfig for pivotal tuning
-    choices: dict = field(default_factory=dict)
-
-    def cells(self) -> list[Cell]:
-        out = []
-        for p_i, p in enumerate([self.recon] + self.prompts):
-            for c_i, filler in enumerate(self.fillers):
-                text = p.fill(filler) if filler is not None else p.template
-                caption = c_i if self.cfg["method"].get("captions") else None
-                out.append(Cell(p_i - 1, caption, text))
-        return out
-
-
-def make_plan(cfg: dict, choices: dict) -> Plan:
-    """Everything checkable without the model; raises InputError."""
-    concept = resolve_concept(cfg["concept"])
-    method = cfg["method"]
-    if concept.prompts is not None and not cfg["eval"].get("prompt_set"):
-        cfg = {**cfg, "eval": {**cfg["eval"], "prompt_sets": {**cfg["eval"]["prompt_sets"],
-                                                             "dreambench": concept.prompts}}}
-    try:
-        prompts = P.eval_prompts(cfg, concept.kind)
-        recon = P.reconstruction_prompt(cfg, concept.kind)
-    except (ValueError, KeyError) as e:
-        raise InputError(str(e)) from e
-    if not prompts:
-        raise InputError(f"prompt list {P.prompt_set_name(cfg)!r} is empty")
-    if method.get("captions"):
-        which = method["captions"]
-        caps = (concept.captions or {}).get(which)
-        if not caps:
-            raise InputError(f"method {method['name']!r} needs {which} captions for concept "
-                             f"{concept.name!r}: add concept.captions.{which} (or a captions.yaml "
-                             f"in {str(concept.folder)!r})")
-        fillers = list(caps)
-    elif method.get("reference") == "prompt_only":
-        fillers = [""]
-    elif method.get("reference") == "image_only":
-        fillers = [None]
-    else:
-        fillers = [PLACEHOLDER]
-    plan = Plan(cfg, concept, recon, prompts, fillers, choices=choices)
-    if method.get("learns"):
-        plan.icfg = inversion_config(cfg, concept)
-        if method.get("pivotal"):
-            plan.pcfg = pivotal_config(cfg, plan.icfg, recon)
-    return plan
-
 
 # ----------------------------------------------------------------------------- stages
-def seeds(cfg: Mapping[str, Any]) -> list[int]:
-    """The same noise seeds for every setup, prompt and concept (section 5.1)."""
-    e = cfg["eval"]
-    return list(range(int(e["seed"]), int(e["seed"]) + int(e["num_samples"])))
-
-
 def generate(plan: Plan, parts, texts: list[str], progress: bool) -> list[torch.Tensor]:
     from tinv.sampling import sample
     e = plan.cfg["eval"]
@@ -352,50 +77,6 @@ def prompt_only_cached(plan: Plan, parts, texts: list[str], cache_dir: Path,
     return [(torch.load(files[t])["images"].float() + 0.5) / 255 for t in texts]
 
 
-def training_images(plan: Plan, parts, results_root: Path):
-    """The concept's images at the model's resolution; `train_images=N` keeps the first N.
-
-    A built-in toy concept asked for more images than it ships renders the extra ones the
-    way its own five were made (appendix B's set-size sweep goes to 25)."""
-    from tinv.data import ConceptError, load_concept_images
-    concept, n = plan.concept, plan.cfg.get("train_images")
-    crop = bool(getattr(plan.icfg, "center_crop", False))
-    try:
-        images = load_concept_images(concept.folder, parts.resolution, crop)
-        if n and n > len(images):
-            concept.folder = _render_toy_concept(concept, int(n), results_root, len(images))
-            images = load_concept_images(concept.folder, parts.resolution, crop)
-    except ConceptError as e:
-        raise InputError(f"concept {concept.name!r}: {e}") from e
-    if n:
-        if n < 1:
-            raise InputError(f"train_images={n}: give a count >= 1 (or null for all)")
-        images.pixels, images.paths = images.pixels[:n], images.paths[:n]
-    return images
-
-
-def _render_toy_concept(concept: Concept, n: int, results_root: Path, have: int) -> Path:
-    try:
-        from tinv.toyworld import concepts as toy
-        from tinv.toyworld.render import render
-    except ImportError:
-        toy = None
-    if toy is None or concept.name not in toy.CONCEPTS:
-        raise InputError(f"train_images={n} but concept {concept.name!r} has only {have} images "
-                         f"in {str(concept.folder)!r}")
-    folder = results_root / "_cache" / "toyworld_concepts" / f"{concept.name}-{n}"
-    if len(list(folder.glob("*.png"))) != n:
-        tmp = folder.with_name(folder.name + f".{time.time_ns()}.tmp")
-        tmp.mkdir(parents=True)
-        for i in range(n):   # seeds as tinv.toyworld.concepts.write: the first five match
-            render(toy.image_attributes(concept.name, i), seed=1000 + i).save(tmp / f"{i:02d}.png")
-        if folder.exists():
-            import shutil
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    return folder
-
-
 def pivotal_moved(before: float, after: float) -> float:
     """Relative fall of the fixed-batch loss over the pivotal stage (negative if it rose)."""
     return (before - after) / before if before and before == before else float("nan")
@@ -408,59 +89,81 @@ def export_embeddings(result, folder: Path) -> dict:
 
 
 def save_grids(cells: list[Cell], folder: Path) -> dict[str, Path]:
-    from torchvision.utils import save_image
+    """One PNG per cell: torchvision's grid (min(8, n) per row, 1 px padding) under a band
+    that prints the prompt; the band's height is in the PNG's `label_px` text (the gallery
+    cuts the tiles below it) and the prompt in its `prompt` text."""
+    from PIL.PngImagePlugin import PngInfo
+    from torchvision.utils import make_grid
     folder.mkdir(parents=True, exist_ok=True)
     grids = {}
     for c in cells:
         path = folder / f"{c.key}.png"
-        save_image(c.images, path, nrow=min(8, len(c.images)), padding=1)
+        grid = make_grid(c.images, nrow=min(8, len(c.images)), padding=1)
+        pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
+        image, band = labelled(pixels, c.text)
+        info = PngInfo()
+        info.add_text("prompt", c.text)
+        info.add_text("label_px", str(band))
+        image.save(path, pnginfo=info)
         grids[c.key] = path
     return grids
 
 
+def labelled(pixels, text: str):
+    """The image with `text` printed in a white band above it (wrapped to its width)."""
+    from PIL import Image, ImageDraw, ImageFont
+    grid = Image.fromarray(pixels)
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(grid)
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and measure.textlength(trial, font=font) > grid.width - 4:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    lines.append(line)
+    height = measure.textbbox((0, 0), "Ag", font=font)[3] + 2
+    band = height * len(lines) + 4
+    out = Image.new("RGB", (grid.width, grid.height + band), "white")
+    out.paste(grid, (0, band))
+    draw = ImageDraw.Draw(out)
+    for i, t in enumerate(lines):
+        draw.text((2, 2 + i * height), t, fill="black", font=font)
+    return out, band
+
+
 # ----------------------------------------------------------------------------- the job
-def _plain(cfg) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
-def default_choices(cfg: dict) -> dict:
-    return {"model": cfg["model"]["name"], "method": cfg["method"]["name"],
-            "concept": cfg["concept"].get("name"), "eval": cfg["eval"]["name"],
-            "logger": cfg["logger"]["name"]}
-
-
-def job_location(cfg: dict) -> tuple[str, Path]:
-    # The id hashes the resolved config AND the weights behind it: a fixed model.path or
-    # the shipped toy world, retrained in place, is a different job.
-    job_id = results.identity({**cfg, "_weights": model_fingerprint(cfg["model"])})
-    c = cfg["concept"]
-    concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
-        or Path(str(c.get("path") or "concept")).name
-    return job_id, results.job_folder(cfg["results_root"], cfg["sweep"], concept_name,
-                                      cfg["method"]["name"], job_id)
-
-
-def finished_row(folder: Path) -> dict | None:
-    """The job's row if it finished ("ok"): then the job is done and does no work."""
-    row = results.read_row(folder)
-    return row if row and row.get("status") == "ok" else None
-
-
 def run_job(cfg, choices: dict | None = None) -> dict:
     """Run (or find) one job and return its result row. InputError: nothing written."""
-    cfg = _plain(cfg)
-    start, t0 = results.now(), time.perf_counter()
+    cfg = effective_config(_plain(cfg))
     job_id, folder = job_location(cfg)
     done = finished_row(folder)
     if done:
         log.info("job %s is done already: %s", job_id, folder / results.ROW_NAME)
+        report(done)
         return done
     choices = {**default_choices(cfg), **(choices or {})}
+    preflight.check(cfg)            # every weight at hand, or one error (in seconds) and no job folder
     plan = make_plan(cfg, choices)
+    with joblock.hold(folder, job_id, on_beat=lambda: _RUNNING.get("attempts") and _RUNNING["attempts"].save()) \
+            as waited:
+        done = finished_row(folder)
+        if done:                    # computed meanwhile by the process we waited for
+            log.info("job %s was computed by %s: %s", job_id, "the process we waited for" if waited
+                     else "another process", folder / results.ROW_NAME)
+            report(done)
+            return done
+        return _run(cfg, choices, plan, job_id, folder)
+
+
+def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dict:
+    start, t0 = results.now(), time.perf_counter()
     device = choose_device(str(cfg.get("device", "auto")))
     log.info("torch CPU threads: %d", set_cpu_threads(cfg.get("cpu_threads", "auto"), device))
     parts = load_model(cfg["model"], device)
+    check_initializer(plan, parts.tokenizer)
     images = training_images(plan, parts, Path(cfg["results_root"]))
 
     from tinv.wandb_log import tracking
@@ -469,6 +172,8 @@ def run_job(cfg, choices: dict | None = None) -> dict:
            "sweep": cfg["sweep"], "choices": choices, "config": cfg,
            "folder": str(folder.resolve()), "timings": {}}
     log.info("job %s (%s on %s) -> %s", job_id, choices["method"], plan.concept.name, folder)
+    tries = Attempts(folder, job_id, row["timings"], plan.icfg.steps if plan.icfg else None)
+    _RUNNING.update(job_id=job_id, folder=folder, timings=row["timings"], plan=plan, attempts=tries)
     try:
         with tracking(cfg["logger"], folder, name=f"{plan.concept.name}-{choices['method']}",
                       group=cfg["sweep"], job_type=choices["method"],
@@ -485,15 +190,61 @@ def run_job(cfg, choices: dict | None = None) -> dict:
         row.update(status="failed", error=f"{type(e).__name__}: {e}",
                    traceback=traceback.format_exc(limit=20))
         row["timings"]["total_s"] = _total_s(row["timings"], t0)   # with the stages that finished
+        row["attempts"] = tries.close("failed")
         _write_row(row, folder, device, start)
+        _RUNNING.clear()
         raise
+    except KeyboardInterrupt:
+        tries.close("interrupted")    # no row: a rerun resumes; _RUNNING stays for interrupted()
+        raise
+    finally:
+        _RUNNING.pop("attempts", None)
+    row["attempts"] = tries.close("ok")
     _write_row(row, folder, device, start)
-    log.info("job %s: %s", job_id, {k: round(v, 4) for k, v in row["metrics"].items()})
+    _RUNNING.clear()
+    report(row)
     return row
 
 
+# ----------------------------------------------------------------------------- what a person reads
+_RUNNING: dict[str, Any] = {}     # the job in progress in this process, for interrupted()
+
+
+def interrupted() -> str:
+    """One line for Ctrl-C: where the job stopped and what a rerun does."""
+    if not _RUNNING:
+        return "interrupted before any job started; nothing was written"
+    job_id, folder, timings, plan = (_RUNNING[k] for k in ("job_id", "folder", "timings", "plan"))
+    stage = next((s for k, s in (("invert_s", "inverting"), ("sample_s", "sampling"), ("evaluate_s", "evaluating"))
+                  if k not in timings), "writing its row")
+    step = checkpoint_step(folder)
+    if plan.icfg is None:
+        saved = "a rerun of the same command starts it again"
+    elif step is None:
+        saved = (f"no inversion checkpoint yet (the first comes at step {plan.icfg.checkpoint_every}): "
+                 "a rerun of the same command starts it again")
+    else:
+        saved = (f"its inversion checkpoint holds step {step} of {plan.icfg.steps}: a rerun of the same "
+                 "command resumes from there")
+    return f"interrupted: job {job_id} stopped while {stage}; {saved} ({folder})"
+
+
+def report(row: dict) -> None:
+    """The end of a job: where it is, the headline metrics with their 95% intervals, and
+    what each one means."""
+    from tinv.metrics import MEANINGS
+    total = row.get("timings", {}).get("total_s")
+    log.info("job %s %s%s: %s", row["job_id"], row["status"], f" in {total:.1f} s" if total else "",
+             row["folder"])
+    width = max((len(k) for k in row.get("metrics", {})), default=0)
+    for name, value in row.get("metrics", {}).items():
+        lo, hi = row.get("metrics_ci", {}).get(name, (float("nan"), float("nan")))
+        log.info("  %-*s %.3f [%.3f, %.3f]  %s", width, name, value, lo, hi, MEANINGS.get(name, ""))
+
+
 def _write_row(row: dict, folder: Path, device: str, start: str) -> None:
-    row["provenance"] = results.provenance(device, start, weights=model_fingerprint(row["config"]["model"]))
+    row["provenance"] = {**results.provenance(device, start, weights=model_fingerprint(row["config"]["model"])),
+                         "concept_files": concept_fingerprint(row["config"]["concept"])}
     results.write_json_atomic(folder / results.ROW_NAME, row)
 
 

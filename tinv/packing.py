@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
-from tinv import job as J
-from tinv.cluster import check_pack
+from tinv import preflight
+from tinv.concepts import training_images
+from tinv.errors import InputError
+from tinv.loading import choose_device, load_model, set_cpu_threads
+from tinv.plan import PLACEHOLDER, check_initializer, finished_row, job_location, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,13 @@ _READY: dict[str, Packed] = {}
 
 def _key(folder: Path) -> str:
     return str(Path(folder).resolve())
+
+
+def check_pack(size: int) -> int:
+    """`hydra.launcher.pack` as an int, or a ValueError naming it (every launcher's check)."""
+    if int(size) < 1:
+        raise ValueError(f"hydra.launcher.pack must be >= 1, got {size}")
+    return int(size)
 
 
 def take(folder: Path) -> Packed | None:
@@ -94,10 +102,11 @@ def pack_key(cfg: dict) -> str | None:
     """Jobs with the same key can share one `invert_packed` call; None: the job runs alone
     (done already, does not learn, or bad input, which its own run then reports)."""
     try:
-        if J.finished_row(J.job_location(cfg)[1]):
+        if finished_row(job_location(cfg)[1]):
             return None
-        plan = J.make_plan(cfg, {})
-    except (J.InputError, KeyError, TypeError, ValueError):
+        plan = make_plan(cfg, {})
+        preflight.check(cfg)
+    except (InputError, KeyError, TypeError, ValueError):
         return None
     if plan.icfg is None:
         return None
@@ -129,12 +138,12 @@ def schedule(cfgs: list[dict], pack: int) -> list[list[int]]:
 
 # ----------------------------------------------------------------------------- the inversion
 def packed_name(i: int) -> str:
-    return f"<{J.PLACEHOLDER.strip('<>')}{i}>"
+    return f"<{PLACEHOLDER.strip('<>')}{i}>"
 
 
 def renamed(result, i: int, icfg):
     """Set i's result as if it had been trained under the job's own placeholder."""
-    old, new = packed_name(i)[:-1], J.PLACEHOLDER[:-1]          # "<S*3" -> "<S*" (and "<S*3-img0>")
+    old, new = packed_name(i)[:-1], PLACEHOLDER[:-1]          # "<S*3" -> "<S*" (and "<S*3-img0>")
     embeds = {name.replace(old, new, 1): v for name, v in result.embeds.items()}
     return dataclasses.replace(result, embeds=embeds, config=dataclasses.asdict(icfg), token_ids={})
 
@@ -142,6 +151,8 @@ def renamed(result, i: int, icfg):
 def adopt(parts, packed: Packed):
     """Put the packed job's learned words into this job's freshly loaded model, as `invert`
     leaves them (same tokens, same order), and return its InversionResult."""
+    import torch
+
     from tinv.pseudo_words import set_vectors
     with torch.random.fork_rng(devices=[]):     # set_vectors draws a throwaway random init
         words = [set_vectors(parts, name, vec) for name, vec in packed.result.embeds.items()]
@@ -184,16 +195,18 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
     from tinv.inversion import invert_packed
     plans, ids, folders = [], [], []
     for cfg in cfgs:
-        job_id, folder = J.job_location(cfg)
-        plans.append(J.make_plan(cfg, {}))
+        job_id, folder = job_location(cfg)
+        plans.append(make_plan(cfg, {}))
         ids.append(job_id)
         folders.append(_key(folder))
     first = cfgs[0]
-    device = J.choose_device(str(first.get("device", "auto")))
-    J.set_cpu_threads(first.get("cpu_threads", "auto"), device)
-    parts = J.load_model(first["model"], device)
+    device = choose_device(str(first.get("device", "auto")))
+    set_cpu_threads(first.get("cpu_threads", "auto"), device)
+    parts = load_model(first["model"], device)
+    for plan in plans:
+        check_initializer(plan, parts.tokenizer)
     root = Path(first["results_root"])
-    sets = [(J.training_images(p, parts, root), dataclasses.replace(p.icfg, placeholder=packed_name(i)))
+    sets = [(training_images(p, parts, root), dataclasses.replace(p.icfg, placeholder=packed_name(i)))
             for i, p in enumerate(plans)]
     ckpt = root / first["sweep"] / "_packed" / hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
     log.info("packed inversion of %d jobs (%s) -> %s", len(ids), ", ".join(ids), ckpt)

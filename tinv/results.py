@@ -17,7 +17,7 @@ import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 SCHEMA = 1
 ROW_NAME = "result.json"
@@ -41,6 +41,25 @@ def job_folder(results_root: str | os.PathLike, sweep: str, concept: str, method
     return Path(results_root) / sweep / f"{concept}-{method}-{job_id}"
 
 
+def _umask() -> int:
+    try:   # Linux states it; reading it elsewhere means setting it, briefly
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_created(tmp: str | os.PathLike) -> None:
+    """Give a temp file the mode a plainly created file gets (0666 less the umask): mkstemp
+    makes it 0600, which would leave rows and embeddings unreadable to the group sharing
+    a results folder."""
+    os.chmod(tmp, 0o666 & ~_umask())
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON to a temp file in the same folder, then rename: readers never see half a row."""
     path = Path(path)
@@ -51,6 +70,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
             json.dump(obj, f, indent=1, allow_nan=True, default=str)
             f.flush()
             os.fsync(f.fileno())
+        as_created(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -101,10 +121,22 @@ def device_name(device: str) -> str:
            f"{torch.get_num_threads()} threads)"
 
 
-def slurm() -> dict:
-    """SLURM job id and attempt, as tinv.cluster reads them (nulls outside SLURM)."""
-    from tinv.cluster import slurm_provenance
-    return slurm_provenance()
+def slurm_provenance(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """SLURM identity of the running job, for the result row's `provenance`.
+
+    `slurm_job_id` is the array form `<array job>_<task>` when the job is an array task
+    (what squeue/sacct show), else the plain job id; None outside SLURM.
+    `slurm_attempt` counts runs of this job: 1 for the first, 2 after one requeue
+    (preemption or timeout), ... (SLURM_RESTART_COUNT + 1); None outside SLURM.
+    """
+    env = os.environ if env is None else env
+    job_id = env.get("SLURM_JOB_ID")
+    if not job_id:
+        return {"slurm_job_id": None, "slurm_attempt": None}
+    array_job, array_task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        job_id = f"{array_job}_{array_task}"
+    return {"slurm_job_id": job_id, "slurm_attempt": int(env.get("SLURM_RESTART_COUNT") or 0) + 1}
 
 
 def now() -> str:
@@ -113,4 +145,4 @@ def now() -> str:
 
 def provenance(device: str, start: str, weights: str | None = None) -> dict:
     return {**git_state(), "versions": versions(), "device": device_name(device), "weights": weights,
-            "host": socket.gethostname(), **slurm(), "start": start, "end": now()}
+            "host": socket.gethostname(), **slurm_provenance(), "start": start, "end": now()}

@@ -33,9 +33,12 @@ MODEL = (["model=toyworld"] if TOY else
 FAST = MODEL + ["eval=fast", "eval.steps=2", "logger=none", "model.inversion.steps=3", "progress=false"]
 
 
-def run_cli(args: list[str], runs: Path, tmp_home: Path | None = None, timeout: int = 900):
-    """`python run.py ARGS` with results under `runs` and HOME in a temp folder."""
-    env = {**os.environ, "TINV_RUNS": str(runs), "HYDRA_FULL_ERROR": "0"}
+def run_cli(args: list[str], runs: Path, tmp_home: Path | None = None, timeout: int = 900,
+            env: dict[str, str | None] | None = None):
+    """`python run.py ARGS` with results under `runs` and HOME in a temp folder; `env`
+    sets (or, with None, removes) environment variables."""
+    env = {**os.environ, "TINV_RUNS": str(runs), "HYDRA_FULL_ERROR": "0", **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     if tmp_home is not None:
         env["HOME"] = str(tmp_home)
     return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, env=env,
@@ -55,3 +58,13 @@ def sweep_name(proc: subprocess.CompletedProcess) -> str:
 @pytest.fixture
 def runs(tmp_path) -> Path:
     return tmp_path / "runs"
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def job_folders(runs: Path, sweep: str = "default") -> list[Path]:
+    """Job folders under the sweep (Hydra's own _hydra logs are not one)."""
+    folder = runs / sweep
+    return [p for p in folder.iterdir() if p.is_dir() and p.name != "_hydra"] if folder.is_dir() else []

@@ -5,3 +5,16 @@ Metric names in a result row: reconstruction_clip, editability_clip_meanemb (the
 editability_clip_persample (the public code), reconstruction_dino, reconstruction_oracle,
 editability_oracle.
 """
+
+TINY_CLIP = "tinv-tiny-clip"   # a random-weight open_clip config for tests (no download)
+
+# One line per metric for the end of a job (run.py) and for readers of a row; higher is
+# better for every one of them.
+MEANINGS = {
+    "reconstruction_clip": 'CLIP image similarity of "A photo of S*" samples to the training images',
+    "editability_clip_meanemb": "CLIP similarity of the mean sample to its prompt with S* deleted (the paper's)",
+    "editability_clip_persample": "the same, averaged per sample (the authors' public code)",
+    "reconstruction_dino": 'DINO image similarity of "A photo of S*" samples to the training images',
+    "reconstruction_oracle": "share of the concept's attributes (unnamed ones too) the oracle finds in its samples",
+    "editability_oracle": "share of the attributes each prompt asks for that the oracle finds",
+}

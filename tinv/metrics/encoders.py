@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import to_pil_image
 
-TINY_CLIP = "tinv-tiny-clip"   # a random-weight open_clip config for tests (no download)
+from tinv.metrics import TINY_CLIP
+
 _TINY_CLIP_CFG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
@@ -92,10 +93,14 @@ class ClipEncoder:
 class DinoEncoder:
     """DINO ViT-S/16 CLS features (timm), the image similarity DreamBooth prefers to CLIP's."""
 
-    def __init__(self, name: str = "vit_small_patch16_224.dino", pretrained: bool = True,
+    def __init__(self, name: str = "vit_small_patch16_224.dino", pretrained: bool | str = True,
                  device: str = "cpu"):
+        """pretrained: True (timm's weights, from the hub or its cache), False, or a local
+        weights file (a machine without the hub)."""
         import timm
-        self.model = timm.create_model(name, pretrained=pretrained, num_classes=0).to(device).eval()
+        local = {"pretrained_cfg_overlay": {"file": str(pretrained)}} if isinstance(pretrained, str) else {}
+        self.model = timm.create_model(name, pretrained=bool(pretrained), num_classes=0,
+                                       **local).to(device).eval()
         cfg = timm.data.resolve_model_data_config(self.model)
         self.transform = timm.data.create_transform(**cfg, is_training=False)
         self.device, self.name = device, name

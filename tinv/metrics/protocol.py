@@ -1,7 +1,7 @@
 """A job's samples -> its metrics: the evaluation protocol of section 5.1 (docs/harness.md).
 
-`evaluate(plan, cells, train, device)` takes the job plan (tinv.job.Plan: config, concept,
-prompts) and its cells (tinv.job.Cell: a prompt or prompt x caption with its samples) and
+`evaluate(plan, cells, train, device)` takes the job plan (tinv.plan.Plan: config, concept,
+prompts) and its cells (tinv.plan.Cell: a prompt or prompt x caption with its samples) and
 returns the row's `metrics`, `metrics_ci`, `scores` and `per_prompt`.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
     put("editability_clip_meanemb", edit["meanemb"])
     put("editability_clip_persample", edit["persample"])
     if m.get("dino"):
-        dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], bool(e["dino"]["pretrained"]),
+        dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], _dino_weights(e["dino"]["pretrained"]),
                                device)
         put("reconstruction_dino", S.reconstruction(
             [S.pair_matrix(embed(dino, train), embed(dino, c.images), exclude_self) for c in rec_cells],
@@ -63,6 +63,12 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
                                  "n": int(sum(len(c.images) for c in rec_cells)),
                                  **{k: v for k, v in out["metrics"].items() if k.startswith("reconstruction")}})
     return out
+
+
+def _dino_weights(pretrained) -> bool | str:
+    """A local weights file as it is; anything else says whether to load timm's weights."""
+    return pretrained if isinstance(pretrained, str) and pretrained.lower() not in ("true", "false") \
+        else bool(pretrained)
 
 
 def per_prompt(plan, edit_cells: list, edit: dict, oracle_cells: dict) -> list[dict]:

@@ -112,17 +112,19 @@ def evaluator_gate(n: int = 1000) -> dict[str, float]:
 
 def default_inversion(concept: str, **overrides):
     """The InversionConfig of `python run.py concept=<concept>` (the toy world, method
-    single_word): conf/ composed by Hydra and merged by `tinv.job.inversion_config`, as a
+    single_word): conf/ composed by Hydra and merged by `tinv.plan.inversion_config`, as a
     job does; `overrides` replace single fields."""
     import dataclasses
 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from tinv import PACKAGE_DIR, job
+    from tinv import PACKAGE_DIR
+    from tinv.concepts import resolve_concept
+    from tinv.plan import inversion_config
     with initialize_config_dir(config_dir=str(Path(PACKAGE_DIR).parent / "conf"), version_base="1.3"):
         cfg = OmegaConf.to_container(compose("config", overrides=[f"concept={concept}"]), resolve=True)
-    return dataclasses.replace(job.inversion_config(cfg, job.resolve_concept(cfg["concept"])), **overrides)
+    return dataclasses.replace(inversion_config(cfg, resolve_concept(cfg["concept"])), **overrides)
 
 
 def concept_docs(concepts) -> dict[str, dict]:

@@ -1,0 +1,222 @@
+"""The plan: everything a job will do, checked without the model (concept, method,
+prompts, cells, seeds), and where the job lands (its id and folder)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from tinv import prompts as P, results
+from tinv.concepts import Concept, resolve_concept
+from tinv.errors import InputError
+from tinv.loading import model_fingerprint
+from tinv.prompts import EvalPrompt
+
+if TYPE_CHECKING:
+    import torch
+
+PLACEHOLDER = "<S*>"
+
+
+# ----------------------------------------------------------------------------- method
+def inversion_config(cfg: Mapping[str, Any], concept: Concept):
+    """InversionConfig = defaults < model.inversion (budget) < method.inversion (setup)."""
+    from tinv.inversion import InversionConfig
+    method = cfg["method"]
+    fields = {**dict(cfg["model"].get("inversion") or {}), **dict(method.get("inversion") or {})}
+    known = {f.name for f in dataclasses.fields(InversionConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InputError(f"method {method['name']!r}: unknown inversion field(s) {unknown}; "
+                         f"InversionConfig has {sorted(known)}")
+    fields.update(seed=int(cfg["seed"]), templates=concept.kind, placeholder=PLACEHOLDER,
+                  initializer_word=concept.initializer)
+    if method.get("progressive_fraction"):
+        steps = int(fields.get("steps", InversionConfig.steps))
+        fields["progressive_interval"] = max(1, round(float(method["progressive_fraction"]) * steps))
+    try:
+        return InversionConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"method {method['name']!r}: {e}") from e
+
+
+def pivotal_config(cfg: Mapping[str, Any], icfg, recon: EvalPrompt):
+    from tinv.pivotal import PivotalConfig
+    p = dict(cfg["method"]["pivotal"])
+    frac = p.pop("steps_fraction", None)
+    if frac is not None:
+        p["steps"] = max(1, round(float(frac) * icfg.steps))
+    p.setdefault("batch_size", icfg.batch_size)
+    try:
+        return PivotalConfig(**p, seed=icfg.seed, placeholder=icfg.placeholder, prompt=recon.template)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"method {cfg['method']['name']!r}: pivotal settings {p}: {e}") from e
+
+
+# ----------------------------------------------------------------------------- the plan
+@dataclass
+class Cell:
+    """One set of samples scored together: a prompt, or a prompt x caption."""
+    prompt: int                     # -1 = reconstruction, else index into the prompt list
+    caption: int | None             # index of the human caption, if any
+    text: str                       # what the model was asked
+    images: torch.Tensor | None = None   # [S, 3, H, W] in [0, 1]
+
+    @property
+    def key(self) -> str:
+        base = "reconstruction" if self.prompt < 0 else f"p{self.prompt:02d}"
+        return base if self.caption is None else f"{base}_c{self.caption}"
+
+
+@dataclass
+class Plan:
+    cfg: dict
+    concept: Concept
+    recon: EvalPrompt
+    prompts: list[EvalPrompt]
+    fillers: list[str | None]       # what replaces {}: [PLACEHOLDER], captions, or [""]
+    icfg: Any = None                # InversionConfig when the method learns
+    pcfg: Any = None                # PivotalConfig for pivotal tuning
+    choices: dict = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        out = []
+        for p_i, p in enumerate([self.recon] + self.prompts):
+            for c_i, filler in enumerate(self.fillers):
+                text = p.fill(filler) if filler is not None else p.template
+                caption = c_i if self.cfg["method"].get("captions") else None
+                out.append(Cell(p_i - 1, caption, text))
+        return out
+
+
+def make_plan(cfg: dict, choices: dict) -> Plan:
+    """Everything checkable without the model; raises InputError."""
+    concept = resolve_concept(cfg["concept"])
+    method = cfg["method"]
+    if concept.prompts is not None and not cfg["eval"].get("prompt_set"):
+        cfg = {**cfg, "eval": {**cfg["eval"], "prompt_sets": {**cfg["eval"]["prompt_sets"],
+                                                             "dreambench": concept.prompts}}}
+    try:
+        prompts = P.eval_prompts(cfg, concept.kind)
+        recon = P.reconstruction_prompt(cfg, concept.kind)
+    except (ValueError, KeyError) as e:
+        raise InputError(str(e)) from e
+    if not prompts:
+        raise InputError(f"prompt list {P.prompt_set_name(cfg)!r} is empty")
+    if method.get("captions"):
+        which = method["captions"]
+        caps = (concept.captions or {}).get(which)
+        if not caps:
+            raise InputError(f"method {method['name']!r} needs {which} captions for concept "
+                             f"{concept.name!r}: add concept.captions.{which} (or a captions.yaml "
+                             f"in {str(concept.folder)!r})")
+        fillers = list(caps)
+    elif method.get("reference") == "prompt_only":
+        fillers = [""]
+    elif method.get("reference") == "image_only":
+        fillers = [None]
+    else:
+        fillers = [PLACEHOLDER]
+    plan = Plan(cfg, concept, recon, prompts, fillers, choices=choices)
+    if method.get("learns"):
+        plan.icfg = inversion_config(cfg, concept)
+        if method.get("pivotal"):
+            plan.pcfg = pivotal_config(cfg, plan.icfg, recon)
+    return plan
+
+
+def check_initializer(plan: Plan, tokenizer) -> None:
+    """The initializer word must be ONE token the model knows: a word the tokenizer splits
+    would start the learned vector from a fragment, and one it reads as [UNK] (LDM-BERT's
+    vocabulary) from the unknown-word vector. Needs the model's tokenizer, so it runs right
+    after loading, still before the job folder exists."""
+    icfg = plan.icfg
+    if icfg is None or icfg.init != "word" or not icfg.initializer_word:
+        return
+    word = icfg.initializer_word
+    ids = tokenizer(word, add_special_tokens=False).input_ids
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    if len(ids) != 1:
+        raise InputError(f"concept.initializer={word!r} is {len(ids)} tokens {pieces} for this model's "
+                         "tokenizer; give one word that is a single token (e.g. the last word)")
+    if tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id:
+        raise InputError(f"concept.initializer={word!r} is not in this model's vocabulary (its tokenizer "
+                         f"reads it as {tokenizer.unk_token}); give a word the model knows")
+
+
+# ----------------------------------------------------------------------------- seeds
+def seeds(cfg: Mapping[str, Any]) -> list[int]:
+    """The same noise seeds for every setup, prompt and concept (section 5.1)."""
+    e = cfg["eval"]
+    return list(range(int(e["seed"]), int(e["seed"]) + int(e["num_samples"])))
+
+
+# ----------------------------------------------------------------------------- where the job lands
+def _plain(cfg) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def default_choices(cfg: dict) -> dict:
+    return {"model": cfg["model"]["name"], "method": cfg["method"]["name"],
+            "concept": cfg["concept"].get("name"), "eval": cfg["eval"]["name"],
+            "logger": cfg["logger"]["name"]}
+
+
+def effective_config(cfg: dict) -> dict:
+    """The config as the job will run it: evaluator settings a model does not use are
+    replaced by what it does use (the toy world scores with its own CLIP, not eval.clip;
+    a model with `dino: false` computes no DINO), so the row says what was used and those
+    settings do not split one job into several ids. Idempotent."""
+    e, m = dict(cfg["eval"]), cfg["model"]
+    if m.get("evaluator") == "toyworld":
+        e["clip"] = {"model": "toyworld", "pretrained": "tinv/toyworld/weights/evaluator"}
+    if not m.get("dino"):
+        e["dino"] = None
+    return {**cfg, "eval": e}
+
+
+_CONCEPT_PRINTS: dict[str, str] = {}
+
+
+def concept_fingerprint(c: Mapping[str, Any]) -> str | None:
+    """The sha256 of what the job reads from its concept folder: every file's name and bytes
+    (images and captions), so replacing the images in place is a new job. None when the
+    folder cannot be found (validation then names the problem). Hashed once per process
+    per (path, sizes, modification times)."""
+    try:
+        folder = resolve_concept(c).folder
+    except (InputError, KeyError, TypeError, ValueError):
+        return None
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    stamp = str(folder) + "|" + ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    if stamp not in _CONCEPT_PRINTS:
+        h = hashlib.sha256()
+        for p in files:
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        _CONCEPT_PRINTS[stamp] = "sha256:" + h.hexdigest()[:16]
+    return _CONCEPT_PRINTS[stamp]
+
+
+def job_location(cfg: dict) -> tuple[str, Path]:
+    # The id hashes the resolved config AND what the job reads: the weights (a fixed
+    # model.path or the shipped toy world, retrained in place, is a different job) and
+    # the concept's files (new images in the same folder are a different job).
+    cfg = effective_config(cfg)
+    job_id = results.identity({**cfg, "_weights": model_fingerprint(cfg["model"]),
+                               "_concept": concept_fingerprint(cfg["concept"])})
+    c = cfg["concept"]
+    concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
+        or Path(str(c.get("path") or "concept")).name
+    return job_id, results.job_folder(cfg["results_root"], cfg["sweep"], concept_name,
+                                      cfg["method"]["name"], job_id)
+
+
+def finished_row(folder: Path) -> dict | None:
+    """The job's row if it finished ("ok"): then the job is done and does no work."""
+    row = results.read_row(folder)
+    return row if row and row.get("status") == "ok" else None
