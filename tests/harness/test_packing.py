@@ -15,7 +15,10 @@ from .test_run import check_row
 
 # Three learning jobs (per-image tokens: the renaming of <S*3-img0> back to <S*-img0>) and
 # one that learns nothing; with pack=2 the learners form a packed pair and a job alone.
-SWEEP = ["-m", "method=single_word,per_image_tokens,progressive,image_only", "concept=red_star", *FAST]
+# One torch thread in both sweeps: `cpu_threads=auto` follows the load average, and two
+# thread counts sum floats in two orders (1.4e-4 apart on a busy machine).
+SWEEP = ["-m", "method=single_word,per_image_tokens,progressive,image_only", "concept=red_star", *FAST,
+         "cpu_threads=1"]
 PACKED = ["hydra/launcher=packed", "hydra.launcher.pack=2"]
 PACKED_KEYS = {"packed_invert_s", "packed_with"}
 # Embeddings: the packed UNet batch sums in another order; a few float32 ulps after 3 Adam
