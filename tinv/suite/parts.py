@@ -228,7 +228,7 @@ def pretrain(a) -> dict:
 
     from tinv.models import tiny_clip_tokenizer
     from tinv.toyworld import attributes, captions, nets
-    from tinv.toyworld.pretrain import Joint, _encode
+    from tinv.toyworld.pretrain import Joint, _encode, joint_step
 
     device = _device(a.quick)
     if device == "cuda":
@@ -260,14 +260,7 @@ def pretrain(a) -> dict:
         cap = torch.where(drop[:, None], empty.expand(batch, -1), cap)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g, device=device)
         noise = torch.randn(z.shape, generator=g, device=device)
-        pred = joint.unet(sched.add_noise(z, noise, t), t, _encode(joint.text, cap)).sample
-        loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * min_snr[t]).mean()
-        joint.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(joint.params, 1.0)
-        joint.opt.step()
-        joint.step += 1
-        joint.update_ema()
+        loss = joint_step(joint, sched, z, noise, t, _encode(joint.text, cap), min_snr)
         loss.item()   # train_joint reads the loss every step (progress bar): a sync, as there
 
     rates = {}

@@ -373,6 +373,19 @@ class Compounds:
             text_encoder.set_input_embeddings(table)
 
 
+def joint_step(joint: Joint, sched, z, noise, t, cond, min_snr) -> torch.Tensor:
+    """One optimizer step of the min-SNR-weighted epsilon loss, then the EMA; returns the loss."""
+    pred = joint.unet(sched.add_noise(z, noise, t), t, cond).sample
+    loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * min_snr[t]).mean()
+    joint.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(joint.params, 1.0)
+    joint.opt.step()
+    joint.step += 1
+    joint.update_ema()
+    return loss
+
+
 def train_joint(joint: Joint, lat_mean, lat_std, ids, empty_ids, sched, steps: int, batch: int, seed: int,
                 on_export, export_every: int, ckpt_path: Path, ckpt_every: int = 200,
                 offset_noise: float = 0.0, offset_from: int = 0,
@@ -408,15 +421,7 @@ def train_joint(joint: Joint, lat_mean, lat_std, ids, empty_ids, sched, steps: i
             cond = compounds.encode(joint.text, cap, b, ~drop, np.random.default_rng([seed, joint.step]))
         else:
             cond = _encode(joint.text, cap)
-        pred = joint.unet(sched.add_noise(z, noise, t), t, cond).sample
-        loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
-        loss = (loss * min_snr[t]).mean()
-        joint.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(joint.params, 1.0)
-        joint.opt.step()
-        joint.step += 1
-        joint.update_ema()
+        loss = joint_step(joint, sched, z, noise, t, cond, min_snr)
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)   # the bar redraws at its own interval
         if joint.step % ckpt_every == 0 or joint.step == steps:
             torch.save(joint.state(), ckpt_path.with_suffix(".tmp"))
