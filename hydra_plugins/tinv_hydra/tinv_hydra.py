@@ -79,11 +79,13 @@ class TinvSweeper(BasicSweeper):
             returns.extend(out)
             return out
         self.launcher.launch = launch_and_keep
-        try:
-            return super().sweep([expand_all(a) for a in arguments])
-        finally:
-            print(sweep_summary(returns, len(returns), str(self.config.results_root), str(self.config.sweep)),
-                  file=sys.stderr)
+        # A sweep whose jobs failed ends in the launcher's own summary (tinv.sweep_watch: which
+        # failed, why, and the command that reruns them) and exits there; this one is for the
+        # sweep that got through, so it is printed only then.
+        out = super().sweep([expand_all(a) for a in arguments])
+        print(sweep_summary(returns, len(returns), str(self.config.results_root), str(self.config.sweep)),
+              file=sys.stderr)
+        return out
 
 
 # Overrides that say how a job runs, not what it computes (tinv.results.NON_IDENTITY_KEYS):
