@@ -236,10 +236,12 @@ def report(row: dict) -> None:
     total = row.get("timings", {}).get("total_s")
     log.info("job %s %s%s: %s", row["job_id"], row["status"], f" in {total:.1f} s" if total else "",
              row["folder"])
-    width = max((len(k) for k in row.get("metrics", {})), default=0)
-    for name, value in row.get("metrics", {}).items():
-        lo, hi = row.get("metrics_ci", {}).get(name, (float("nan"), float("nan")))
-        log.info("  %-*s %.3f [%.3f, %.3f]  %s", width, name, value, lo, hi, MEANINGS.get(name, ""))
+    shown = {k: v for k, v in row.get("metrics", {}).items() if k in MEANINGS}
+    width = max(map(len, shown), default=0)
+    for name, value in shown.items():
+        ci = row.get("metrics_ci", {}).get(name)
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        log.info("  %-*s %.3f%s  %s", width, name, value, interval, MEANINGS[name])
 
 
 def _write_row(row: dict, folder: Path, device: str, start: str) -> None:
@@ -333,8 +335,9 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
     from tinv.metrics.protocol import evaluate
     scored = evaluate(plan, cells, train01, device)
     if "embedding_norm" in training:   # where the word went, beside what it draws
-        scored["metrics"].update(embedding_norm=training["embedding_norm"],
-                                 embedding_dist_init=training["embedding_dist_init"])
+        for name in ("embedding_norm", "embedding_dist_init"):
+            # one inversion, no sample to resample: no interval (across seeds, run seeds)
+            scored["metrics"][name], scored["metrics_ci"][name] = training[name], None
     timings["evaluate_s"] = time.perf_counter() - t
     tracker.log_table(scored["per_prompt"])
     return {**scored, "artifacts": artifacts, "training": training,
