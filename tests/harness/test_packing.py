@@ -77,5 +77,6 @@ def test_packed_sweep_matches_unpacked_and_reruns_do_nothing(runs):
     again = run_cli([*SWEEP, "sweep=packed", *PACKED], runs)
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stdout + again.stderr
-    assert "packed inversion" not in log and log.count("done already") == 4
+    assert "packed inversion" not in log and log.count("is done already") == 4
+    assert "4 jobs: 0 ok, 0 failed, 4 done already" in log     # the sweep's own summary
     assert by_method(runs, "packed") == before
