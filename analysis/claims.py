@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 
 from analysis import protocol, style  # noqa: E402
 from analysis.effects import REFERENCE, concept_pairs, format_effect, has_metric  # noqa: E402
-from analysis.table import (N_BOOT, SEED, SETUP_COLUMN, atomic_write_text, fail, load_results,  # noqa: E402
+from analysis.table import (add_row_options, N_BOOT, SEED, SETUP_COLUMN, atomic_write_text, fail, load_results,  # noqa: E402
                             paired_bootstrap, short_name, where)
 
 HIGHER, LOWER, COMPARABLE, NO_GAIN = "higher", "lower", "comparable", "no gain"
@@ -210,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Decide the paper's claims from a results table.")
     ap.add_argument("csv", help="results table from analysis/collect.py")
     ap.add_argument("-o", "--out", required=True, help="markdown file to write")
-    ap.add_argument("--n-boot", type=int, default=N_BOOT)
-    ap.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
-                    help="keep only these rows, e.g. concept.kind=object eval=paper")
+    add_row_options(ap)
     args = ap.parse_args(argv)
     try:
         df = where(load_results(args.csv), args.where)

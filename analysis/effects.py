@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import protocol, style  # noqa: E402
-from analysis.table import (CONCEPT_COLUMN, N_BOOT, SEED, SETUP_COLUMN, Pair, atomic_write_text,  # noqa: E402
+from analysis.table import (add_row_options, CONCEPT_COLUMN, N_BOOT, SEED, SETUP_COLUMN, Pair, atomic_write_text,  # noqa: E402
                             fail, load_results, paired_bootstrap, save_figure, short_name, where)
 
 REFERENCE = "single_word"
@@ -172,9 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", nargs="+", help=f"default: those of {list(FOREST_METRICS)} the table has")
     ap.add_argument("--table", help="also write the effects (every metric, every setup) to this CSV")
     ap.add_argument("--references", action="store_true", help="draw image-only and prompt-only too")
-    ap.add_argument("--n-boot", type=int, default=N_BOOT)
-    ap.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
-                    help="keep only these rows, e.g. concept.kind=object eval=paper")
+    add_row_options(ap)
     args = ap.parse_args(argv)
     try:
         df = where(load_results(args.csv), args.where)

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import protocol, style  # noqa: E402
-from analysis.table import (AXIS_LABELS, N_BOOT, SETUP_COLUMN, fail, load_results, metric_pair,  # noqa: E402
+from analysis.table import (add_row_options, AXIS_LABELS, N_BOOT, SETUP_COLUMN, fail, load_results, metric_pair,  # noqa: E402
                             require_metrics, save_figure, summarize, where)
 
 
@@ -134,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--editability", choices=["meanemb", "persample"], default="meanemb",
                     help="meanemb: the paper's cosine of the mean image embedding; persample: the public code's mean cosine")
     ap.add_argument("--family", choices=["clip", "dino", "oracle"], default="clip")
-    ap.add_argument("--n-boot", type=int, default=N_BOOT)
-    ap.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
-                    help="keep only these rows, e.g. eval.guidance=5 model=toyworld")
+    add_row_options(ap, "eval.guidance=5 model=toyworld")
     ap.add_argument("--x", choices=["editability", "reconstruction"], default=PAPER_X,
                     help="the metric on the x axis (default: editability, as the paper's Figure 10(a))")
     args = ap.parse_args(argv)

@@ -97,6 +97,13 @@ def load_results(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def add_row_options(ap, example: str = "concept.kind=object eval=paper") -> None:
+    """The options every table reader shares: --n-boot and --where (rows to keep)."""
+    ap.add_argument("--n-boot", type=int, default=N_BOOT)
+    ap.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
+                    help=f"keep only these rows, e.g. {example}")
+
+
 def where(df: pd.DataFrame, conditions=()) -> pd.DataFrame:
     """Rows matching every `column=value` (e.g. eval.guidance=5.0, model=toyworld); a value
     compares as text, so 5 matches 5.0 only when written as the table writes it."""

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import protocol, style  # noqa: E402
-from analysis.table import (AXIS_LABELS, CONCEPT_COLUMN, N_BOOT, SETUP_COLUMN, fail, load_results,  # noqa: E402
+from analysis.table import (add_row_options, AXIS_LABELS, CONCEPT_COLUMN, N_BOOT, SETUP_COLUMN, fail, load_results,  # noqa: E402
                             require_metrics, save_figure, summarize, where)
 
 
@@ -92,9 +92,7 @@ def versus_main(argv, plot, description: str, x_help: str, default_setups) -> in
     ap.add_argument("--setups", nargs="+", default=list(default_setups))
     ap.add_argument("--family", choices=["clip", "dino", "oracle"], default="clip")
     ap.add_argument("--editability", choices=["meanemb", "persample"], default="meanemb")
-    ap.add_argument("--n-boot", type=int, default=N_BOOT)
-    ap.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
-                    help="keep only these rows, e.g. eval.guidance=5 model=toyworld")
+    add_row_options(ap, "eval.guidance=5 model=toyworld")
     args = ap.parse_args(argv)
     try:
         fig = plot(where(load_results(args.csv), args.where), args.x, args.setups, args.family,

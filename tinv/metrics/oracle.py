@@ -22,7 +22,7 @@ def score_cells(plan, rec_cells, edit_cells, device: str, out: dict, n_boot: int
                 seed: int) -> dict[str, list[float]]:
     """Adds the oracle metrics to `out` (metrics, metrics_ci, scores); returns per-edit-cell
     means {name: [value per edit cell]} for the per-prompt breakdown."""
-    from tinv.toyworld.oracle import load_oracle, oracle_editability, oracle_reconstruction
+    from tinv.toyworld.oracle import load_oracle, oracle_editability, oracle_reconstruction, splits
     from .encoders import cached
     oracle = cached(load_oracle, device)
     truth = dict(plan.concept.attributes or {})
@@ -50,15 +50,6 @@ def score_cells(plan, rec_cells, edit_cells, device: str, out: dict, n_boot: int
     if truth:
         per_cell["identity_oracle"] = ident
     return per_cell
-
-
-def splits(truth: dict) -> dict[str, dict]:
-    """{"": all, "_named": ..., "_unnamed": ..., "_<attr>": {attr: value}}, empty groups left out."""
-    from tinv.toyworld.attributes import UNNAMED
-    groups = {"": truth, "_named": {k: v for k, v in truth.items() if k not in UNNAMED},
-              "_unnamed": {k: v for k, v in truth.items() if k in UNNAMED},
-              **{f"_{k}": {k: v} for k, v in truth.items()}}
-    return {suffix: g for suffix, g in groups.items() if g}
 
 
 def _put(out: dict, name: str, cells: list[np.ndarray], n_boot: int, seed: int) -> None:

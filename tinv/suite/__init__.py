@@ -51,3 +51,19 @@ TARGETS = {
                     "what": "64 samples, DDIM 50, vs the stock StableDiffusionPipeline"},
 }
 PHYSICAL_LIMIT_S_PER_CONCEPT_STEP = 0.008
+
+
+def run_killable(cmd: list[str], log, timeout: float, **popen) -> int | None:
+    """Run `cmd` with its output into `log`, in a process group of its own so that a timeout
+    kills its children too; its exit code, or None when it was killed at `timeout` s."""
+    import os
+    import signal
+    import subprocess
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None

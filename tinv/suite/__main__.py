@@ -16,7 +16,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -26,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from tinv.results import write_json_atomic
-from tinv.suite import COMMON, PARTS, PHYSICAL_LIMIT_S_PER_CONCEPT_STEP, SECTIONS, TARGETS
+from tinv.suite import COMMON, PARTS, PHYSICAL_LIMIT_S_PER_CONCEPT_STEP, SECTIONS, TARGETS, run_killable
 from tinv.suite.report import markdown
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,15 +149,7 @@ def run_part(name: str, a: argparse.Namespace, timeout: float, work: Path, env: 
     cmd = [sys.executable, "-m", "tinv.suite.parts", name, "--result", str(result), "--out", str(a.out),
            "--work", str(work), "--timeout", str(timeout)] + (["--quick"] if a.quick else [])
     t0 = time.perf_counter()
-    with log.open("w") as f:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)   # its own group: a kill takes its children too
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            code = None
+    code = run_killable(cmd, log, timeout, cwd=REPO, env=env)
     out = {"wall_s": time.perf_counter() - t0, "timeout_s": timeout}
     data = json.loads(result.read_text()) if result.exists() else {}
     out.update({k: data.get(k) for k in SECTIONS[name]})   # a killed part may have left some

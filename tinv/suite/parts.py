@@ -10,17 +10,16 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import re
 import resource
 import runpy
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tinv.suite import run_killable
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 2 ** 30
@@ -311,14 +310,7 @@ def quickstart(a) -> dict:
     log = a.work / "logs" / "quickstart-grid.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with log.open("w") as f:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            code = None
+    code = run_killable(cmd, log, limit, cwd=REPO)
     wall = time.perf_counter() - t0
     text = log.read_text(errors="replace")
     print(text[-20000:])   # into the part's log (suite.log); the whole of it is in details.tar.gz

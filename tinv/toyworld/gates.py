@@ -18,7 +18,7 @@ import torch
 
 from . import MODEL_DIR, attributes, captions
 from .attributes import NAMED, UNNAMED
-from .oracle import load_oracle, oracle_reconstruction
+from .oracle import load_oracle, oracle_reconstruction, splits
 
 FRESH_SEED = 777_000        # fresh renders: never the pretraining pool's seed
 # Every built-in object concept; the gate asks that at least 3 of them gain >= 0.2.
@@ -114,16 +114,9 @@ def default_inversion(concept: str, **overrides):
     """The InversionConfig of `python run.py concept=<concept>` (the toy world, method
     single_word): conf/ composed by Hydra and merged by `tinv.plan.inversion_config`, as a
     job does; `overrides` replace single fields."""
-    import dataclasses
-
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from tinv import PACKAGE_DIR
     from tinv.concepts import resolve_concept
     from tinv.plan import inversion_config
-    with initialize_config_dir(config_dir=str(Path(PACKAGE_DIR).parent / "conf"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("config", overrides=[f"concept={concept}"]), resolve=True)
+    cfg = composed(f"concept={concept}")
     return dataclasses.replace(inversion_config(cfg, resolve_concept(cfg["concept"])), **overrides)
 
 
@@ -136,12 +129,12 @@ def concept_docs(concepts) -> dict[str, dict]:
 
 
 def _shares(oracle, images, truth: dict) -> dict[str, float]:
-    """Oracle reconstruction of `truth`, all of it, its unnamed part, and each unnamed attribute."""
+    """Oracle reconstruction of `truth`: "all" of it, its "unnamed" part, and each unnamed
+    attribute (the groups of `oracle.splits`)."""
     pred = oracle.predict(images)
-    unnamed = {k: v for k, v in truth.items() if k in UNNAMED}
-    return {"all": float(np.mean(oracle_reconstruction(pred, truth))),
-            "unnamed": float(np.mean(oracle_reconstruction(pred, unnamed))),
-            **{k: float(np.mean([p == v for p in pred[k]])) for k, v in unnamed.items()}}
+    groups = splits(truth)
+    names = {"": "all", "_unnamed": "unnamed", **{f"_{k}": k for k in UNNAMED if k in truth}}
+    return {names[g]: float(np.mean(oracle_reconstruction(pred, groups[g]))) for g in names if g in groups}
 
 
 def inversion_gate(concepts=INVERSION_CONCEPTS, n_samples: int = 16, sample_steps: int = 20,
@@ -276,13 +269,12 @@ def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample
 
     def score(images, asked):
         return float(np.mean(oracle_editability(oracle.predict(images), asked)))
-    prompt_only = float(np.mean([score(cells[len(docs) * len(prompts) + j], p["attributes"])
-                                 for j, p in enumerate(prompts)]))
+    base = [score(cells[len(docs) * len(prompts) + j], p["attributes"]) for j, p in enumerate(prompts)]
+    prompt_only = float(np.mean(base))
     out = {"prompt_only": prompt_only, "cell_gaps": []}   # cell: a (concept, prompt), same seeds
     for i, (name, c) in enumerate(docs.items()):
         train = (load_concept_images(PACKAGE_DIR / c["path"], 32).pixels + 1) / 2
         over = [score(cells[i * len(prompts) + j], p["attributes"]) for j, p in enumerate(prompts)]
-        base = [score(cells[len(docs) * len(prompts) + j], p["attributes"]) for j, p in enumerate(prompts)]
         out["cell_gaps"] += [b - o for b, o in zip(base, over)]
         out[name] = {"overfit": float(np.mean(over)), "gap": prompt_only - float(np.mean(over)),
                      "image_only": float(np.mean([score(train, p["attributes"]) for p in prompts]))}

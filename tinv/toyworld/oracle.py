@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from .attributes import UNNAMED
 from .nets import OracleNet
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "oracle"
@@ -72,3 +73,13 @@ def oracle_reconstruction(predictions: dict[str, list[str]], concept_attributes:
 def oracle_editability(predictions: dict[str, list[str]], asked: dict) -> list[float]:
     """Per sample: the share of the attributes the prompt asks for (e.g. {"background": "night"}) present."""
     return _share(predictions, asked)
+
+
+def splits(truth: dict) -> dict[str, dict]:
+    """The groups a concept's attributes are scored in: {"": all, "_named": what captions can
+    say, "_unnamed": what no word says (accent, outline), "_<attr>": {attr: value}}; empty
+    groups left out."""
+    groups = {"": truth, "_named": {k: v for k, v in truth.items() if k not in UNNAMED},
+              "_unnamed": {k: v for k, v in truth.items() if k in UNNAMED},
+              **{f"_{k}": {k: v} for k, v in truth.items()}}
+    return {suffix: g for suffix, g in groups.items() if g}
