@@ -46,6 +46,15 @@ def test_oracle_metrics_count_shares():
         oracle_editability(pred, {"texture": "rough"})
 
 
+def test_oracle_splits_group_named_unnamed_and_each_attribute():
+    from tinv.toyworld.oracle import splits
+    truth = {"shape": "star", "color": "red", "accent": "white", "outline": "black"}
+    groups = splits(truth)
+    assert groups[""] == truth and groups["_named"] == {"shape": "star", "color": "red"}
+    assert groups["_unnamed"] == {"accent": "white", "outline": "black"} and groups["_accent"] == {"accent": "white"}
+    assert set(splits({"style": "pixel"})) == {"", "_named", "_style"}   # no empty unnamed group
+
+
 def test_oracle_predict_names_values():
     pred = load_oracle().predict(torch.rand(3, 3, 32, 32))
     assert set(pred) == set(NAMED) | set(UNNAMED)
