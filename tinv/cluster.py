@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import multiprocessing
-import os
 import signal
 import subprocess
 import sys

@@ -90,7 +90,6 @@ def profile(a) -> dict:
 
     The step is `tinv.inversion._optimizer_step`, the loop body of `invert_packed`, driven
     here directly so that latent caching and the before/after evaluation stay out."""
-    import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 

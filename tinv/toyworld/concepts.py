@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .attributes import NAMED, sample
+from .attributes import sample
 from .render import render
 
 CONCEPT_DIR = Path(__file__).resolve().parent / "concepts"
