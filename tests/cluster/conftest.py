@@ -115,6 +115,16 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def committed_conf(tmp_path: Path) -> Path:
+    """A copy of conf/ in a checkout of its own with everything committed: edit a file in it
+    to make the tree a sweep refuses as dirty."""
+    conf = tmp_path / "checkout" / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "conf"]):
+        subprocess.run(["git", "-C", str(conf.parent), *args], check=True, capture_output=True)
+    return conf
+
+
 def first_step_after_last_start(log: str, total: int) -> int:
     """The inversion step the LAST attempt's progress bar started at (tqdm's `k/total`)."""
     last = log.split("Starting with JobEnvironment")[-1]

@@ -5,7 +5,6 @@ import time
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from tinv import cluster
 from tinv.cluster import DirtyTreeError, PackedJobs, check_clean_tree, chunks, slurm_provenance

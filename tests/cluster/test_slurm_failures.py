@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import (REPO, first_step_after_last_start, job_env, rows, start_run_py,
+from tests.cluster.conftest import (REPO, committed_conf, first_step_after_last_start, job_env, rows, start_run_py,
                                     submitit_tasks, task_log, wait_for)
 from tests.cluster.test_slurm_sweeps import STEPS, sweep_args
 from tinv.inversion import CHECKPOINT_NAME
@@ -148,13 +148,7 @@ def test_refusals_are_one_error_line_and_leave_no_sweep_folder(slurm, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: bad launcher settings") and named in lines[0], lines
         assert not (tmp_path / "hydra").exists() and not (tmp_path / "results").exists()
 
-    conf = tmp_path / "checkout" / "conf"
-    shutil.copytree(REPO / "conf", conf)
-    git = lambda *a: subprocess.run(["git", "-C", str(conf.parent), *a], check=True,  # noqa: E731
-                                    capture_output=True)
-    git("init", "-q")
-    git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "conf")
+    conf = committed_conf(tmp_path)
     (conf / "method" / "new.yaml").write_text("name: new\n")
     proc = _run("--config-path", str(conf), *[a for a in args if a != "hydra.launcher.allow_dirty=true"])
     assert proc.returncode == 2

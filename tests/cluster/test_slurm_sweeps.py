@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.cluster.conftest import (REPO, first_step_after_last_start, job_env, rows, run_py,
+from tests.cluster.conftest import (committed_conf, first_step_after_last_start, job_env, rows, run_py,
                                     sacct_times, start_run_py, submitit_tasks, task_log, wait_for)
 from tinv import checkpoint
 from tinv.embeddings_io import read_embeddings
@@ -247,13 +247,7 @@ def _checkpoint_step(path: Path) -> int | None:
 def test_dirty_tree_is_refused_before_anything_is_submitted(tmp_path):
     """A sweep whose config lives in a checkout with an uncommitted edit is refused, with
     the file and the override named; no SLURM job exists afterwards."""
-    conf = tmp_path / "checkout" / "conf"
-    shutil.copytree(REPO / "conf", conf)
-    git = lambda *a: subprocess.run(["git", "-C", str(conf.parent), *a], check=True,  # noqa: E731
-                                    capture_output=True)
-    git("init", "-q")
-    git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "conf")
+    conf = committed_conf(tmp_path)
     (conf / "method" / "single_word.yaml").write_text(
         (conf / "method" / "single_word.yaml").read_text().replace("lr: 5.0e-3", "lr: 5.0e-2"))
     args = [a for a in sweep_args(tmp_path / "results", "dirty", tmp_path / "hydra", CONCEPTS[:1], METHODS[:1])

@@ -60,6 +60,7 @@ def test_a_dead_owner_on_this_host_does_not_hold_the_lock(tmp_path):
     t = time.perf_counter()
     with joblock.hold(folder, "job") as waited:
         assert time.perf_counter() - t < 5
+        assert waited is False   # the dead owner's lock was broken, not waited on
     assert not joblock.lock_path(folder).exists()
 
 
