@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import time
 from pathlib import Path
@@ -59,7 +60,6 @@ def generation_gate(n_prompts: int = 128, steps: int = 20, guidance: float | Non
                     parts=None) -> dict[str, float]:
     """Share of samples (one seed per prompt, default guidance) with the asked shape, colour,
     background and style, per the oracle."""
-    import inspect
 
     from tinv import sampling
     from tinv.models import load_parts
@@ -241,11 +241,14 @@ def _read_prompt_file() -> list[dict]:
 
 
 def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample_steps: int = 20,
-                     vectors: int = 3, lr_x: float = 20.0, steps_x: float = 5.0) -> dict:
+                     vectors: int = 10, lr_x: float = 20.0, steps_x: float = 5.0, guidance: float = 5.0) -> dict:
     """Positive control for editability: a deliberately over-fitted word (k vectors at lr_x the
     learning rate for steps_x the steps of the default) against prompt-only on the edit prompts,
     and the training pictures themselves (image-only), all read by the oracle (share of the
-    attributes each prompt asks for)."""
+    attributes each prompt asks for). The control of the control: the same k vectors left at
+    their initializer ("untrained"), so a gap is seen to come from fitting the photos, not from
+    k extra tokens in the prompt. Same seeds everywhere; `cell_gaps` pairs each (concept,
+    prompt) cell with prompt-only's."""
     from tinv import PACKAGE_DIR, sampling
     from tinv.data import load_concept_images
     from tinv.inversion import invert_packed
@@ -259,25 +262,47 @@ def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample
     cfgs = []
     for name, c in docs.items():
         base = default_inversion(name)
-        cfgs.append((PACKAGE_DIR / c["path"], dataclasses.replace(
-            base, placeholder=f"<{name}>", num_vectors=vectors, lr=base.lr * lr_x, steps=int(base.steps * steps_x),
-            checkpoint_every=0)))
+        over = dataclasses.replace(base, placeholder=f"<{name}>", num_vectors=vectors, lr=base.lr * lr_x,
+                                   steps=int(base.steps * steps_x), checkpoint_every=0)
+        cfgs += [(PACKAGE_DIR / c["path"], over),
+                 (PACKAGE_DIR / c["path"], dataclasses.replace(over, placeholder=f"<{name}-init>", steps=0))]
     invert_packed(parts, cfgs, progress=False)
-    texts = [fill(p["text"], f"<{name}>") for name in docs for p in prompts] + [fill(p["text"], "") for p in prompts]
-    imgs = sampling.sample(parts, texts, list(range(n_samples)), steps=sample_steps, progress=False)
+    words = [cfg.placeholder for _, cfg in cfgs] + [""]   # "" : prompt-only
+    # then "a photo of a <S*>" per word: over-fitting should buy reconstruction, as in the paper
+    texts = [fill(p["text"], w) for w in words for p in prompts] + [f"a photo of a {w}" for w in words[:-1]]
+    imgs = sampling.sample(parts, texts, list(range(n_samples)), steps=sample_steps, guidance=guidance,
+                           progress=False)
     cells = list(imgs.split(n_samples))
+    preds = [oracle.predict(cell) for cell in cells]
 
-    def score(images, asked):
-        return float(np.mean(oracle_editability(oracle.predict(images), asked)))
-    base = [score(cells[len(docs) * len(prompts) + j], p["attributes"]) for j, p in enumerate(prompts)]
+    def scores(w: int) -> list[float]:   # word w's editability on each prompt
+        return [float(np.mean(oracle_editability(preds[w * len(prompts) + j], p["attributes"])))
+                for j, p in enumerate(prompts)]
+
+    def followed(w: int) -> dict[str, float]:   # word w: share of samples showing each asked attribute
+        hits: dict[str, list[bool]] = {}
+        for j, p in enumerate(prompts):
+            for a, v in p["attributes"].items():
+                hits.setdefault(a, []).extend(x == v for x in preds[w * len(prompts) + j][a])
+        return {a: float(np.mean(h)) for a, h in hits.items()}
+
+    base = scores(len(words) - 1)
     prompt_only = float(np.mean(base))
-    out = {"prompt_only": prompt_only, "cell_gaps": []}   # cell: a (concept, prompt), same seeds
+    out = {"prompt_only": prompt_only, "vectors": vectors, "lr_x": lr_x, "steps_x": steps_x, "guidance": guidance,
+           "cell_gaps": [], "followed": {"prompt_only": followed(len(words) - 1)}}
     for i, (name, c) in enumerate(docs.items()):
         train = (load_concept_images(PACKAGE_DIR / c["path"], 32).pixels + 1) / 2
-        over = [score(cells[i * len(prompts) + j], p["attributes"]) for j, p in enumerate(prompts)]
+        train_preds = oracle.predict(train)
+        over, init = scores(2 * i), scores(2 * i + 1)
         out["cell_gaps"] += [b - o for b, o in zip(base, over)]
+        out["followed"][name] = followed(2 * i)
+        photo = len(words) * len(prompts)
         out[name] = {"overfit": float(np.mean(over)), "gap": prompt_only - float(np.mean(over)),
-                     "image_only": float(np.mean([score(train, p["attributes"]) for p in prompts]))}
+                     "untrained": float(np.mean(init)), "untrained_gap": prompt_only - float(np.mean(init)),
+                     "reconstruction": {"overfit": _shares(oracle, cells[photo + 2 * i], c["attributes"]),
+                                        "untrained": _shares(oracle, cells[photo + 2 * i + 1], c["attributes"])},
+                     "image_only": float(np.mean([np.mean(oracle_editability(train_preds, p["attributes"]))
+                                                  for p in prompts]))}
     return out
 
 
@@ -327,14 +352,29 @@ GATES = {"oracle": oracle_gate, "autoencoder": autoencoder_gate, "generation": g
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(GATES), help=f"comma-separated subset of {list(GATES)}")
+    p.add_argument("--set", action="append", default=[], metavar="ARG=VALUE",
+                   help="a keyword argument of the gate(s) run, e.g. --only editability --set vectors=3")
     args = p.parse_args(argv)
+    import yaml
+    kwargs = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq:
+            p.error(f"--set {item!r}: expected ARG=VALUE")
+        kwargs[key] = yaml.safe_load(value)
+    names = args.only.split(",")
+    for name in names:   # every mistake before any gate runs
+        if name not in GATES:
+            p.error(f"--only: unknown gate {name!r}; choose from {', '.join(GATES)}")
+        unknown = set(kwargs) - set(inspect.signature(GATES[name]).parameters)
+        if unknown:
+            p.error(f"--set {', '.join(sorted(unknown))}: not an argument of the {name} gate "
+                    f"(it takes {', '.join(inspect.signature(GATES[name]).parameters) or 'none'})")
     torch.set_num_threads(1)
     result = {}
-    for name in args.only.split(","):
-        if name not in GATES:
-            raise SystemExit(f"unknown gate {name!r}; choose from {list(GATES)}")
+    for name in names:
         t0 = time.time()
-        result[name] = GATES[name]()
+        result[name] = GATES[name](**kwargs)
         result[name + "_seconds"] = round(time.time() - t0, 1)
         print(json.dumps({name: result[name]}), flush=True)
     print(json.dumps(result, indent=2))
