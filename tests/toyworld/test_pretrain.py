@@ -23,16 +23,20 @@ def test_pretrain_tiny_end_to_end_and_resume(tmp_path):
     from tinv.toyworld.oracle import load_oracle
     args = ["--out", str(tmp_path), "--pool", "64", "--oracle-steps", "2", "--ae-steps", "2", "--decoder-steps", "1",
             "--evaluator-steps", "1", "--unet-steps", "2", "--batch", "4", "--compound-p", "0.5", "--compound-from", "1",
-            "--export-every", "2", "--offset-from", "1"]
+            "--export-every", "2", "--offset-from", "1", "--identity-from", "3"]
     pretrain.main(args)
     parts = load_parts(tmp_path / "pipeline")
     assert parts.resolution == 32 and parts.unet.config.addition_embed_type == "text"
     assert json.loads((tmp_path / "pipeline" / "training.json").read_text())["step"] == 2
     load_evaluator(weights=tmp_path / "evaluator" / f"{NAME}.safetensors")
     assert set(load_oracle(folder=tmp_path / "oracle").predict(torch.rand(2, 3, 32, 32))) >= {"shape", "outline"}
-    # a second call resumes the joint stage from its checkpoint instead of starting over
-    pretrain.main(args[:-10] + ["--unet-steps", "4", "--export-every", "2", "--offset-from", "1"])
-    assert json.loads((tmp_path / "pipeline" / "training.json").read_text())["step"] == 4
+    assert "unet+text identity" not in json.loads((tmp_path / "times.json").read_text())
+    # a second call resumes the joint stage from its checkpoint instead of starting over, and
+    # crosses into the identity stage (ToyWorld 2's side channel) at step 3
+    pretrain.main(args[:-12] + ["--unet-steps", "4", "--export-every", "2", "--offset-from", "1", "--identity-from", "3"])
+    training = json.loads((tmp_path / "pipeline" / "training.json").read_text())
+    assert training["step"] == 4 and training["identity"]["from"] == 3
+    assert "unet+text identity" in json.loads((tmp_path / "times.json").read_text())
     assert np.isfinite(torch.load(tmp_path / "joint.pt", weights_only=False)["step"])
 
 
