@@ -127,9 +127,12 @@ def test_ctrl_c_is_one_line_and_a_rerun_resumes_visibly(runs):
     while not list(runs.glob("default/*/checkpoint/*.pt")) and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.2)
+    assert proc.poll() is None, "the job ended before it could be interrupted: raise its steps"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    out, err = proc.communicate(timeout=120)
+    # (one full-suite run saw exit 0 here, not reproduced since: say everything if it recurs)
+    assert proc.returncode == 130, (f"exit {proc.returncode}; rows: {list(runs.rglob('result.json'))}\n"
+                                    f"stderr: {err[-2000:]}\nstdout: {out[-2000:]}")
     assert "Traceback" not in err
     [line] = [x for x in err.splitlines() if x.startswith("interrupted:")]
     assert "stopped while inverting" in line and "checkpoint holds step" in line and "resumes" in line
