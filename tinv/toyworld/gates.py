@@ -60,7 +60,6 @@ def generation_gate(n_prompts: int = 128, steps: int = 20, guidance: float | Non
                     parts=None) -> dict[str, float]:
     """Share of samples (one seed per prompt, default guidance) with the asked shape, colour,
     background and style, per the oracle."""
-
     from tinv import sampling
     from tinv.models import load_parts
     parts = parts or load_parts(MODEL_DIR)
@@ -273,7 +272,8 @@ def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample
     imgs = sampling.sample(parts, texts, list(range(n_samples)), steps=sample_steps, guidance=guidance,
                            progress=False)
     cells = list(imgs.split(n_samples))
-    preds = [oracle.predict(cell) for cell in cells]
+    photo = len(words) * len(prompts)   # the first "a photo of" cell
+    preds = [oracle.predict(cell) for cell in cells[:photo]]   # _shares reads the photo cells
 
     def scores(w: int) -> list[float]:   # word w's editability on each prompt
         return [float(np.mean(oracle_editability(preds[w * len(prompts) + j], p["attributes"])))
@@ -296,7 +296,6 @@ def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample
         over, init = scores(2 * i), scores(2 * i + 1)
         out["cell_gaps"] += [b - o for b, o in zip(base, over)]
         out["followed"][name] = followed(2 * i)
-        photo = len(words) * len(prompts)
         out[name] = {"overfit": float(np.mean(over)), "gap": prompt_only - float(np.mean(over)),
                      "untrained": float(np.mean(init)), "untrained_gap": prompt_only - float(np.mean(init)),
                      "reconstruction": {"overfit": _shares(oracle, cells[photo + 2 * i], c["attributes"]),
@@ -366,10 +365,11 @@ def main(argv=None) -> None:
     for name in names:   # every mistake before any gate runs
         if name not in GATES:
             p.error(f"--only: unknown gate {name!r}; choose from {', '.join(GATES)}")
-        unknown = set(kwargs) - set(inspect.signature(GATES[name]).parameters)
+        takes = inspect.signature(GATES[name]).parameters
+        unknown = set(kwargs) - set(takes)
         if unknown:
             p.error(f"--set {', '.join(sorted(unknown))}: not an argument of the {name} gate "
-                    f"(it takes {', '.join(inspect.signature(GATES[name]).parameters) or 'none'})")
+                    f"(it takes {', '.join(takes) or 'none'})")
     torch.set_num_threads(1)
     result = {}
     for name in names:
