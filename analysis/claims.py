@@ -1,209 +1,282 @@
 """The paper's claims, decided from a results table: effect, paired 95% interval, verdict.
 
-    python analysis/claims.py results.csv -o claims.md [--where concept.kind=object]
+    python analysis/claims.py results.csv -o claims.md [--where COLUMN=VALUE ...]
 
-Each claim is a few parts; a part compares one setup with a reference setup on one
-metric (analysis/effects.py: the paired difference over the same concepts and seeds,
-two-level bootstrap). The verdict rule, here and in docs/analysis.md:
-
-  a part expecting the setup HIGHER (LOWER): holds when the 95% interval excludes 0 on
-      that side, contradicted when it excludes 0 on the other side, else undecided;
-  a part expecting COMPARABLE: holds when the interval lies inside +-margin,
-      contradicted when it lies wholly outside it (lo > margin or hi < -margin), else
-      undecided;
-  a part expecting NO GAIN (higher is better): holds when hi < +margin, contradicted
-      when lo > 0, else undecided;
-  margin: 0.02 for CLIP/DINO cosines, 0.05 for oracle accuracies (shares of attributes);
-  a claim is contradicted when any part is, holds when every part does, else undecided.
-  A part whose setup, reference or metric the table lacks (or whose guidance condition
-  the rows do not meet) is undecided with the reason.
+Each claim quotes the paper and is made of parts (analysis/verdicts.py): one setup
+against a reference on one metric, or a rank correlation across setups. The rulebook,
+which gives each part and then each claim its verdict, is analysis/rulebook.py (and
+docs/analysis.md, "The claims"). A table that holds several comparable groups (objects
+and styles, two evaluation protocols) gets one section per group, never pooled: the
+object claims (§5 and the appendices measure objects) on object rows, §4.3's on style
+rows. Inside a group, a part takes the Figure-10 grid (the group's most common guidance
+and training-set size) unless it names the guidance or set size the paper speaks of.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `analysis` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import protocol, style  # noqa: E402
-from analysis.effects import REFERENCE, concept_pairs, format_effect, has_metric  # noqa: E402
-from analysis.table import (add_row_options, N_BOOT, SEED, SETUP_COLUMN, atomic_write_text, fail, load_results,  # noqa: E402
-                            paired_bootstrap, short_name, where)
+from analysis import rulebook as rb  # noqa: E402
+from analysis.effects import format_effect  # noqa: E402
+from analysis.table import add_row_options, N_BOOT, atomic_write_text, fail, load_results, short_name, where  # noqa: E402
+from analysis.verdicts import HIGH, LOW, MAX, Arm, Group, Part, RankPart, Result, Rows, decide_item  # noqa: E402
 
-HIGHER, LOWER, COMPARABLE, NO_GAIN = "higher", "lower", "comparable", "no gain"
-HOLDS, CONTRADICTED, UNDECIDED = "holds", "contradicted", "undecided"
-
-
-def margin(metric: str) -> float:
-    """How close counts as 'comparable' / 'no gain': a share of attributes moves in
-    bigger steps than a cosine."""
-    return 0.05 if "oracle" in metric else 0.02
-
-
-def part_verdict(expect: str, lo: float, hi: float, m: float) -> str:
-    """The verdict rule for one part (see the module doc)."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return UNDECIDED
-    if expect == HIGHER:
-        return HOLDS if lo > 0 else CONTRADICTED if hi < 0 else UNDECIDED
-    if expect == LOWER:
-        return HOLDS if hi < 0 else CONTRADICTED if lo > 0 else UNDECIDED
-    if expect == COMPARABLE:
-        return HOLDS if -m < lo and hi < m else CONTRADICTED if lo > m or hi < -m else UNDECIDED
-    if expect == NO_GAIN:
-        return HOLDS if hi < m else CONTRADICTED if lo > 0 else UNDECIDED
-    raise ValueError(f"unknown expectation {expect!r}")
-
-
-def claim_verdict(parts: list[str]) -> str:
-    if CONTRADICTED in parts:
-        return CONTRADICTED
-    return HOLDS if parts and all(p == HOLDS for p in parts) else UNDECIDED
-
-
-@dataclass(frozen=True)
-class Part:
-    setup: str
-    metric: str
-    expect: str
-    reference: str = REFERENCE
-    min_guidance: float | None = None   # the paper's statement is about s >= this
+REC, EDIT = "reconstruction_clip", "editability_clip_meanemb"
+RISE, FALL, SAME, NO_GAIN = rb.RISE, rb.FALL, rb.COMPARABLE, rb.NO_GAIN
+MULTI = ("two_word", "three_word", "progressive")                # the multi-word baselines
+CAPTIONS = ("human_captions_short", "human_captions_long")
+EXTENSIONS = ("two_word", "three_word", "progressive", "regularized", "per_image_tokens")  # §5.2's additions
+LEARNED = ("single_word",) + EXTENSIONS + ("high_lr", "low_lr")   # §5.2's learned embeddings
+BASELINES = LEARNED[1:] + CAPTIONS                                # Figure 10(a) besides ours and the references
+RANKED = LEARNED + CAPTIONS + ("pivotal_tuning", "bipartite_inversion")   # every setup but the references
 
 
 @dataclass(frozen=True)
 class Claim:
-    text: str
+    id: str
+    text: str           # the claim, in the harness's words
+    quote: str          # the paper's words
     section: str
     parts: tuple
+    quantifier: str = rb.ALL
 
 
-def _pp(setups, metric, expect, **kw):
-    return tuple(Part(s, metric, expect, **kw) for s in setups)
+def _p(setup, metric, expect, reference="single_word", **kw):
+    return Part(setup if isinstance(setup, Arm) else Arm(setup), metric, expect,
+                reference if isinstance(reference, Arm) else Arm(reference), **kw)
 
 
-MULTI = ("two_word", "three_word")
-CAPTIONS = ("human_captions_short", "human_captions_long")
-REC, EDIT = "reconstruction_clip", "editability_clip_meanemb"
-CLAIMS = (
-    Claim("Single-word reconstruction is comparable to sampling the training images (image-only)",
-          "§5.3, first observation", (Part("single_word", REC, COMPARABLE, reference="image_only"),)),
-    Claim("More pseudo-words raise reconstruction and lower editability",
-          "§5.3, second and third observations; Fig. 10(a)",
-          _pp(MULTI, REC, HIGHER) + _pp(MULTI, EDIT, LOWER)),
-    Claim("The learning rate moves the single word along the curve (high: reconstruction; low: editability)",
+def _each(setups, metric, expect, **kw):
+    return tuple(_p(s, metric, expect, **kw) for s in setups)
+
+
+OBJECT_CLAIMS = (
+    Claim("1", "Single-word reconstruction is comparable to sampling the training images (image-only)",
+          "the semantic reconstruction quality of our method [...] is comparable to simply sampling random "
+          "images from the training set", "§5.3, first observation",
+          (_p("single_word", REC, SAME, "image_only"),)),
+    Claim("2a", "Against every multi-word baseline, the single word reconstructs comparably and edits better",
+          "the single-word method achieves comparable reconstruction quality, and considerably improved "
+          "editability over all multi-word baselines", "§5.3, second observation",
+          sum(((_p("single_word", REC, SAME, m), _p("single_word", EDIT, RISE, m)) for m in MULTI), ())),
+    Claim("2b", "More pseudo-words move along the curve: more reconstruction, less editability",
+          "embeddings that lie closer to the true word distribution (e.g. due to [...] fewer pseudo-words [...]) "
+          "can be more easily modified, but fail to capture the details of the target",
+          "§5.3, third observation", _each(MULTI, REC, RISE) + _each(MULTI, EDIT, FALL)),
+    Claim("3", "The learning rate moves the single word along the curve (high: reconstruction; low: editability)",
+          "our single-embedding model can be moved along this curve by simply changing the learning rate",
           "§5.3, third observation; Fig. 10(a) caption",
-          (Part("high_lr", REC, HIGHER), Part("high_lr", EDIT, LOWER),
-           Part("low_lr", REC, LOWER), Part("low_lr", EDIT, HIGHER))),
-    Claim("Regularization toward the coarse word and a low learning rate favour editability over detail",
-          "§5.2 Regularization; §5.3, third observation",
-          (Part("regularized", EDIT, HIGHER), Part("regularized", REC, LOWER),
-           Part("regularized", "embedding_dist_init", LOWER), Part("low_lr", EDIT, HIGHER))),
-    Claim("Human captions reconstruct the concept worse than the learned word",
-          "§5.3, fourth observation; §1 contributions",
-          _pp(CAPTIONS, REC, LOWER) + _pp(CAPTIONS, "reconstruction_oracle_unnamed", LOWER)),
-    Claim("Human captions also diminish editability", "§5.3, fourth observation", _pp(CAPTIONS, EDIT, LOWER)),
-    Claim("Per-image tokens and progressive extensions bring no gain",
-          "§5 introduction; §5.2 Progressive extensions, Per-image tokens",
-          _pp(("per_image_tokens", "progressive"), REC, NO_GAIN)
-          + _pp(("per_image_tokens", "progressive"), EDIT, NO_GAIN)),
-    Claim("Bipartite inversion reconstructs best, and loses the concept's structure under edits at high guidance",
-          "Appendix A; Fig. 11 caption",
-          (Part("bipartite_inversion", REC, HIGHER), Part("bipartite_inversion", REC, HIGHER, reference="pivotal_tuning"),
-           Part("bipartite_inversion", "identity_oracle_named", LOWER, min_guidance=5.0))),
-    Claim("Pivotal tuning improves reconstruction (shape) and loses editability at high guidance",
-          "Appendix A; Fig. 11 caption",
-          (Part("pivotal_tuning", REC, HIGHER), Part("pivotal_tuning", "reconstruction_oracle_shape", HIGHER),
-           Part("pivotal_tuning", EDIT, LOWER, min_guidance=5.0))),
+          (_p("high_lr", REC, RISE), _p("high_lr", EDIT, FALL), _p("low_lr", REC, FALL), _p("low_lr", EDIT, RISE))),
+    Claim("4", "Regularization toward the coarse word trades detail for editability",
+          "embeddings that lie closer to the true word distribution (e.g. due to regularization [...]) can be "
+          "more easily modified, but fail to capture the details of the target",
+          "§5.3, third observation; §5.2 Regularization",
+          (_p("regularized", EDIT, RISE), _p("regularized", REC, FALL),
+           _p("regularized", "embedding_dist_init", FALL, check=True))),
+    Claim("5", "Human captions reconstruct the concept worse than the learned word",
+          "the use of human descriptions for the concepts not only fails to capture their likeness",
+          "§5.3, fourth observation", _each(CAPTIONS, REC, FALL) + _each(CAPTIONS, "reconstruction_oracle_unnamed", FALL)),
+    Claim("6", "Human captions also diminish editability", "but also leads to diminished editability",
+          "§5.3, fourth observation", _each(CAPTIONS, EDIT, FALL)),
+    Claim("7", "No extension dominates the single word (better on both reconstruction and editability)",
+          "these additional complexities fail to improve upon the initial representation", "§3; §5.2",
+          tuple(Group(style.style(s).label, rb.ANY, (_p(s, REC, NO_GAIN), _p(s, EDIT, NO_GAIN))) for s in EXTENSIONS)),
+    Claim("8", "Bipartite inversion loses the concept's structure under edits at high guidance, and follows "
+          "the prompt poorly at low guidance",
+          "when using LDM's typical guidance [...] scales (5-10), the denoiser network is unable to maintain the "
+          "original object's structure through prompt changes. When reducing the guidance scale, the outline of "
+          "the original image becomes visible. However, alignment with the prompt is poor.", "Appendix A",
+          (_p(Arm("bipartite_inversion", HIGH), "identity_oracle_named", FALL, Arm("bipartite_inversion", LOW)),
+           _p(Arm("bipartite_inversion", HIGH), EDIT, RISE, Arm("bipartite_inversion", LOW)))),
+    Claim("9", "Pivotal tuning improves reconstruction and collapses editing at high guidance",
+          "naïve applications of this approach lead to improved shape preservation, but also to a severe "
+          "collapse of editing at high guidance scales", "Appendix A",
+          (_p("pivotal_tuning", REC, RISE),
+           _p(Arm("pivotal_tuning", HIGH), EDIT, FALL, Arm("single_word", HIGH)))),
+    Claim("10", "The learned setups trace a distortion-editability curve: reconstruction and editability rank oppositely",
+          "we observe that our baselines outline a distortion-editability trade-off curve",
+          "§5.3, third observation; §1", (RankPart(LEARNED, REC, EDIT, FALL),)),
+    Claim("11", "Many of the baselines reconstruct comparably to image-only",
+          "the semantic reconstruction quality of our method and many of the baselines is comparable to simply "
+          "sampling random images from the training set", "§5.3, first observation",
+          _each(BASELINES, REC, SAME, reference="image_only"), rb.MANY),
+    Claim("12", "Long captions edit worse than short ones",
+          "By using long captions, we increase the chance of the model ignoring our desired setting",
+          "§5.3, fourth observation", (_p("human_captions_long", EDIT, FALL, "human_captions_short"),)),
+    Claim("13", "CLIP and the oracle rank the setups alike (the stand-in for the user study)",
+          "demonstrate that the CLIP-based results align with human preference", "Fig. 10(b) caption; §5.4",
+          (RankPart(RANKED, REC, "reconstruction_oracle", RISE), RankPart(RANKED, EDIT, "editability_oracle", RISE))),
+    Claim("14", "More training images: farther from the initializer, less editable, paltry reconstruction gain",
+          "Using additional images leads to optimized embeddings which reside farther away from real word "
+          "embeddings, harming editability [...] offers paltry improvement in reconstruction",
+          "Appendix B; Fig. 12 caption",
+          (_p(Arm("single_word", n_images=MAX), "embedding_dist_init", RISE),
+           _p(Arm("single_word", n_images=MAX), EDIT, FALL), _p(Arm("single_word", n_images=MAX), REC, NO_GAIN))),
+    Claim("15", "Across guidance: bipartite reconstructs better than the single word; pivotal tuning follows "
+          "prompts less at high guidance than at low",
+          "Bipartite inversion allows for more accurate reconstructions without modifying the model [...] Pivotal "
+          "tuning [...] fail to adhere to simple prompts at high guidance scales", "Fig. 11 caption",
+          (_p("bipartite_inversion", REC, RISE),
+           _p(Arm("pivotal_tuning", HIGH), EDIT, FALL, Arm("pivotal_tuning", LOW)))),
 )
+STYLE_CLAIMS = (
+    Claim("S1", "A learned word captures a style: the style's images are reconstructed better than without it",
+          "our model can also find pseudo-words representing a specific, unknown style", "§4.3",
+          (_p("single_word", REC, RISE, "prompt_only"), _p("single_word", "reconstruction_oracle", RISE, "prompt_only"))),
+)
+CLAIMS = OBJECT_CLAIMS + STYLE_CLAIMS
 
 
 @dataclass
-class PartResult:
-    part: Part
-    effect: float = np.nan
-    lo: float = np.nan
-    hi: float = np.nan
-    n_concepts: int = 0
-    verdict: str = UNDECIDED
-    reason: str = ""
+class Decided:
+    claim: Claim
+    verdict: str
+    results: list
 
 
-def decide_part(df: pd.DataFrame, part: Part, n_boot: int = N_BOOT, seed: int = SEED) -> PartResult:
-    res = PartResult(part)
-    setups = set(df[SETUP_COLUMN])
-    for s in (part.setup, part.reference):
-        if s not in setups:
-            res.reason = f"no rows of {s}"
-            return res
-    if not has_metric(df, part.metric):
-        res.reason = f"the table has no {part.metric}"
-        return res
-    if part.min_guidance is not None and "eval.guidance" in df.columns:
-        g = pd.to_numeric(df["eval.guidance"], errors="coerce").dropna()
-        if len(g) and g.max() < part.min_guidance:
-            res.reason = f"the paper's statement is about guidance >= {part.min_guidance:g}; rows use {g.max():g}"
-            return res
-    pairs = concept_pairs(df[df[SETUP_COLUMN] == part.setup], df[df[SETUP_COLUMN] == part.reference], part.metric)
-    if not pairs:
-        res.reason = f"no concept has {part.metric} for both {part.setup} and {part.reference}"
-        return res
-    est = paired_bootstrap(pairs, n_boot, seed=seed)
-    res.effect, res.lo, res.hi, res.n_concepts = est.mean, est.lo, est.hi, est.n_concepts
-    res.verdict = part_verdict(part.expect, est.lo, est.hi, margin(part.metric))
-    return res
+def claims_for(df: pd.DataFrame) -> tuple:
+    kinds = set(df[protocol.CONCEPT_KIND].dropna()) if protocol.CONCEPT_KIND in df.columns else set()
+    return STYLE_CLAIMS if kinds == {"style"} else OBJECT_CLAIMS
 
 
-def decide(df: pd.DataFrame, claims=CLAIMS, n_boot: int = N_BOOT) -> list[tuple[Claim, str, list[PartResult]]]:
-    """Every claim's verdict and its parts. Refuses rows of different protocols."""
-    protocol.require_comparable(df)
+def decide(df: pd.DataFrame, claims=None, n_boot: int = N_BOOT) -> list[Decided]:
+    """Every claim of one comparable group (the claims for its concept kind by default).
+    Refuses rows of different protocols; guidance and set size may vary (their claims)."""
+    protocol.require_comparable(df, ignore=protocol.SWEPT)
+    rows = Rows(df)
     out = []
-    for c in claims:
-        parts = [decide_part(df, p, n_boot) for p in c.parts]
-        out.append((c, claim_verdict([p.verdict for p in parts]), parts))
+    for c in claims or claims_for(df):
+        results = [decide_item(rows, p, n_boot) for p in c.parts]
+        judged = [r.verdict for r in results if not getattr(r.item, "check", False)]
+        out.append(Decided(c, rb.claim_verdict(judged, c.quantifier), results))
     return out
 
 
-def _label(setup: str) -> str:
-    return style.style(setup).label
+EXPECT_MARK = {RISE: "↑", FALL: "↓", SAME: "≈", NO_GAIN: "no gain"}
+VERDICT_MARK = {rb.HOLDS: "✅ holds", rb.SMALL: "✅ holds (small)", rb.NOT_DECIDABLE: "⬜ not decidable here",
+                rb.UNDECIDED: "❔ undecided", rb.NEGLIGIBLE: "➖ negligible", rb.CONTRADICTED: "❌ contradicted"}
 
 
-def part_text(r: PartResult) -> str:
-    p = r.part
-    what = f"{_label(p.setup)} vs {_label(p.reference)}, {short_name(p.metric)}, expect {EXPECT_MARK[p.expect]}"
+def _arm_text(setup, g, n, main_g, main_n) -> str:
+    at = ([f"s={g:g}"] if g is not None and g != main_g else []) + \
+         ([f"{n:g} images"] if n is not None and n != main_n else [])
+    return style.style(setup).label + (f" ({', '.join(at)})" if at else "")
+
+
+def _wanted(arm: Arm) -> str:
+    """An arm the rows could not supply, as the paper names it."""
+    at = ([f"{arm.guidance} guidance"] if arm.guidance != "main" else []) + \
+         (["most training images"] if arm.n_images != "main" else [])
+    return style.style(arm.setup).label + (f" ({', '.join(at)})" if at else "")
+
+
+def result_text(r: Result, rows: Rows | None = None) -> str:
+    """One part as a line: what is compared, the effect and interval, the verdict."""
+    item = r.item
+    if isinstance(item, Group):
+        inner = "; ".join(result_text(k, rows) for k in r.children)
+        return f"{item.label}, {item.quantifier} of: {inner} ⇒ {r.verdict}"
+    if isinstance(item, RankPart):
+        n = len(r.arms) or len(item.setups)
+        what = (f"rank correlation of {short_name(item.x)} and {short_name(item.y)} across {n} setups, "
+                f"expect {'> 0' if item.expect == RISE else '< 0'}")
+    else:
+        g0, n0 = (rows.g_main, rows.n_main) if rows else (None, None)
+        a, b = (_arm_text(*x, g0, n0) for x in r.arms) if r.arms else (_wanted(item.setup), _wanted(item.reference))
+        what = f"{a} vs {b}, {short_name(item.metric)}, " \
+               f"expect {EXPECT_MARK[item.expect]}"
+        if item.check:
+            return f"mechanism check, not in the verdict: {what}: {format_effect(r.effect, r.lo, r.hi)}"
+    effect = f": {format_effect(r.effect, r.lo, r.hi)}" if r.n_concepts else ""
     if r.reason:
-        return f"{what}: undecided ({r.reason})"
-    return f"{what}: {format_effect(r.effect, r.lo, r.hi)} → {r.verdict}"
+        return f"{what}{effect} → {r.verdict}: {r.reason}"
+    return f"{what}{effect} → {r.verdict}"
 
 
-EXPECT_MARK = {HIGHER: "↑", LOWER: "↓", COMPARABLE: "≈", NO_GAIN: "no gain"}
+def _metrics(items) -> list[str]:
+    out = []
+    for it in items:
+        if isinstance(it, Group):
+            out += _metrics(it.parts)
+        elif isinstance(it, Part):
+            out.append(it.metric)
+        elif isinstance(it, RankPart):
+            out += [it.x, it.y]
+    return list(dict.fromkeys(out))
 
 
-VERDICT_MARK = {HOLDS: "✅ holds", CONTRADICTED: "❌ contradicted", UNDECIDED: "❔ undecided"}
+def d_table(rows: Rows, claims) -> list[str]:
+    lines = ["| metric | span | d = " + f"{rb.FRACTION:g} × span |", "| --- | --- | --- |"]
+    for m in _metrics(p for c in claims for p in c.parts):
+        how = "single-word's distance" if m == "embedding_dist_init" else "|image-only − prompt-only|"
+        span = rows.span(m)
+        lines.append(f"| {short_name(m)} | {how} = {span:.3f} | {rows.d(m):.3f} |" if span == span else
+                     f"| {short_name(m)} | {how}: rows missing | not set (its parts are not decidable here) |")
+    if any(isinstance(p, RankPart) for c in claims for p in c.parts):
+        lines.append(f"| rank correlation | its range, −1 to +1 = {rb.CORRELATION_SPAN:g} | "
+                     f"{rb.smallest_effect(rb.CORRELATION_SPAN):.3f} |")
+    return lines
 
 
-def to_markdown(decided, df: pd.DataFrame, source: str = "", command: str = "") -> str:
-    lines = [f"# The paper's claims{' in ' + source if source else ''}", "",
-             f"Rows: {protocol.describe(df)}.", ""]
+def totals(verdicts) -> str:
+    n = Counter(verdicts)
+    return ", ".join(f"{n[v]} {v}" for v in rb.STRENGTH)
+
+
+def section(values: dict, df: pd.DataFrame, n_boot: int) -> tuple[list[str], list[str]]:
+    """A comparable group's markdown, and its claims' verdicts."""
+    decided = decide(df, n_boot=n_boot)
+    rows = Rows(df)
+    at = ", ".join(x for x in (f"guidance {rows.g_main:g}" if rows.g_main is not None else "",
+                               f"{rows.n_main:g} training images" if rows.n_main is not None else "") if x)
+    lines = [f"## {protocol.title(values, df)}", "",
+             f"Grid rows: {at or 'all'}; a part that names another guidance or set size says so. "
+             "Smallest effect of interest d per metric, on the grid rows:", "", *d_table(rows, [x.claim for x in decided]), "",
+             "| # | claim | the paper | parts: effect [95% interval] → part verdict | verdict |",
+             "| --- | --- | --- | --- | --- |"]
+    for x in decided:
+        c = x.claim
+        cells = "<br>".join(result_text(r, rows) for r in x.results)
+        quant = " (many: at least half the parts)" if c.quantifier == rb.MANY else ""
+        lines.append(f"| {c.id} | {c.text}{quant} | “{c.quote}” ({c.section}) | {cells} | {VERDICT_MARK[x.verdict]} |")
+    verdicts = [x.verdict for x in decided]
+    lines += ["", f"Totals: {totals(verdicts)}.", ""]
+    return lines, verdicts
+
+
+def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: int = N_BOOT) -> str:
+    groups = protocol.comparable_groups(df, ignore=protocol.SWEPT)
+    lines = [f"# The paper's claims{' in ' + source if source else ''}", ""]
     if command:
         lines += [f"Made by `{command}`.", ""]
-    lines += [
-             "Effect: setup − reference, mean over the concepts both have; interval: paired 95% two-level "
-             "bootstrap (concepts, then samples; analysis/effects.py). ↑/↓: the setup should score higher/lower "
-             "than the reference; ≈: within ±margin; no gain: not above +margin (margin 0.02 for CLIP, 0.05 "
-             "for oracle shares). Verdict rule: docs/analysis.md (\"The claims\").", "",
-             "| # | claim | paper | effect [95% interval] per part | verdict |", "| --- | --- | --- | --- | --- |"]
-    for i, (c, verdict, parts) in enumerate(decided, 1):
-        cells = "<br>".join(part_text(p) for p in parts)
-        lines.append(f"| {i} | {c.text} | {c.section} | {cells} | {VERDICT_MARK[verdict]} |")
-    counts = pd.Series([v for _, v, _ in decided]).value_counts()
-    lines += ["", "Totals: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in (HOLDS, CONTRADICTED, UNDECIDED)) + "."]
-    return "\n".join(lines) + "\n"
+    lines += ["Effect: setup − reference, mean over the concepts both have; interval: paired 95% two-level "
+              "bootstrap (concepts, then samples; analysis/effects.py); a rank correlation's interval redraws "
+              "concepts. ↑/↓: predicted rise/fall; ≈: comparable; no gain: not better. The rulebook "
+              "(analysis/rulebook.py; docs/analysis.md, \"The claims\"): d = "
+              f"{rb.FRACTION:g} × |image-only − prompt-only| per metric; a rise holds if lo > 0 (small if hi < d), "
+              "else is negligible if −d < lo and hi < d, else contradicted if hi < 0 (a fall mirrors it); comparable holds inside (−d, d); "
+              "no gain holds if hi < d, is contradicted if lo > d; a part is not decidable here at the metric's "
+              "ceiling or floor or with rows missing. A claim takes its weakest part's verdict (\"many\": the "
+              "verdict at least half its parts reach), in the order " + " > ".join(rb.STRENGTH) + ".", ""]
+    if len(groups) > 1:
+        lines += [f"The rows hold {len(groups)} protocols that are not comparable; each has its own section.", ""]
+    everything = []
+    for values, rows in groups:
+        sec, verdicts = section(values, rows, n_boot)
+        lines += sec
+        everything += verdicts
+    if len(groups) > 1:
+        lines += [f"All sections: {totals(everything)}.", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,20 +285,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--out", required=True, help="markdown file to write")
     add_row_options(ap)
     args = ap.parse_args(argv)
+    command = " ".join(["python analysis/claims.py", args.csv] + (["--where", *args.where] if args.where else [])
+                       + ["-o", args.out])
     try:
         df = where(load_results(args.csv), args.where)
         if df.empty:
             raise ValueError(f"no ok rows in {args.csv} match {args.where}")
-        decided = decide(df, n_boot=args.n_boot)
+        text = to_markdown(df, Path(args.csv).name, command, args.n_boot)
     except (FileNotFoundError, ValueError) as e:
         return fail(e)
-    out = Path(args.out)
-    command = " ".join(["python analysis/claims.py", args.csv] + (["--where", *args.where] if args.where else [])
-                       + ["-o", args.out])
-    atomic_write_text(out, to_markdown(decided, df, Path(args.csv).name, command))
-    for c, v, _ in decided:
-        print(f"{v:12s} {c.text}", file=sys.stderr)
-    print(f"wrote {out}", file=sys.stderr)
+    atomic_write_text(Path(args.out), text)
+    print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 

@@ -36,6 +36,9 @@ FIELDS = (
 )
 # Columns a figure sweeps on purpose: the guidance figure pools guidance scales.
 GUIDANCE = "eval.guidance"
+# Columns a group's sweep figures and claims span on purpose (guidance, training-set
+# size): a comparable group may hold several values; its Figure-10 grid keeps one.
+SWEPT = (GUIDANCE, "train_images", "concept.n_images")
 
 
 class IncomparableRows(ValueError):

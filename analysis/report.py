@@ -46,14 +46,13 @@ FIGURES = [
     ("Figure 12: training-set size", ("train_images", "concept.n_images"), lambda df, nb: plot_setsize.plot_setsize(df, n_boot=nb)[0]),
     ("Figure 11: guidance scale", (protocol.GUIDANCE,), lambda df, nb: plot_guidance.plot_guidance(df, n_boot=nb)[0]),
 ]
-# Columns a group's figures sweep on purpose: a group spans them, the grid keeps one value.
-SWEPT = (protocol.GUIDANCE, "train_images", "concept.n_images")
+SWEPT = protocol.SWEPT
 
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:12px}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}img{max-width:100%}
 .note{color:#777}.bad{color:#b00}figure{margin:1em 0}figcaption{font-weight:bold}
 table.claims td{text-align:left;vertical-align:top}.holds{color:#060;font-weight:bold}
-.contradicted{color:#b00;font-weight:bold}.undecided{color:#777;font-weight:bold}"""
+.contradicted{color:#b00;font-weight:bold}.undecided,.not,.negligible{color:#777;font-weight:bold}"""
 # Lets a headless browser (and a person) see that every image decoded and no script failed.
 _CHECK_JS = """window.addEventListener('error',e=>{document.body.dataset.jsError=String(e.message)});
 window.addEventListener('load',()=>{const imgs=[...document.images];
@@ -126,17 +125,21 @@ def grid_rows(df: pd.DataFrame, keep=()) -> tuple[pd.DataFrame, str]:
 
 
 def claims_section(df: pd.DataFrame, n_boot: int) -> str:
-    """The claims table: one row per claim, each part's effect and interval, the verdict."""
+    """The claims table of one comparable group (its grid and its sweeps): one row per
+    claim, each part's effect and interval, the verdict (claims.md has the same)."""
     decided = claims.decide(df, n_boot=n_boot)
-    rows = []
-    for i, (c, verdict, parts) in enumerate(decided, 1):
-        cells = "<br>".join(html.escape(claims.part_text(p)) for p in parts)
-        rows.append(f"<tr><td>{i}</td><td>{html.escape(c.text)}</td><td>{html.escape(c.section)}</td>"
-                    f"<td>{cells}</td><td class={verdict}>{verdict}</td></tr>")
-    return ("<table class=claims><tr><th>#</th><th>claim</th><th>paper</th>"
+    rows, at = [], claims.Rows(df)
+    for x in decided:
+        c = x.claim
+        cells = "<br>".join(html.escape(claims.result_text(r, at)) for r in x.results)
+        css = x.verdict.split()[0]   # holds, holds (small) -> holds; "not decidable here" -> not
+        rows.append(f"<tr><td>{html.escape(c.id)}</td><td>{html.escape(c.text)}</td>"
+                    f"<td>“{html.escape(c.quote)}” ({html.escape(c.section)})</td>"
+                    f"<td>{cells}</td><td class={css}>{html.escape(x.verdict)}</td></tr>")
+    return ("<table class=claims><tr><th>#</th><th>claim</th><th>the paper</th>"
             "<th>effect [95% paired interval] per part</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
-            "<p class=note>Verdict rule: docs/analysis.md (The claims). Effects: setup − reference over the "
-            "same concepts and seeds.</p>")
+            "<p class=note>Rulebook: analysis/rulebook.py, docs/analysis.md (The claims). Effects: setup − "
+            "reference over the same concepts and seeds.</p>")
 
 
 def _figure(title: str, fig, cls: str = "plot") -> str:
@@ -155,7 +158,7 @@ def group_section(df: pd.DataFrame, n_boot: int, galleries: bool) -> list[str]:
         parts.append(_figure("Paired effects (forest plot)", fig, "plot forest"))
     except ValueError as e:
         parts.append(f"<p class=note>Paired effects: skipped ({html.escape(str(e))})</p>")
-    parts += ["<h3>The paper's claims</h3>", claims_section(grid, n_boot),
+    parts += ["<h3>The paper's claims</h3>", claims_section(df, n_boot),
               "<h3>Scores per setup</h3>", summary_table(grid, n_boot),
               "<details><summary>per concept (mean over the concept's jobs)</summary>",
               per_concept_table(grid), "</details>", "<h3>Figures</h3>"]

@@ -1,4 +1,5 @@
-"""claims.py on a fixture CSV whose effects are chosen claim by claim; and the verdict rule."""
+"""The rulebook's truth table, and a positive control: claims.py recovers every claim's
+verdict from a synthetic table whose truths are set by construction (claims_world.py)."""
 from __future__ import annotations
 
 import re
@@ -6,84 +7,153 @@ import re
 import numpy as np
 import pytest
 
-from analysis import claims, collect
-from tests.analysis.conftest import make_row, write_row
+from analysis import claims, protocol
+from analysis import rulebook as rb
+from analysis.table import load_results
+from tests.analysis import claims_world as w
 
-CONCEPTS = ("red_star", "blue_cube", "green_ring", "cat_toy", "pink_square", "white_circle")
-# setup -> (reconstruction, editability) relative to single-word; concepts add an offset
-# shared by every setup, so only the pairing can see 0.05.
-SHIFT = {
-    "single_word": (0, 0), "image_only": (0, -0.15), "prompt_only": (-0.3, 0.1),
-    "two_word": (0.05, -0.05), "three_word": (0.08, -0.07),                    # claim 2 holds
-    "high_lr": (0.05, -0.05), "low_lr": (-0.1, 0.05),                          # claim 3 holds
-    "regularized": (-0.1, 0.05),                                               # claim 4 holds
-    "human_captions_short": (0.08, 0), "human_captions_long": (0.08, 0),       # 5 contradicted, 6 undecided
-    "per_image_tokens": (0, 0), "progressive": (0, 0),                         # claim 7 holds
-    "bipartite_inversion": (0.1, 0), "pivotal_tuning": (0, 0),                 # 8 and 9 undecided
-}
-EXPECTED = ["holds", "holds", "holds", "holds", "contradicted", "undecided", "holds", "undecided", "undecided"]
-
-
-@pytest.fixture(scope="module")
-def claims_csv(tmp_path_factory):
-    root = tmp_path_factory.mktemp("claims")
-    rng = np.random.default_rng(7)
-    for ci, concept in enumerate(CONCEPTS):
-        offset = 0.08 * (ci - 2.5) / 2.5
-        for method, (dr, de) in SHIFT.items():
-            row = make_row(method, concept, rng=rng, rec_mean=0.6 + offset + dr, edit_mean=0.25 + offset / 2 + de)
-            # the learned word's distance to its initializer: the regularizer halves it
-            row["metrics"]["embedding_dist_init"] = (0.5 if method == "regularized" else 1.0) + 0.01 * rng.standard_normal()
-            write_row(root / "sweep" / f"{concept}-{method}", row)
-    out = root / "results.csv"
-    assert collect.main([str(root / "sweep"), "-o", str(out)]) == 0
-    return out
-
-
-def test_claims_md_gives_the_expected_verdicts(claims_csv, tmp_path, capsys):
-    out = tmp_path / "claims.md"
-    assert claims.main([str(claims_csv), "-o", str(out), "--n-boot", "500"]) == 0
-    text = out.read_text()
-    rows = [l for l in text.splitlines() if re.match(r"\| \d+ \|", l)]
-    assert len(rows) == len(claims.CLAIMS) == len(EXPECTED)
-    verdicts = [re.search(r"(holds|contradicted|undecided) \|$", r).group(1) for r in rows]
-    assert verdicts == EXPECTED
-    for row, claim in zip(rows, claims.CLAIMS):   # every claim cites the paper
-        assert claim.section in row and claim.section.startswith(("§", "Appendix"))
-    # a metric the table lacks makes its part undecided, with the reason, not a crash
-    assert "undecided (the table has no reconstruction_oracle_unnamed)" in text
-    assert "undecided (the table has no identity_oracle_named)" in text
-    # effects come with their paired interval
-    assert re.search(r"Three-word vs Single-word \(ours\), reconstruction \(CLIP\), expect ↑: "
-                     r"\+0\.0\d\d \[\+0\.\d+, \+0\.\d+\] → holds", text)
-    assert "n = 6 object concepts" in text
+D = 0.05
+H, S, ND, U, N, C = rb.HOLDS, rb.SMALL, rb.NOT_DECIDABLE, rb.UNDECIDED, rb.NEGLIGIBLE, rb.CONTRADICTED
 
 
 @pytest.mark.parametrize("expect, lo, hi, verdict", [
-    ("higher", 0.01, 0.05, "holds"), ("higher", -0.05, -0.01, "contradicted"), ("higher", -0.01, 0.05, "undecided"),
-    ("lower", -0.05, -0.01, "holds"), ("lower", 0.01, 0.05, "contradicted"),
-    ("comparable", -0.01, 0.015, "holds"), ("comparable", 0.03, 0.06, "contradicted"),
-    ("comparable", -0.01, 0.03, "undecided"),
-    ("no gain", -0.05, 0.01, "holds"), ("no gain", 0.01, 0.05, "contradicted"), ("no gain", -0.01, 0.05, "undecided"),
+    # a predicted rise: every region of the interval's ends
+    (rb.RISE, 0.01, 0.08, H), (rb.RISE, 0.01, 0.04, S), (rb.RISE, -0.03, -0.01, N), (rb.RISE, -0.08, -0.01, C),
+    (rb.RISE, -0.03, 0.04, N), (rb.RISE, 0.0, 0.04, N), (rb.RISE, -0.06, 0.04, U), (rb.RISE, -0.03, 0.06, U),
+    (rb.RISE, -0.08, 0.08, U),
+    # a predicted fall mirrors it
+    (rb.FALL, -0.08, -0.01, H), (rb.FALL, -0.04, -0.01, S), (rb.FALL, 0.01, 0.03, N), (rb.FALL, 0.01, 0.07, C), (rb.FALL, -0.04, 0.03, N),
+    (rb.FALL, -0.04, 0.0, N), (rb.FALL, -0.06, 0.03, U), (rb.FALL, -0.03, 0.06, U),
+    # comparable
+    (rb.COMPARABLE, -0.04, 0.04, H), (rb.COMPARABLE, 0.01, 0.04, H), (rb.COMPARABLE, 0.06, 0.09, C),
+    (rb.COMPARABLE, -0.09, -0.06, C), (rb.COMPARABLE, -0.01, 0.06, U), (rb.COMPARABLE, -0.06, 0.06, U),
+    # no gain (higher is better)
+    (rb.NO_GAIN, -0.09, 0.04, H), (rb.NO_GAIN, 0.01, 0.04, H), (rb.NO_GAIN, 0.06, 0.09, C),
+    (rb.NO_GAIN, 0.01, 0.06, U), (rb.NO_GAIN, -0.09, 0.06, U),
 ])
-def test_the_verdict_rule(expect, lo, hi, verdict):
-    assert claims.part_verdict(expect, lo, hi, 0.02) == verdict
+def test_part_truth_table(expect, lo, hi, verdict):
+    assert rb.part_verdict(expect, lo, hi, D) == verdict
 
 
-def test_a_claim_is_contradicted_by_any_part_and_holds_only_by_all():
-    assert claims.claim_verdict(["holds", "contradicted", "undecided"]) == "contradicted"
-    assert claims.claim_verdict(["holds", "undecided"]) == "undecided"
-    assert claims.claim_verdict(["holds", "holds"]) == "holds"
+@pytest.mark.parametrize("expect, metric, reference, bound", [
+    (rb.RISE, "reconstruction_oracle_shape", 0.98, "ceiling"), (rb.NO_GAIN, "editability_oracle", 0.99, "ceiling"),
+    (rb.FALL, "identity_oracle_named", 0.02, "floor"), (rb.RISE, "reconstruction_oracle", 0.90, None),
+    (rb.FALL, "reconstruction_oracle", 0.98, None), (rb.COMPARABLE, "reconstruction_oracle", 1.0, None),
+    (rb.RISE, "reconstruction_clip", 0.99, None),       # a cosine has no ceiling a setup sits at
+])
+def test_not_decidable_at_a_bound(expect, metric, reference, bound):
+    assert rb.at_bound(expect, metric, reference, D) == bound
 
 
-def test_issue_11_metrics_are_used_when_the_table_has_them(claims_csv):
-    """Per-attribute oracle metrics (one value per row, no per-sample list) pair by concept."""
-    from analysis.table import load_results
-    df = load_results(claims_csv)
-    rng = np.random.default_rng(0)
-    base = {c: 0.3 + 0.1 * i for i, c in enumerate(CONCEPTS)}   # concepts differ, captions lose 0.2
-    df["reconstruction_oracle_unnamed"] = [base[c] - (0.2 if m.startswith("human_captions") else 0)
-                                           + 0.01 * rng.standard_normal() for m, c in zip(df["method"], df["concept"])]
-    part = claims.Part("human_captions_long", "reconstruction_oracle_unnamed", claims.LOWER)
-    r = claims.decide_part(df, part, n_boot=500)
-    assert r.verdict == "holds" and r.hi < 0 and r.lo < -0.2 < r.hi and r.n_concepts == len(CONCEPTS)
+@pytest.mark.parametrize("parts, quantifier, verdict", [
+    ([H, H], rb.ALL, H), ([H, S], rb.ALL, S), ([H, ND], rb.ALL, ND), ([H, U, ND], rb.ALL, U),
+    ([H, N, U], rb.ALL, N), ([H, S, N, C], rb.ALL, C),
+    ([H, H, C, C], rb.MANY, H), ([H, C, C], rb.MANY, C), ([H, S, U, C, C], rb.MANY, U), ([ND, ND, H], rb.MANY, ND),
+    ([C, H], rb.ANY, H), ([U, N], rb.ANY, U), ([C, C], rb.ANY, C),
+])
+def test_claim_truth_table(parts, quantifier, verdict):
+    assert rb.claim_verdict(parts, quantifier) == verdict
+
+
+def _decide(changes=None, kind="object", n_boot=200) -> dict:
+    df = w.table(w.world(changes))
+    [rows] = [g for v, g in protocol.comparable_groups(df, ignore=protocol.SWEPT) if v["concept.kind"] == kind]
+    return {x.claim.id: x for x in claims.decide(rows, n_boot=n_boot)}
+
+
+BASE = {c.id: rb.HOLDS for c in claims.CLAIMS} | {"2b": rb.SMALL}   # 2b's rise is real but under d
+
+
+def test_positive_control_every_claim_holds_where_the_world_makes_it_true():
+    got = {**_decide(), **_decide(kind="style")}
+    assert {k: x.verdict for k, x in got.items()} == BASE
+    assert all(not r.reason for x in got.values() for r in x.results)
+
+
+G, O, ST = 5.0, "object", "style"
+# (the claim, the truth changed, the verdict by construction, words its reason must hold)
+SCENARIOS = [
+    ("1", {(O, "single_word", G, 5): {w.REC: 0.70}}, C, ""),                           # far below image-only
+    ("2a", {(O, "two_word", G, 5): {w.EDIT: 0.30}, (O, "three_word", G, 5): {w.EDIT: 0.30},
+            (O, "progressive", G, 5): {w.EDIT: 0.30}}, N, ""),                         # no editability gain
+    ("3", {(O, "high_lr", G, 5): {w.REC: 0.87, w.EDIT: 0.30}}, N, ""),                  # the high rate does nothing
+    ("4", {(O, "regularized", G, 5): {w.REC: 0.95, w.EDIT: 0.22}}, C, ""),              # the opposite way
+    ("5", {(O, "single_word", G, 5): {"reconstruction_oracle_unnamed": 0.0}}, ND, "floor"),
+    ("6", {(O, "human_captions_short", G, 5): {w.EDIT: 0.36}, (O, "human_captions_long", G, 5): {w.EDIT: 0.38}}, C, ""),
+    ("7", {(O, "progressive", G, 5): {w.REC: 0.97, w.EDIT: 0.40}}, C, ""),              # progressive dominates
+    ("8", {(O, "bipartite_inversion", 1.0, 5): None}, ND, "rows missing (bipartite_inversion at guidance < 5"),
+    ("8", {(O, "bipartite_inversion", 10.0, 5): {"identity_oracle_named": 0.8}}, N, ""),   # structure kept
+    ("9", {(O, "pivotal_tuning", 10.0, 5): {w.EDIT: 0.33}}, N, ""),                      # no collapse
+    ("10", {(O, s, G, 5): {w.EDIT: e} for s, e in [("low_lr", 0.10), ("regularized", 0.15), ("single_word", 0.20),
+                                                   ("high_lr", 0.45)]}, C, ""),       # both rise together
+    ("11", {(O, s, G, 5): {w.REC: 0.60} for s in ("two_word", "three_word", "progressive")}, C, ""),
+    ("12", {(O, "human_captions_long", G, 5): {w.EDIT: 0.24}}, N, ""),                  # long = short
+    ("13", {(O, s, G, 5): {"editability_oracle": 1.0} for s in claims.RANKED}, ND, "ceiling of editability_oracle"),
+    ("14", {(O, "single_word", G, 25): None}, ND, "rows missing (single_word with more than 5 training images"),
+    ("14", {(O, "single_word", G, 25): {w.REC: 1.0}}, C, ""),                            # a big reconstruction gain
+    ("15", {(O, "pivotal_tuning", 1.0, 5): {w.EDIT: 0.15}}, N, ""),                      # flat across guidance
+    ("S1", {(ST, "prompt_only", G, 5): {"reconstruction_oracle": 1.0},
+            (ST, "single_word", G, 5): {"reconstruction_oracle": 1.0}}, ND, "ceiling"),
+    ("S1", {(ST, "single_word", G, 5): {w.REC: 0.20, "reconstruction_oracle": 0.40}}, N, ""),
+]
+
+
+@pytest.mark.parametrize("claim, changes, verdict, reason", SCENARIOS, ids=[f"{s[0]}-{s[2]}" for s in SCENARIOS])
+def test_positive_control_recovers_the_constructed_verdict(claim, changes, verdict, reason):
+    got = _decide(changes, kind="style" if claim.startswith("S") else "object")[claim]
+    assert got.verdict == verdict, [(r.verdict, r.effect, r.lo, r.hi, r.reason) for r in got.results]
+    if reason:
+        assert any(reason in r.reason for r in got.results)
+
+
+def test_every_claim_quotes_the_paper():
+    paper = re.sub(r"\s+", " ", open("/work/shared/paper/textual-inversion-paper.md").read()
+                   if __import__("os").path.exists("/work/shared/paper/textual-inversion-paper.md") else "")
+    for c in claims.CLAIMS:
+        assert c.section.startswith(("§", "Appendix", "Fig.")) and c.quote
+        if paper:   # each quoted fragment is the paper's own words
+            for fragment in c.quote.split("[...]"):
+                assert fragment.strip(" .").replace("e.g.", "*e.g.*") in paper.replace("’", "'") or \
+                    fragment.strip(" .") in paper.replace("’", "'"), (c.id, fragment)
+
+
+def test_claims_md_has_a_section_per_kind_with_d_per_metric(tmp_path, capsys):
+    csv = tmp_path / "world.csv"
+    w.table(w.world()).to_csv(csv, index=False)
+    out = tmp_path / "claims.md"
+    assert claims.main([str(csv), "-o", str(out), "--n-boot", "200"]) == 0
+    text = out.read_text()
+    objects, styles = text.index("## Objects: n = 6 object concepts"), text.index("## Styles: n = 3 style concepts")
+    assert objects < styles
+    rows = re.findall(r"^\| (\w+) \|.*\| [^|]*?(holds \(small\)|holds|contradicted|undecided|negligible|"
+                      r"not decidable here) \|$", text, re.M)
+    assert dict(rows) == BASE
+    # d per metric: a tenth of |image-only - prompt-only| (0.60 and 0.40 by construction)
+    assert re.search(r"\| reconstruction \(CLIP\) \| \|image-only − prompt-only\| = 0\.6\d\d \| 0\.06\d \|", text[:styles])
+    assert re.search(r"\| reconstruction \(CLIP\) \| \|image-only − prompt-only\| = 0\.[34]\d\d \| 0\.0[34]\d \|", text[styles:])
+    assert "All sections: 16 holds, 1 holds (small)" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nope.csv"], "nope.csv does not exist"),
+    (["{csv}", "--where", "concept=nope"], "no ok rows"),
+    (["{csv}", "--where", "nocolumn=1"], "expected COLUMN=VALUE"),
+])
+def test_bad_input_is_one_error_line_exit_2(tmp_path, capsys, args, message):
+    csv = tmp_path / "world.csv"
+    w.table(w.world()).to_csv(csv, index=False)
+    args = [a.format(csv=csv) for a in args]
+    assert claims.main(args[:1] + ["-o", str(tmp_path / "c.md")] + args[1:]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert not (tmp_path / "c.md").exists()
+
+
+def test_per_attribute_oracle_metrics_pair_by_concept(tmp_path):
+    """A metric with one value per row (no per-sample list) pairs by concept."""
+    df = w.table(w.world())
+    df = df.drop(columns=["scores.reconstruction_oracle_unnamed"])
+    x = {d.claim.id: d for d in claims.decide(df[df["concept.kind"] == "object"], n_boot=200)}["5"]
+    unnamed = [r for r in x.results if r.item.metric == "reconstruction_oracle_unnamed"]
+    assert [r.verdict for r in unnamed] == [rb.HOLDS, rb.HOLDS] and all(r.n_concepts == 6 for r in unnamed)
+    assert np.allclose([r.effect for r in unnamed], -0.5, atol=0.01)

@@ -37,15 +37,19 @@ def mixed_csv(tmp_path_factory):
 
 
 @pytest.mark.parametrize("tool", [plot_tradeoff, effects, claims, report])
-def test_pooling_two_protocols_exits_2_naming_the_field(mixed_csv, tool, tmp_path, capsys):
+def test_two_protocols_are_split_or_refused_never_pooled(mixed_csv, tool, tmp_path, capsys):
     out = tmp_path / ("out.html" if tool is report else "out.md" if tool is claims else "out.png")
-    assert tool.main([str(mixed_csv), "-o", str(out), "--n-boot", "50"]) == (0 if tool is report else 2)
+    assert tool.main([str(mixed_csv), "-o", str(out), "--n-boot", "50"]) == (0 if tool in (report, claims) else 2)
     err = capsys.readouterr().err.strip().splitlines()
     if tool is report:  # the report makes one section per protocol instead
         text = out.read_text()
         heads = re.findall(r"<h2>Objects: ([^<]*)</h2>", text)
         assert len(heads) == 2 and any("6 samples per prompt" in h for h in heads) \
             and any("4 samples per prompt" in h for h in heads)
+        return
+    if tool is claims:  # so does claims.md, one section per protocol
+        heads = re.findall(r"^## Objects: (.*)$", out.read_text(), re.M)
+        assert len(heads) == 2 and "4 samples per prompt" in heads[0] and "6 samples per prompt" in heads[1]
         return
     assert len(err) == 1 and err[0].startswith("error:")
     assert "samples per prompt (eval.num_samples: 4 (12 rows), 6 (8 rows))" in err[0]
@@ -80,3 +84,4 @@ def test_a_guidance_sweep_is_its_own_protocol_except_for_its_figure(results_csv)
     with pytest.raises(protocol.IncomparableRows, match="guidance scale"):
         protocol.require_comparable(df)
     protocol.require_comparable(df, ignore=(protocol.GUIDANCE,))
+

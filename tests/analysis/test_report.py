@@ -46,8 +46,8 @@ def test_report_holds_every_figure_inline(report_html, results_csv):
     # one comparable group (the guidance sweep is a figure of it, not another protocol)
     assert len(re.findall(r"<h2>Objects: ", text)) == 1
     # the claims table: one row per claim, each with a verdict, before the scores and figures
-    claims_rows = re.findall(r"<tr><td>\d+</td>.*?<td class=(holds|contradicted|undecided)>", text)
-    assert len(claims_rows) == len(claims.CLAIMS)
+    claims_rows = re.findall(r"<tr><td>\d+\w?</td>.*?<td class=(holds|contradicted|undecided|negligible|not)>", text)
+    assert len(claims_rows) == len(claims.OBJECT_CLAIMS)
     assert text.index("forest plot") < text.index("<table class=claims>") < text.index("Scores per setup") \
         < text.index("Figure 10(a)")
     # the per-concept tables name every concept, for both metrics of the paper's figure
@@ -64,7 +64,7 @@ def test_report_opens_in_headless_chromium(report_html, tmp_path):
     n, ok = int(body["images"]), int(body["images-ok"])
     assert n == 1 + len(report.FIGURES) + len(CONCEPTS) and ok == n  # forest, plots, galleries decoded
     assert "js-error" not in body
-    assert int(body["claims-rows"]) == len(claims.CLAIMS)
+    assert int(body["claims-rows"]) == len(claims.OBJECT_CLAIMS)
     # the forest plot and the claims table are on the first screen (2,400 px)
     assert 0 < int(body["forest-top"]) < int(body["claims-top"]) < 2400
     # figures are shown large enough to read (not shrunk into thumbnails)
