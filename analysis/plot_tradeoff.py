@@ -3,10 +3,12 @@
     python analysis/plot_tradeoff.py results.csv -o tradeoff.png [--editability meanemb|persample]
                                      [--family clip|dino|oracle] [--x editability|reconstruction]
 
-Reads only the CSV. x = reconstruction, y = editability; each point is the mean over
-concepts of the per-concept mean, with horizontal and vertical 95% bootstrap intervals
-over concepts and samples (analysis/table.py). Image-only and prompt-only are drawn as
-reference stars. Writes PNG and PDF.
+Reads only the CSV. x = editability, y = reconstruction (the paper's orientation); each
+point is the mean over concepts of the per-concept mean, with horizontal and vertical
+95% bootstrap intervals over concepts and samples (analysis/table.py). Image-only and
+prompt-only are drawn as reference stars. A table holding several comparable groups
+(objects and styles, two evaluation protocols) gets one panel per group, titled with its
+protocol: their rows are never pooled. Writes PNG and PDF.
 """
 from __future__ import annotations
 
@@ -127,6 +129,26 @@ def _overlap(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def plot_tradeoff_groups(df: pd.DataFrame, editability: str = "meanemb", family: str = "clip",
+                         n_boot: int = N_BOOT, x: str = PAPER_X):
+    """One panel per comparable group (objects and styles, two protocols: never pooled),
+    each titled with its protocol. Returns (figure, summary with a `group` column)."""
+    groups = protocol.comparable_groups(df)
+    if len(groups) == 1:
+        return plot_tradeoff(df, editability, family, n_boot, x=x)
+    fig, axes = plt.subplots(1, len(groups), figsize=(9.0 * len(groups), 5.6), squeeze=False)
+    # the layout is set before drawing: number labels are placed in display space
+    fig.subplots_adjust(left=0.06, right=0.88, wspace=0.6, top=0.8)
+    summaries = []
+    for ax, (values, rows) in zip(axes[0], groups):
+        _, summary = plot_tradeoff(rows, editability, family, n_boot, ax=ax, x=x)
+        ax.set_title(f"{family}, 95% bootstrap CI\n" + textwrap.fill(protocol.title(values, rows), 70), fontsize=8)
+        summaries.append(summary.assign(group=protocol.title(values, rows)))
+    fig.suptitle(f"Distortion-editability trade-off: {len(groups)} protocols, one panel each (not comparable)",
+                 fontsize=9)
+    return fig, pd.concat(summaries, ignore_index=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Figure 10(a): editability vs reconstruction per setup.")
     ap.add_argument("csv", help="results table from analysis/collect.py")
@@ -140,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         df = where(load_results(args.csv), args.where)
-        fig, summary = plot_tradeoff(df, args.editability, args.family, args.n_boot, x=args.x)
+        fig, summary = plot_tradeoff_groups(df, args.editability, args.family, args.n_boot, x=args.x)
     except (FileNotFoundError, ValueError) as e:
         return fail(e)
     for p in save_figure(fig, args.out):

@@ -39,7 +39,7 @@ def mixed_csv(tmp_path_factory):
 @pytest.mark.parametrize("tool", [plot_tradeoff, effects, claims, report])
 def test_two_protocols_are_split_or_refused_never_pooled(mixed_csv, tool, tmp_path, capsys):
     out = tmp_path / ("out.html" if tool is report else "out.md" if tool is claims else "out.png")
-    assert tool.main([str(mixed_csv), "-o", str(out), "--n-boot", "50"]) == (0 if tool in (report, claims) else 2)
+    assert tool.main([str(mixed_csv), "-o", str(out), "--n-boot", "50"]) == (2 if tool is effects else 0)
     err = capsys.readouterr().err.strip().splitlines()
     if tool is report:  # the report makes one section per protocol instead
         text = out.read_text()
@@ -50,6 +50,9 @@ def test_two_protocols_are_split_or_refused_never_pooled(mixed_csv, tool, tmp_pa
     if tool is claims:  # so does claims.md, one section per protocol
         heads = re.findall(r"^## Objects: (.*)$", out.read_text(), re.M)
         assert len(heads) == 2 and "4 samples per prompt" in heads[0] and "6 samples per prompt" in heads[1]
+        return
+    if tool is plot_tradeoff:  # and the trade-off figure, one panel per protocol
+        assert out.exists() and out.with_suffix(".pdf").exists()
         return
     assert len(err) == 1 and err[0].startswith("error:")
     assert "samples per prompt (eval.num_samples: 4 (12 rows), 6 (8 rows))" in err[0]
@@ -85,3 +88,29 @@ def test_a_guidance_sweep_is_its_own_protocol_except_for_its_figure(results_csv)
         protocol.require_comparable(df)
     protocol.require_comparable(df, ignore=(protocol.GUIDANCE,))
 
+
+def test_tradeoff_draws_one_panel_per_group_titled_with_its_protocol(tmp_path, capsys):
+    """Objects and styles in one table: two panels, each with its own setups' points; no pooling."""
+    rng = np.random.default_rng(2)
+    _rows(tmp_path / "runs", ("red_star", "blue_cube"), rng=rng)
+    _rows(tmp_path / "runs", ("brick_pixel",), kind="style", rng=rng)
+    csv = tmp_path / "r.csv"
+    collect.main([str(tmp_path / "runs"), "-o", str(csv)])
+    df = load_results(csv)
+    fig, summary = plot_tradeoff.plot_tradeoff_groups(df, n_boot=50)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 2
+    assert "Objects: n = 2 object concepts" in panels[0].get_title() and \
+        "Styles: n = 1 style concept" in panels[1].get_title()
+    for ax, kind in zip(panels, ("object", "style")):
+        drawn = {l.get_gid() for l in ax.get_lines() if l.get_gid() and not l.get_gid().startswith("label:")}
+        assert drawn == set(SETUPS)
+        # each point is that group's own mean: pooling would put objects and styles together
+        rows = df[df["concept.kind"] == kind]
+        point = next(line for line in ax.get_lines() if line.get_gid() == "single_word")  # the data line
+        own = rows[rows["method"] == "single_word"]
+        assert np.isclose(point.get_ydata()[0], own.groupby("concept")["reconstruction_clip"].mean().mean())
+    assert sorted(summary["group"].str.split(":").str[0].unique()) == ["Objects", "Styles"]
+    out = tmp_path / "fig.png"
+    assert plot_tradeoff.main([str(csv), "-o", str(out), "--n-boot", "50"]) == 0
+    assert out.exists() and out.with_suffix(".pdf").exists()
