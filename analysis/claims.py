@@ -214,13 +214,18 @@ def _metrics(items) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _cell(text: str) -> str:
+    """Markdown table cell: a literal | (||v - v_init||, |image-only − prompt-only|) is escaped."""
+    return text.replace("|", "\\|")
+
+
 def d_table(rows: Rows, claims) -> list[str]:
     lines = ["| metric | span | d = " + f"{rb.FRACTION:g} × span |", "| --- | --- | --- |"]
     for m in _metrics(p for c in claims for p in c.parts):
         how = "single-word's distance" if m == "embedding_dist_init" else "|image-only − prompt-only|"
         span = rows.span(m)
-        lines.append(f"| {short_name(m)} | {how} = {span:.3f} | {rows.d(m):.3f} |" if span == span else
-                     f"| {short_name(m)} | {how}: rows missing | not set (its parts are not decidable here) |")
+        lines.append(f"| {_cell(short_name(m))} | {_cell(how)} = {span:.3f} | {rows.d(m):.3f} |" if span == span else
+                     f"| {_cell(short_name(m))} | {_cell(how)}: rows missing | not set (its parts are not decidable here) |")
     if any(isinstance(p, RankPart) for c in claims for p in c.parts):
         lines.append(f"| rank correlation | its range, −1 to +1 = {rb.CORRELATION_SPAN:g} | "
                      f"{rb.smallest_effect(rb.CORRELATION_SPAN):.3f} |")
@@ -245,9 +250,10 @@ def section(values: dict, df: pd.DataFrame, n_boot: int) -> tuple[list[str], lis
              "| --- | --- | --- | --- | --- |"]
     for x in decided:
         c = x.claim
-        cells = "<br>".join(result_text(r, rows) for r in x.results)
+        cells = "<br>".join(_cell(result_text(r, rows)) for r in x.results)
         quant = " (many: at least half the parts)" if c.quantifier == rb.MANY else ""
-        lines.append(f"| {c.id} | {c.text}{quant} | “{c.quote}” ({c.section}) | {cells} | {VERDICT_MARK[x.verdict]} |")
+        lines.append(f"| {c.id} | {_cell(c.text)}{quant} | “{_cell(c.quote)}” ({c.section}) | {cells} | "
+                     f"{VERDICT_MARK[x.verdict]} |")
     verdicts = [x.verdict for x in decided]
     lines += ["", f"Totals: {totals(verdicts)}.", ""]
     return lines, verdicts

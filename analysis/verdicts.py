@@ -234,7 +234,10 @@ def decide_rank(rows: Rows, part: RankPart, n_boot: int = N_BOOT, seed: int = SE
     pick = rng.integers(0, len(concepts), (n_boot, len(concepts)))
     boot = _spearman_cols(x[:, pick].mean(axis=2), y[:, pick].mean(axis=2))
     res.effect = float(_spearman_cols(x.mean(axis=1)[:, None], y.mean(axis=1)[:, None])[0])
-    res.lo, res.hi = (float(v) for v in np.nanquantile(boot, [0.025, 0.975]))
+    lo, hi = (float(v) for v in np.nanquantile(boot, [0.025, 0.975]))
+    # A rank statistic at its bound (-1 or +1) can sit outside its own percentile interval
+    # (redrawn concepts only break ties away from it); widen the interval to hold it.
+    res.lo, res.hi = min(lo, res.effect), max(hi, res.effect)
     res.n_concepts, res.arms = len(concepts), tuple((s, rows.g_main, rows.n_main) for s in style.order(setups))
     res.verdict = rb.part_verdict(part.expect, res.lo, res.hi, res.d)
     return res

@@ -129,8 +129,12 @@ def test_claims_md_has_a_section_per_kind_with_d_per_metric(tmp_path, capsys):
                       r"not decidable here) \|$", text, re.M)
     assert dict(rows) == BASE
     # d per metric: a tenth of |image-only - prompt-only| (0.60 and 0.40 by construction)
-    assert re.search(r"\| reconstruction \(CLIP\) \| \|image-only − prompt-only\| = 0\.6\d\d \| 0\.06\d \|", text[:styles])
-    assert re.search(r"\| reconstruction \(CLIP\) \| \|image-only − prompt-only\| = 0\.[34]\d\d \| 0\.0[34]\d \|", text[styles:])
+    assert re.search(r"\| reconstruction \(CLIP\) \| \\\|image-only − prompt-only\\\| = 0\.6\d\d \| 0\.06\d \|", text[:styles])
+    assert re.search(r"\| reconstruction \(CLIP\) \| \\\|image-only − prompt-only\\\| = 0\.[34]\d\d \| 0\.0[34]\d \|", text[styles:])
+    # every table line has its five (or three) cells: no literal | breaks a row
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| ---"):
+            assert len(re.findall(r"(?<!\\)\|", line)) in (4, 6), line
     assert "All sections: 16 holds, 1 holds (small)" in text
 
 
