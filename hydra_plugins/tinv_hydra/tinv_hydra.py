@@ -150,8 +150,8 @@ def sweep_summary(returns: List[Any], n: int, results_root: str, sweep: str) -> 
         "next:",
         f"  python analysis/collect.py {folder} -o {csv}",
         f"  python analysis/report.py {csv} -o {os.path.join(folder, 'report.html')}",
-        f"  python analysis/claims.py {csv} -o {os.path.join(folder, 'claims.md')} --where concept.kind=object",
-        f"  python analysis/plot_tradeoff.py {csv} -o {os.path.join(folder, 'tradeoff.png')} --where concept.kind=object",
+        f"  python analysis/claims.py {csv} -o {os.path.join(folder, 'claims.md')}",
+        f"  python analysis/plot_tradeoff.py {csv} -o {os.path.join(folder, 'tradeoff.png')}",
     ])
 
 
