@@ -76,9 +76,18 @@ class Result:
     children: list = field(default_factory=list)
 
 
-def _mode(s: pd.Series):
-    s = s.dropna()
-    return s.value_counts().index[0] if len(s) else None
+# The grid's guidance and set size when a sweep runs every value equally often: the public
+# evaluation script's guidance (REFERENCE.md) and the paper's five images (appendix B).
+PREFERRED = {GUIDANCE: 5.0, "setsize": 5}
+
+
+def _mode(s: pd.Series, prefer: float):
+    """The most common value; a tie goes to the one nearest `prefer`."""
+    counts = s.dropna().value_counts()
+    if counts.empty:
+        return None
+    tied = counts[counts == counts.max()].index
+    return min(tied, key=lambda v: (abs(float(v) - prefer), float(v)))
 
 
 def setsize_column(df: pd.DataFrame) -> str | None:
@@ -91,8 +100,8 @@ class Rows:
     def __init__(self, df: pd.DataFrame):
         self.df = df
         self.n_col = setsize_column(df)
-        self.g_main = _mode(df[GUIDANCE]) if GUIDANCE in df.columns else None
-        self.n_main = _mode(df[self.n_col]) if self.n_col else None
+        self.g_main = _mode(df[GUIDANCE], PREFERRED[GUIDANCE]) if GUIDANCE in df.columns else None
+        self.n_main = _mode(df[self.n_col], PREFERRED["setsize"]) if self.n_col else None
         self.main = self._at(df, self.g_main, self.n_main)
         self._spans: dict = {}
 

@@ -108,6 +108,23 @@ def test_positive_control_recovers_the_constructed_verdict(claim, changes, verdi
         assert any(reason in r.reason for r in got.results)
 
 
+def test_a_guidance_sweep_alone_takes_guidance_5_as_its_grid():
+    """A sweep that runs every scale equally often: the grid is s = 5 (the public script's),
+    and the appendix claims still compare the highest and lowest scales."""
+    t = {k: v for k, v in w.world().items() if k[1] in ("bipartite_inversion", "pivotal_tuning", "single_word",
+                                                           "image_only", "prompt_only") and k[3] == 5 and k[0] == O}
+    for setup in ("image_only", "prompt_only"):   # references at every scale too: all counts tie
+        for g in (1.0, 10.0):
+            t[(O, setup, g, 5)] = t[(O, setup, G, 5)]
+    t[(O, "single_word", 1.0, 5)] = t[(O, "single_word", G, 5)]
+    t[(O, "bipartite_inversion", G, 5)] = t[(O, "bipartite_inversion", 10.0, 5)]
+    df = w.table(t).sort_values("eval.guidance", kind="stable")   # s = 1 comes first: a naive mode picks it
+    assert df.groupby("eval.guidance").size().nunique() == 1
+    got = {x.claim.id: x for x in claims.decide(df, n_boot=200)}
+    assert got["8"].verdict == rb.HOLDS and got["9"].verdict == rb.HOLDS
+    assert [r.arms[0][1] for r in got["9"].results] == [5.0, 10.0]
+
+
 def test_every_claim_cites_a_section_and_quotes_the_paper():
     assert len({c.id for c in claims.CLAIMS}) == len(claims.CLAIMS)
     for c in claims.CLAIMS:
