@@ -78,10 +78,13 @@ SCENARIOS = [
     ("1", {(O, "single_word", G, 5): {w.REC: 0.70}}, C, ""),                           # far below image-only
     ("2a", {(O, "two_word", G, 5): {w.EDIT: 0.30}, (O, "three_word", G, 5): {w.EDIT: 0.30},
             (O, "progressive", G, 5): {w.EDIT: 0.30}}, N, ""),                         # no editability gain
+    ("2b", {(O, m, G, 5): {w.REC: 0.80, w.EDIT: 0.36} for m in ("two_word", "three_word", "progressive")}, C, ""),
     ("3", {(O, "high_lr", G, 5): {w.REC: 0.87, w.EDIT: 0.30}}, N, ""),                  # the high rate does nothing
     ("4", {(O, "regularized", G, 5): {w.REC: 0.95, w.EDIT: 0.22}}, C, ""),              # the opposite way
     ("5", {(O, "single_word", G, 5): {"reconstruction_oracle_unnamed": 0.0}}, ND, "floor"),
+    ("5", {(O, c, G, 5): {w.REC: 0.95, "reconstruction_oracle_unnamed": 0.9} for c in claims.CAPTIONS}, C, ""),
     ("6", {(O, "human_captions_short", G, 5): {w.EDIT: 0.36}, (O, "human_captions_long", G, 5): {w.EDIT: 0.38}}, C, ""),
+    ("6", {(O, c, G, 5): {w.EDIT: 0.30} for c in claims.CAPTIONS}, N, ""),
     ("7", {(O, "progressive", G, 5): {w.REC: 0.97, w.EDIT: 0.40}}, C, ""),              # progressive dominates
     ("8", {(O, "bipartite_inversion", 1.0, 5): None}, ND, "rows missing (bipartite_inversion at guidance < 5"),
     ("8", {(O, "bipartite_inversion", 10.0, 5): {"identity_oracle_named": 0.8}}, N, ""),   # structure kept
@@ -91,6 +94,8 @@ SCENARIOS = [
     ("11", {(O, s, G, 5): {w.REC: 0.60} for s in ("two_word", "three_word", "progressive")}, C, ""),
     ("12", {(O, "human_captions_long", G, 5): {w.EDIT: 0.24}}, N, ""),                  # long = short
     ("13", {(O, s, G, 5): {"editability_oracle": 1.0} for s in claims.RANKED}, ND, "ceiling of editability_oracle"),
+    ("13", {(O, s, G, 5): {"editability_oracle": 1.2 - _e} for s, (_r, _e) in w._GRID.items() if s in claims.RANKED},
+     C, ""),                                                                        # the oracle ranks in reverse
     ("14", {(O, "single_word", G, 25): None}, ND, "rows missing (single_word with more than 5 training images"),
     ("14", {(O, "single_word", G, 25): {w.REC: 1.0}}, C, ""),                            # a big reconstruction gain
     ("15", {(O, "pivotal_tuning", 1.0, 5): {w.EDIT: 0.15}}, N, ""),                      # flat across guidance
