@@ -27,7 +27,8 @@ import pandas as pd  # noqa: E402
 from analysis import protocol, style  # noqa: E402
 from analysis import rulebook as rb  # noqa: E402
 from analysis.effects import format_effect  # noqa: E402
-from analysis.table import add_row_options, N_BOOT, atomic_write_text, fail, load_results, short_name, where  # noqa: E402
+from analysis.table import (add_row_options, N_BOOT, atomic_write_text, fail, load_results,  # noqa: E402
+                            short_name, where)
 from analysis.verdicts import HIGH, LOW, MAX, Arm, Group, Part, RankPart, Result, Rows, decide_item  # noqa: E402
 
 REC, EDIT = "reconstruction_clip", "editability_clip_meanemb"
@@ -84,7 +85,8 @@ OBJECT_CLAIMS = (
            _p("regularized", "embedding_dist_init", FALL, check=True))),
     Claim("5", "Human captions reconstruct the concept worse than the learned word",
           "the use of human descriptions for the concepts not only fails to capture their likeness",
-          "§5.3, fourth observation", _each(CAPTIONS, REC, FALL) + _each(CAPTIONS, "reconstruction_oracle_unnamed", FALL)),
+          "§5.3, fourth observation",
+          _each(CAPTIONS, REC, FALL) + _each(CAPTIONS, "reconstruction_oracle_unnamed", FALL)),
     Claim("6", "Human captions also diminish editability", "but also leads to diminished editability",
           "§5.3, fourth observation", _each(CAPTIONS, EDIT, FALL)),
     Claim("7", "No extension dominates the single word (better on both reconstruction and editability)",
@@ -102,7 +104,8 @@ OBJECT_CLAIMS = (
           "collapse of editing at high guidance scales", "Appendix A",
           (_p("pivotal_tuning", REC, RISE),
            _p(Arm("pivotal_tuning", HIGH), EDIT, FALL, Arm("single_word", HIGH)))),
-    Claim("10", "The learned setups trace a distortion-editability curve: reconstruction and editability rank oppositely",
+    Claim("10", "The learned setups trace a distortion-editability curve: reconstruction and editability "
+          "rank oppositely",
           "we observe that our baselines outline a distortion-editability trade-off curve",
           "§5.3, third observation; §1", (RankPart(LEARNED, REC, EDIT, FALL),)),
     Claim("11", "Many of the baselines reconstruct comparably to image-only",
@@ -131,7 +134,8 @@ OBJECT_CLAIMS = (
 STYLE_CLAIMS = (
     Claim("S1", "A learned word captures a style: the style's images are reconstructed better than without it",
           "our model can also find pseudo-words representing a specific, unknown style", "§4.3",
-          (_p("single_word", REC, RISE, "prompt_only"), _p("single_word", "reconstruction_oracle", RISE, "prompt_only"))),
+          (_p("single_word", REC, RISE, "prompt_only"),
+           _p("single_word", "reconstruction_oracle", RISE, "prompt_only"))),
 )
 CLAIMS = OBJECT_CLAIMS + STYLE_CLAIMS
 
@@ -225,7 +229,7 @@ def d_table(rows: Rows, claims) -> list[str]:
         how = "single-word's distance" if m == "embedding_dist_init" else "|image-only − prompt-only|"
         span = rows.span(m)
         lines.append(f"| {_cell(short_name(m))} | {_cell(how)} = {span:.3f} | {rows.d(m):.3f} |" if span == span else
-                     f"| {_cell(short_name(m))} | {_cell(how)}: rows missing | not set (its parts are not decidable here) |")
+                     f"| {_cell(short_name(m))} | {_cell(how)}: rows missing | not set (its parts: not decidable) |")
     if any(isinstance(p, RankPart) for c in claims for p in c.parts):
         lines.append(f"| rank correlation | its range, −1 to +1 = {rb.CORRELATION_SPAN:g} | "
                      f"{rb.smallest_effect(rb.CORRELATION_SPAN):.3f} |")
@@ -245,7 +249,8 @@ def section(values: dict, df: pd.DataFrame, n_boot: int) -> tuple[list[str], lis
                                f"{rows.n_main:g} training images" if rows.n_main is not None else "") if x)
     lines = [f"## {protocol.title(values, df)}", "",
              f"Grid rows: {at or 'all'}; a part that names another guidance or set size says so. "
-             "Smallest effect of interest d per metric, on the grid rows:", "", *d_table(rows, [x.claim for x in decided]), "",
+             "Smallest effect of interest d per metric, on the grid rows:", "",
+             *d_table(rows, [x.claim for x in decided]), "",
              "| # | claim | the paper | parts: effect [95% interval] → part verdict | verdict |",
              "| --- | --- | --- | --- | --- |"]
     for x in decided:
@@ -269,7 +274,8 @@ def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: i
               "concepts. ↑/↓: predicted rise/fall; ≈: comparable; no gain: not better. The rulebook "
               "(analysis/rulebook.py; docs/analysis.md, \"The claims\"): d = "
               f"{rb.FRACTION:g} × |image-only − prompt-only| per metric; a rise holds if lo > 0 (small if hi < d), "
-              "else is negligible if −d < lo and hi < d, else contradicted if hi < 0 (a fall mirrors it); comparable holds inside (−d, d); "
+              "else is negligible if −d < lo and hi < d, else contradicted if hi < 0 (a fall mirrors it); "
+              "comparable holds inside (−d, d); "
               "no gain holds if hi < d, is contradicted if lo > d; a part is not decidable here at the metric's "
               "ceiling or floor or with rows missing. A claim takes its weakest part's verdict (\"many\": the "
               "verdict at least half its parts reach), in the order " + " > ".join(rb.STRENGTH) + ".", ""]

@@ -181,7 +181,8 @@ def decide_part(rows: Rows, part: Part, n_boot: int = N_BOOT, seed: int = SEED) 
         return res
     pairs = concept_pairs(a[0], b[0], part.metric)
     if not pairs:
-        res.reason = f"rows missing (no concept has {part.metric} for both {part.setup.setup} and {part.reference.setup})"
+        res.reason = (f"rows missing (no concept has {part.metric} for both {part.setup.setup} "
+                      f"and {part.reference.setup})")
         return res
     est = paired_bootstrap(pairs, n_boot, seed=seed)
     res.effect, res.lo, res.hi, res.n_concepts = est.mean, est.lo, est.hi, est.n_concepts

@@ -11,7 +11,6 @@ import pytest
 
 from analysis import claims, protocol
 from analysis import rulebook as rb
-from analysis.table import load_results
 from tests.analysis import claims_world as w
 
 D = 0.05
