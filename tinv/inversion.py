@@ -51,6 +51,7 @@ class InversionConfig:
     steps: int = 5000
     seed: int = 23
     templates: str = "object"             # "object" | "style"
+    style_noun: str = "painting"          # the style templates' medium noun (model.style_noun)
     center_crop: bool = False
     flip_p: float = 0.5
     checkpoint_every: int = 0             # optimizer steps; 0 = never
@@ -130,7 +131,7 @@ class _Set:
         # The authors' file names words by tokens of the STOCK vocabulary: chosen here, where
         # the tokenizer is (exports only see the result).
         self.authors_tokens = authors_tokens(parts.tokenizer, len(self.image_words))
-        self.plain, self.dual = templates_for(cfg.templates)
+        self.plain, self.dual = templates_for(cfg.templates, cfg.style_noun)
         self.latents: LatentCache = cache_latents(parts, images)
         self.step = 0
         self.losses: list[float] = []
@@ -216,7 +217,7 @@ def diffusion_target(sched: DDPMScheduler, latents, noise, t) -> torch.Tensor:
 
 
 def eval_prompt(cfg: InversionConfig) -> str:
-    return templates_for(cfg.templates)[0][0].format(cfg.placeholder)
+    return templates_for(cfg.templates, cfg.style_noun)[0][0].format(cfg.placeholder)
 
 
 @torch.no_grad()

@@ -33,6 +33,8 @@ def inversion_config(cfg: Mapping[str, Any], concept: Concept):
                          f"InversionConfig has {sorted(known)}")
     fields.update(seed=int(cfg["seed"]), templates=concept.kind, placeholder=PLACEHOLDER,
                   initializer_word=concept.initializer)
+    if cfg["model"].get("style_noun"):
+        fields["style_noun"] = cfg["model"]["style_noun"]
     if method.get("progressive_fraction"):
         steps = int(fields.get("steps", InversionConfig.steps))
         fields["progressive_interval"] = max(1, round(float(method["progressive_fraction"]) * steps))

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from tinv.templates import STYLE_NOUN, with_style_noun
+
 
 @dataclass(frozen=True)
 class EvalPrompt:
@@ -69,4 +71,7 @@ def eval_prompts(cfg: Mapping[str, Any], kind: str = "object") -> list[EvalPromp
 def reconstruction_prompt(cfg: Mapping[str, Any], kind: str = "object") -> EvalPrompt:
     """ "A photo of S*" for objects (section 5.1); its style counterpart for styles."""
     rec = cfg["eval"]["reconstruction_prompt"]
-    return EvalPrompt(rec[kind] if isinstance(rec, Mapping) else rec, {}, "paper")
+    text = rec[kind] if isinstance(rec, Mapping) else rec
+    if kind == "style":   # the training templates' noun (tinv.templates.STYLE_NOUN)
+        text = with_style_noun(text, cfg["model"].get("style_noun") or STYLE_NOUN)
+    return EvalPrompt(text, {}, "paper")

@@ -36,8 +36,23 @@ TEMPLATE_SETS = {
 }
 
 
-def templates_for(kind: str) -> tuple[list[str], list[str]]:
-    """(plain, dual) templates for "object" or "style"."""
+# The style templates' medium noun. On a model whose vocabulary makes "painting" a style of
+# its own (the toy world: photo, sketch, painting, pixel art), "a painting in the style of
+# S*" asks for a painting whatever S* says; model.style_noun names a neutral noun there.
+STYLE_NOUN = "painting"
+
+
+def with_style_noun(text: str, noun: str = STYLE_NOUN) -> str:
+    """A style template or prompt with its medium noun "painting" replaced by `noun`."""
+    return text if noun == STYLE_NOUN else text.replace(STYLE_NOUN, noun).replace(
+        STYLE_NOUN.capitalize(), noun.capitalize())
+
+
+def templates_for(kind: str, style_noun: str = STYLE_NOUN) -> tuple[list[str], list[str]]:
+    """(plain, dual) templates for "object" or "style" (the latter with `style_noun`)."""
     if kind not in TEMPLATE_SETS:
         raise ValueError(f"templates must be one of {sorted(TEMPLATE_SETS)}, got {kind!r}")
-    return TEMPLATE_SETS[kind]
+    plain, dual = TEMPLATE_SETS[kind]
+    if kind != "style" or style_noun == STYLE_NOUN:
+        return plain, dual
+    return [with_style_noun(t, style_noun) for t in plain], [with_style_noun(t, style_noun) for t in dual]
