@@ -91,3 +91,34 @@ def test_evaluate_leaves_out_self_pairs_where_sample_i_is_training_image_i(monke
              NS(prompt=0, images=train.clone(), text="a photo of <S*> at night")]
     out = protocol.evaluate(plan, cells, train, "cpu")
     assert out["metrics"]["reconstruction_clip"] == pytest.approx(expected)
+
+
+def test_editability_per_difficulty_level_averages_its_own_prompts(monkeypatch):
+    """Rows carry editability for prompts asking one change, two, three or more: each level's
+    value is the mean over its own prompts' cells (a text embedding per prompt sets it here)."""
+    from types import SimpleNamespace as NS
+
+    import torch
+
+    from tinv.metrics import encoders, protocol
+
+    class Fixed:   # every image embeds to e0; prompt k's text to cos = k / 10 with e0
+        def images(self, x):
+            return np.tile([1.0, 0.0], (len(x), 1))
+
+        def texts(self, texts):
+            return np.array([[int(t.split()[-1]) / 10, np.sqrt(1 - (int(t.split()[-1]) / 10) ** 2)] for t in texts])
+
+    monkeypatch.setattr(encoders, "cached", lambda *a, **k: Fixed())
+    asked = [{"style": "sketch"}, {"size": "small", "count": "two"}, {"style": "pixel"},
+             {"style": "sketch", "size": "small", "background": "sky", "count": "two"}]
+    prompts = [NS(template=f"{{}} {k}", edit_text=f"x {k}", attributes=a) for k, a in enumerate(asked, 1)]
+    plan = NS(cfg={"method": {"name": "single_word"}, "model": {"evaluator": "toyworld"},
+                   "eval": {"bootstrap": {"n": 20, "seed": 0}}}, prompts=prompts, recon=NS(template="A photo of {}"))
+    train = torch.zeros(2, 3, 1, 1)
+    cells = [NS(prompt=-1, images=train, text="r")] + [NS(prompt=i, images=train, text=str(i)) for i in range(4)]
+    m = protocol.evaluate(plan, cells, train, "cpu")["metrics"]
+    assert m["editability_clip_meanemb_d1"] == pytest.approx((0.1 + 0.3) / 2)
+    assert m["editability_clip_meanemb_d2"] == pytest.approx(0.2)
+    assert m["editability_clip_meanemb_d3"] == pytest.approx(0.4)
+    assert m["editability_clip_meanemb"] == pytest.approx(0.25)

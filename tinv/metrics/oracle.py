@@ -4,6 +4,8 @@ reconstruction_oracle: per sample of "A photo of S*", the share of the concept's
     attributes (unnamed ones included) the oracle sees (tinv.toyworld.oracle).
 editability_oracle: per sample of an editing prompt, the share of the attributes that
     prompt asks for (conf/eval/prompts/toyworld.yaml says which) the oracle sees.
+editability_*_d1/_d2/_d3: the same over the prompts that ask one change, two, or three or
+    more (the paper's prompts vary in difficulty).
 identity_oracle: the concept's attributes in the EDITED samples, i.e. whether S* survives
     the edit. Attributes a prompt asks for are left out of it (a "painting of S*" is not
     expected to stay a photo).
@@ -19,7 +21,7 @@ from .bootstrap import mean_ci
 
 
 def score_cells(plan, rec_cells, edit_cells, device: str, out: dict, n_boot: int,
-                seed: int) -> dict[str, list[float]]:
+                seed: int, levels: dict[str, list[int]] | None = None) -> dict[str, list[float]]:
     """Adds the oracle metrics to `out` (metrics, metrics_ci, scores); returns per-edit-cell
     means {name: [value per edit cell]} for the per-prompt breakdown."""
     from tinv.toyworld.oracle import load_oracle, oracle_editability, oracle_reconstruction, splits
@@ -45,6 +47,8 @@ def score_cells(plan, rec_cells, edit_cells, device: str, out: dict, n_boot: int
     if edit and len(edit) == len(edit_cells):
         _put(out, "editability_oracle", edit, n_boot, seed)
         per_cell["editability_oracle"] = [float(e.mean()) for e in edit]
+        for level, idx in (levels or {}).items():   # prompts asking 1, 2, 3+ changes
+            _put(out, f"editability_oracle_{level}", [edit[i] for i in idx], n_boot, seed)
     for suffix, cells in ident_split.items():
         _put(out, "identity_oracle" + suffix, cells, n_boot, seed)
     if truth:

@@ -48,6 +48,10 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
     edit = S.editability([(embed(clip, c.images), t) for c, t in zip(edit_cells, texts)], **boot)
     put("editability_clip_meanemb", edit["meanemb"])
     put("editability_clip_persample", edit["persample"])
+    by_level = difficulty_levels(plan, edit_cells)
+    for level, idx in by_level.items():
+        sub = S.editability([(embed(clip, edit_cells[i].images), texts[i]) for i in idx], **boot)
+        put(f"editability_clip_meanemb_{level}", sub["meanemb"])
     if m.get("dino"):
         dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], _dino_weights(e["dino"]["pretrained"]),
                                device)
@@ -56,13 +60,24 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
             **boot))
     oracle_cells = {}
     if m.get("oracle"):
-        oracle_cells = oracle.score_cells(plan, rec_cells, edit_cells, device, out, **boot)
+        oracle_cells = oracle.score_cells(plan, rec_cells, edit_cells, device, out, levels=by_level, **boot)
     out["per_prompt"] = per_prompt(plan, edit_cells, edit, oracle_cells)
     out["per_prompt"].insert(0, {"role": "reconstruction", "prompt": plan.recon.template,
                                  "generated": [c.text for c in rec_cells],
                                  "n": int(sum(len(c.images) for c in rec_cells)),
                                  **{k: v for k, v in out["metrics"].items() if k.startswith("reconstruction")}})
     return out
+
+
+def difficulty_levels(plan, edit_cells: list) -> dict[str, list[int]]:
+    """Edit cells by how many changes their prompt asks ("d1", "d2", "d3" for three or more),
+    as the paper's prompts vary in difficulty; empty where prompts say nothing they ask."""
+    out: dict[str, list[int]] = {}
+    for i, c in enumerate(edit_cells):
+        n = len(plan.prompts[c.prompt].attributes)
+        if n:
+            out.setdefault(f"d{min(n, 3)}", []).append(i)
+    return dict(sorted(out.items()))
 
 
 def _dino_weights(pretrained) -> bool | str:
