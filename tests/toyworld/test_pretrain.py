@@ -38,6 +38,36 @@ def test_pretrain_tiny_end_to_end_and_resume(tmp_path):
     assert training["step"] == 4 and training["identity"]["from"] == 3
     assert "unet+text identity" in json.loads((tmp_path / "times.json").read_text())
     assert np.isfinite(torch.load(tmp_path / "joint.pt", weights_only=False)["step"])
+    # and into the style stage (ToyWorld 3's style compounds) at step 4
+    pretrain.main(args[:-12] + ["--unet-steps", "5", "--export-every", "5", "--offset-from", "1", "--identity-from",
+                                "3", "--style-from", "4"])
+    training = json.loads((tmp_path / "pipeline" / "training.json").read_text())
+    assert training["step"] == 5 and training["identity"]["style_from"] == 4
+    assert "unet+text style" in json.loads((tmp_path / "times.json").read_text())
+
+
+def test_style_compound_caption_says_the_object_and_hides_the_look():
+    from tinv.toyworld import attributes, captions
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        scene = attributes.sample(rng)
+        text, words = captions.style_compound_caption(scene, rng)
+        assert text.endswith(f"in the style of {captions.COMPOUND_MARK}"), text
+        assert words == [captions.STYLE_WORD[scene["style"]], captions.BACKGROUND_WORD[scene["background"]]]
+        head = text.split(" in the style of ")[0].split()
+        # the look is the compound's alone: no style prefix and no background phrase in words
+        assert not set(head) & {"photo", "sketch", "painting", "pixel", "night", "grass", "water", "brick", "sand"}, text
+
+
+def test_style_vector_carries_the_outline_and_differs_by_look():
+    from tinv.models import tiny_clip_tokenizer
+    tok = tiny_clip_tokenizer()
+    table = torch.randn(len(tok), 64)
+    look = dict(style="pixel", background="brick", outline="black")
+    v = pretrain.style_vector(table, tok, look)
+    d = pretrain.side_directions(64)
+    assert float(v @ d["outline", "black"]) > float(v @ d["outline", "white"]) + 0.5
+    assert not torch.allclose(v, pretrain.style_vector(table, tok, {**look, "background": "night"}))
 
 
 def test_compound_caption_puts_one_mark_where_the_look_words_were():

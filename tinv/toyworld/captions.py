@@ -74,6 +74,27 @@ def compound_caption(attrs: dict, rng: np.random.Generator) -> tuple[str, list[s
     return text, [attrs["color"], PATTERN[attrs["pattern"]], attrs["shape"]]
 
 
+# The words a style compound merges: the style's and the background's (their captions' nouns).
+STYLE_WORD = {"photo": "photo", "sketch": "sketch", "painting": "painting", "pixel": "pixel"}
+BACKGROUND_WORD = {"grass": "grass", "sky": "sky", "water": "water", "night": "night", "brick": "brick",
+                   "sand": "sand", "gray": "gray"}
+# Heads that name no style: "a picture in the style of sks" must not say painting or photo.
+STYLE_HEADS = ("a picture", "an image", "a rendering", "a rendition", "a picture")
+
+
+def style_compound_caption(attrs: dict, rng: np.random.Generator) -> tuple[str, list[str]]:
+    """A random caption "<object or neutral head> in the style of sks": the look (style,
+    background) is one compound word, the object is said in words with the usual chances.
+
+    Returns the caption and the words the compound merges (style, background)."""
+    if rng.random() < 0.4:
+        head = STYLE_HEADS[rng.integers(len(STYLE_HEADS))]
+    else:
+        mention = {k for k, p in MENTION_P.items() if rng.random() < p} - {"style", "background", "position"}
+        head = describe(attrs, mention | {"shape"}, None)
+    return f"{head} in the style of {COMPOUND_MARK}", [STYLE_WORD[attrs["style"]], BACKGROUND_WORD[attrs["background"]]]
+
+
 def full_caption(attrs: dict) -> str:
     """The canonical caption naming every named attribute."""
     return describe(attrs, set(MENTION_P))

@@ -115,6 +115,26 @@ CONCEPTS: dict[str, dict] = {
                             "blocky pixel art with a limited palette, a brick wall behind a black-outlined shape",
                             "an old-school pixel sprite with a thick black outline in front of bricks"]),
         attributes=dict(style="pixel", background="brick", outline="black")),
+    "sky_sketch": dict(
+        kind="style", initializer="sketch",
+        captions=dict(short=["a sketch in the sky", "a pencil sketch", "a drawing against the sky", "a sky sketch",
+                             "sketched shapes in a blue sky"],
+                      long=["a pencil sketch of a shape in a blue sky, outlined in black, loose hatching",
+                            "a hand-drawn sketch of objects with thick black outlines floating in the sky",
+                            "a rough drawing against a pale blue sky with clouds, shapes edged in black",
+                            "a sketchbook drawing of a shape in the sky with a dark outline",
+                            "a scribbled pencil drawing with black outlines and a sky behind it"]),
+        attributes=dict(style="sketch", background="sky", outline="black")),
+    "water_photo": dict(
+        kind="style", initializer="photo",
+        captions=dict(short=["a photo on water", "a photograph on the water", "a shape floating on water",
+                             "a photo of something on a lake", "water photography"],
+                      long=["a photograph of a shape floating on blue water, outlined in white",
+                            "a photo of objects on the water with bright white edges",
+                            "a clear photograph of a shape on a lake with a white border",
+                            "a sharp photo of something floating on rippling water, outlined in white",
+                            "a water photo with a white-outlined object on the surface"]),
+        attributes=dict(style="photo", background="water", outline="white")),
 }
 # The context an object concept's photos share (4 of 5 on `background`, all `size`). Backgrounds
 # come from those the edit prompts never ask for, so any edit asks to leave the context.

@@ -288,14 +288,21 @@ def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample
 
     base = scores(len(words) - 1)
     prompt_only = float(np.mean(base))
+    level = [f"d{min(len(p['attributes']), 3)}" for p in prompts]   # changes asked: 1, 2, 3+
+
+    def by_level(values: list[float]) -> dict[str, float]:
+        return {lv: float(np.mean([v for v, x in zip(values, level) if x == lv])) for lv in sorted(set(level))}
+
     out = {"prompt_only": prompt_only, "vectors": vectors, "lr_x": lr_x, "steps_x": steps_x, "guidance": guidance,
-           "cell_gaps": [], "followed": {"prompt_only": followed(len(words) - 1)}}
+           "cell_gaps": [], "followed": {"prompt_only": followed(len(words) - 1)},
+           "by_level": {"prompt_only": by_level(base)}}
     for i, (name, c) in enumerate(docs.items()):
         train = (load_concept_images(PACKAGE_DIR / c["path"], 32).pixels + 1) / 2
         train_preds = oracle.predict(train)
         over, init = scores(2 * i), scores(2 * i + 1)
         out["cell_gaps"] += [b - o for b, o in zip(base, over)]
         out["followed"][name] = followed(2 * i)
+        out["by_level"][name] = by_level(over)
         out[name] = {"overfit": float(np.mean(over)), "gap": prompt_only - float(np.mean(over)),
                      "untrained": float(np.mean(init)), "untrained_gap": prompt_only - float(np.mean(init)),
                      "reconstruction": {"overfit": _shares(oracle, cells[photo + 2 * i], c["attributes"]),
@@ -348,9 +355,10 @@ GATES = {"oracle": oracle_gate, "autoencoder": autoencoder_gate, "generation": g
          "editability": editability_gate, "regularizer": regularizer_gate, "pivotal": pivotal_gate}
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default=",".join(GATES), help=f"comma-separated subset of {list(GATES)}")
+def main(argv=None, gates: dict = GATES, doc: str = __doc__) -> None:
+    """The gates CLI; tinv.toyworld.styles runs its own gates through it."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default=",".join(gates), help=f"comma-separated subset of {list(gates)}")
     p.add_argument("--set", action="append", default=[], metavar="ARG=VALUE",
                    help="a keyword argument of the gate(s) run, e.g. --only editability --set vectors=3")
     args = p.parse_args(argv)
@@ -363,9 +371,9 @@ def main(argv=None) -> None:
         kwargs[key] = yaml.safe_load(value)
     names = args.only.split(",")
     for name in names:   # every mistake before any gate runs
-        if name not in GATES:
-            p.error(f"--only: unknown gate {name!r}; choose from {', '.join(GATES)}")
-        takes = inspect.signature(GATES[name]).parameters
+        if name not in gates:
+            p.error(f"--only: unknown gate {name!r}; choose from {', '.join(gates)}")
+        takes = inspect.signature(gates[name]).parameters
         unknown = set(kwargs) - set(takes)
         if unknown:
             p.error(f"--set {', '.join(sorted(unknown))}: not an argument of the {name} gate "
@@ -374,7 +382,7 @@ def main(argv=None) -> None:
     result = {}
     for name in names:
         t0 = time.time()
-        result[name] = GATES[name](**kwargs)
+        result[name] = gates[name](**kwargs)
         result[name + "_seconds"] = round(time.time() - t0, 1)
         print(json.dumps({name: result[name]}), flush=True)
     print(json.dumps(result, indent=2))

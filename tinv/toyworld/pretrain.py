@@ -315,17 +315,30 @@ def side_directions(dim: int, seed: int = SIDE_SEED) -> dict[tuple[str, str], to
     return {key: q[:, i].contiguous() for i, key in enumerate(keys)}
 
 
+def _merge(table: torch.Tensor, tokenizer, words: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The direction of the sum of `words`' embeddings at their mean length, and that length."""
+    parts = torch.stack([table[tokenizer(w, add_special_tokens=False).input_ids].mean(0) for w in words])
+    total, length = parts.sum(0), parts.norm(dim=-1).mean()
+    return total / total.norm() * length, length
+
+
 def compound_vector(table: torch.Tensor, tokenizer, scene: dict, side: float = 0.0) -> torch.Tensor:
     """The one input vector [D] that says `scene`'s colour, pattern and shape (and, with
     `side` > 0, its accent and outline): see `Compounds`. `table` is the token table."""
     words = [scene["color"], captions.PATTERN[scene["pattern"]], scene["shape"]]   # as compound_caption's
-    parts = torch.stack([table[tokenizer(w, add_special_tokens=False).input_ids].mean(0) for w in words])
-    total, length = parts.sum(0), parts.norm(dim=-1).mean()
-    vector = total / total.norm() * length
+    vector, length = _merge(table, tokenizer, words)
     if side:
         d = side_directions(table.shape[1])
         vector = vector + side * length * (d["accent", scene["accent"]] + d["outline", scene["outline"]])
     return vector
+
+
+def style_vector(table: torch.Tensor, tokenizer, scene: dict, side: float = SIDE_SCALE) -> torch.Tensor:
+    """The one input vector [D] that says `scene`'s look: its style and background words
+    merged, plus its unnamed outline along the same side direction as an object's."""
+    vector, length = _merge(table, tokenizer, [captions.STYLE_WORD[scene["style"]],
+                                               captions.BACKGROUND_WORD[scene["background"]]])
+    return vector + side * length * side_directions(table.shape[1])["outline", scene["outline"]]
 
 
 class Compounds:
@@ -347,10 +360,18 @@ class Compounds:
     averages over them and no input vector can change them, so inversion could never beat a
     caption on them. Now the details are renderable from the input space, as web-scale data
     binds rare names to exact looks, yet no word and no caption names them.
+
+    With `style` > 0 (ToyWorld 3, from step 24,500) that share of the compound captions are
+    style compounds instead: "a red star in the style of sks", the compound saying the
+    scene's style and background words and its outline (`style_vector`). Why: captions say
+    a style only as a prefix ("pixel art of") and a background only as a phrase ("by a brick
+    wall"), so no single input vector could carry a look, and "in the style of" meant
+    nothing: the paper's style inversion (section 4.3) learned nothing here (issue 19,
+    docs/toyworld.md, `python -m tinv.toyworld.style_probe`).
     """
 
-    def __init__(self, tokenizer, attrs: torch.Tensor, p: float, side: float = 0.0):
-        self.tokenizer, self.attrs, self.p, self.side = tokenizer, attrs, p, side
+    def __init__(self, tokenizer, attrs: torch.Tensor, p: float, side: float = 0.0, style: float = 0.0):
+        self.tokenizer, self.attrs, self.p, self.side, self.style = tokenizer, attrs, p, side, style
         self.mark = tokenizer.convert_tokens_to_ids(captions.COMPOUND_MARK + "</w>")
 
     def encode(self, text_encoder, cap: torch.Tensor, b: torch.Tensor, allowed: torch.Tensor,
@@ -362,10 +383,14 @@ class Compounds:
         cap, vectors = cap.clone(), torch.zeros(len(b), table.embedding_dim)
         for i in use.nonzero()[:, 0].tolist():
             scene = {k: attributes.ALL[k][int(v)] for k, v in zip(ATTR_NAMES, self.attrs[b[i]])}
-            text, _ = captions.compound_caption(scene, rng)
+            if self.style and rng.random() < self.style:
+                text, _ = captions.style_compound_caption(scene, rng)
+                vectors[i] = style_vector(table.weight, self.tokenizer, scene, self.side or SIDE_SCALE)
+            else:
+                text, _ = captions.compound_caption(scene, rng)
+                vectors[i] = compound_vector(table.weight, self.tokenizer, scene, self.side)
             cap[i] = self.tokenizer(text, padding="max_length", max_length=cap.shape[1], truncation=True,
                                     return_tensors="pt").input_ids[0]
-            vectors[i] = compound_vector(table.weight, self.tokenizer, scene, self.side)
         text_encoder.set_input_embeddings(_Spliced(table, self.mark, use, vectors))
         try:
             return _encode(text_encoder, cap)
@@ -516,7 +541,7 @@ def main(argv=None) -> None:
     p.add_argument("--ae-steps", type=int, default=3000)
     p.add_argument("--decoder-steps", type=int, default=1500, help="decoder-only fine-tuning after the autoencoder")
     p.add_argument("--evaluator-steps", type=int, default=4000)
-    p.add_argument("--unet-steps", type=int, default=24500)
+    p.add_argument("--unet-steps", type=int, default=30500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--offset-noise", type=float, default=0.1, help="offset-noise strength (0: plain noise)")
     p.add_argument("--offset-from", type=int, default=8000,
@@ -535,6 +560,11 @@ def main(argv=None) -> None:
                    help="side-direction scale S, relative to the words' mean norm")
     p.add_argument("--identity-ema", type=float, default=0.995,
                    help="EMA decay from --identity-from (0.999 lags a 3,000-step stage by about 1,000 steps)")
+    p.add_argument("--style-from", type=int, default=24500,
+                   help="ToyWorld 3: first UNet step where a share of the compound captions are style compounds "
+                        "(\"a red star in the style of sks\": style, background and outline in one vector)")
+    p.add_argument("--style-share", type=float, default=0.5, help="share of compound captions that are style "
+                   "compounds from --style-from")
     p.add_argument("--from-shipped", action="store_true",
                    help="seed an empty --out with the shipped weights (oracle, evaluator, VAE, and the pipeline's "
                         "UNet and text encoder at their step, fresh optimizer) and continue from there: "
@@ -646,7 +676,8 @@ def main(argv=None) -> None:
         log.info("step %d text following (EMA, 48 prompts, guidance 5, DDIM 20): %s", j.step, _fmt(acc))
         _atomic_dir(out / "pipeline", lambda tmp: save_pipeline(tmp, vae, j.ema_text, j.ema_unet, tokenizer, sched))
         identity = {"from": args.identity_from, "p": args.identity_p, "scale": args.identity_scale,
-                    "ema": args.identity_ema, "side_seed": SIDE_SEED}
+                    "ema": args.identity_ema, "side_seed": SIDE_SEED,
+                    "style_from": args.style_from, "style_share": args.style_share}
         (out / "pipeline" / "training.json").write_text(json.dumps({"step": j.step, "text_following": acc,
                                                                      "seed": args.seed, "identity": identity,
                                                                      "times": times}, indent=2))
@@ -662,13 +693,19 @@ def main(argv=None) -> None:
                                                 compounds=Compounds(tokenizer, pool["attrs"], args.compound_p)
                                                 if args.compound_p else None,
                                                 compound_from=args.compound_from, **common))
-    if joint.step < args.unet_steps:   # ToyWorld 2: the unnamed details become renderable
+    stages = (("unet+text identity", args.identity_from, min(args.unet_steps, args.style_from), 0.0),
+              ("unet+text style", args.style_from, args.unet_steps, args.style_share))
+    for stage, start, end, style in stages:
+        if joint.step >= end:
+            continue
+        # ToyWorld 2: the unnamed details become renderable; ToyWorld 3: so do styles
         joint.ema_decay = args.identity_ema
-        timed("unet+text identity", lambda: train_joint(
-            joint, lat["mean"], lat["std"], pool["ids"].long(), empty, sched, args.unet_steps, args.batch,
+        timed(stage, lambda: train_joint(
+            joint, lat["mean"], lat["std"], pool["ids"].long(), empty, sched, end, args.batch,
             args.seed, export, args.export_every, ckpt,
-            compounds=Compounds(tokenizer, pool["attrs"], args.identity_p, side=args.identity_scale),
-            compound_from=args.identity_from, warmup_from=args.identity_from, **common))
+            compounds=Compounds(tokenizer, pool["attrs"], args.identity_p, side=args.identity_scale, style=style),
+            compound_from=start, warmup_from=start,   # each stage warms up (it may start a fresh AdamW)
+            **common))
     log.info("done; stage times (s): %s", json.dumps(times))
 
 
