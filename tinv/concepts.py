@@ -132,6 +132,29 @@ def training_images(plan: Plan, parts, results_root: Path):
     return images
 
 
+def scan_images(plan: Plan) -> int:
+    """Read every file of the concept folder (junk named at once) before any model loads, and
+    check `train_images`; returns how many images the job will train on."""
+    from tinv.data import ConceptError, load_concept_images
+    concept, n = plan.concept, plan.cfg.get("train_images")
+    try:
+        have = len(load_concept_images(concept.folder, 8))   # decoded in full; the size is the model's later
+    except ConceptError as e:
+        raise InputError(f"concept {concept.name!r}: {e}") from e
+    if n and n > have and not _toy_concept(concept.name):
+        raise InputError(f"train_images={n} but concept {concept.name!r} has only {have} images "
+                         f"in {str(concept.folder)!r}; give train_images={have} or fewer (or null for all)")
+    return int(n) if n else have
+
+
+def _toy_concept(name: str) -> bool:
+    try:
+        from tinv.toyworld import concepts as toy
+    except ImportError:
+        return False
+    return name in toy.CONCEPTS
+
+
 def _render_toy_concept(concept: Concept, n: int, results_root: Path, have: int) -> Path:
     try:
         from tinv.toyworld import concepts as toy

@@ -9,9 +9,11 @@ attempts (tinv.attempts). The stages:
 1. identity: the job folder is named by a hash of the config, the weights and the
    concept's files (tinv.plan); a folder holding an "ok" row means the job is done, and
    its row is returned with no work.
-2. validation: weights (preflight, in seconds), concept folder, model, method fields,
-   prompts and the initializer are checked BEFORE the job folder is made, so bad input
-   raises InputError and leaves no row behind.
+2. validation, BEFORE the lock, the job folder and the model load, so bad input raises
+   InputError and leaves nothing behind: every field's type and range (tinv.validate,
+   first, before the id), weights (preflight), method fields and prompts (the plan), the
+   concept folder's images (read in full), then the pipeline's family, the initializer
+   and the placeholder against the model's tokenizer alone (tinv.tokens).
 3. one computation: the job's lock; a second process on the same job waits for the
    first and returns its row.
 4. the work, timed: invert (when the method learns; pivotal tuning and DDIM inversion
@@ -31,12 +33,12 @@ from typing import Any
 
 import torch
 
-from tinv import joblock, preflight, prompts as P, results
+from tinv import joblock, preflight, prompts as P, results, tokens, validate
 from tinv.attempts import Attempts, checkpoint_step
-from tinv.concepts import resolve_concept, training_images
+from tinv.concepts import resolve_concept, scan_images, training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, model_fingerprint, set_cpu_threads
-from tinv.plan import (PLACEHOLDER, Cell, Plan, _plain, check_initializer, concept_fingerprint, default_choices,
+from tinv.plan import (Cell, Plan, _plain, concept_fingerprint, default_choices,
                        effective_config, finished_row, job_location, make_plan, seeds)
 
 # Names tests and callers reach through tinv.job (the job's public face).
@@ -138,6 +140,7 @@ def labelled(pixels, text: str):
 def run_job(cfg, choices: dict | None = None) -> dict:
     """Run (or find) one job and return its result row. InputError: nothing written."""
     cfg = effective_config(_plain(cfg))
+    validate.check(cfg)             # every field's type and range, in milliseconds
     job_id, folder = job_location(cfg)
     done = finished_row(folder)
     if done:
@@ -147,6 +150,7 @@ def run_job(cfg, choices: dict | None = None) -> dict:
     choices = {**default_choices(cfg), **(choices or {})}
     preflight.check(cfg)            # every weight at hand, or one error (in seconds) and no job folder
     plan = make_plan(cfg, choices)
+    tokens.check(plan, scan_images(plan))   # images read, words against the tokenizer: before the model
     with joblock.hold(folder, job_id, on_beat=lambda: _RUNNING.get("attempts") and _RUNNING["attempts"].save()) \
             as waited:
         done = finished_row(folder)
@@ -163,7 +167,6 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
     device = choose_device(str(cfg.get("device", "auto")))
     log.info("torch CPU threads: %d", set_cpu_threads(cfg.get("cpu_threads", "auto"), device))
     parts = load_model(cfg["model"], device)
-    check_initializer(plan, parts.tokenizer)
     images = training_images(plan, parts, Path(cfg["results_root"]))
 
     from tinv.wandb_log import tracking
@@ -314,7 +317,7 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
         from tinv.ddim_inversion import bipartite
         t_inv = time.perf_counter()
         latents = cache_latents(parts, images).mean[:, 0]
-        res = bipartite(parts, latents, texts, [float(cfg["eval"]["guidance"])], PLACEHOLDER,
+        res = bipartite(parts, latents, texts, [float(cfg["eval"]["guidance"])], plan.icfg.placeholder,
                         steps=int(cfg["eval"]["steps"]), progress=progress, source_prompt=plan.recon.template)
         for c, imgs in zip(cells, res.images[0]):
             c.images = imgs

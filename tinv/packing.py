@@ -108,8 +108,8 @@ def pack_key(cfg: dict) -> str | None:
         preflight.check(cfg)
     except (InputError, KeyError, TypeError, ValueError):
         return None
-    if plan.icfg is None:
-        return None
+    if plan.icfg is None or plan.icfg.placeholder != PLACEHOLDER:
+        return None     # packed words are renamed back to the default placeholder: another runs alone
     return json.dumps({"model": cfg["model"], "device": cfg.get("device", "auto"),
                        "where": [cfg["results_root"], cfg["sweep"]],
                        **{k: getattr(plan.icfg, k) for k in _SHARED_INVERSION}},

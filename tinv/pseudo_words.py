@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from tinv.models import Parts
+if TYPE_CHECKING:   # tinv.models imports diffusers: seconds the checks before a model load need not pay
+    from tinv.models import Parts
 
 
 class PseudoWordError(ValueError):
