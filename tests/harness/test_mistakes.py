@@ -56,11 +56,33 @@ def test_an_initializer_ldm_bert_reads_as_unk(runs, cat_folder):
 @pytest.mark.parametrize("override, listed", [("method=singleword", "single_word"),
                                               ("concept=no_such_concept", "red_star"),
                                               ("model=sd1.5", "sd15"),
+                                              ("model=sd16", "did you mean sd15?"),
                                               ("+experiment=fig11", "fig10")])
 def test_an_unknown_option_lists_the_options(runs, override, listed):
     res = run_cli([override, *FAST], runs)
     line = _one_error(res, runs)
     assert override.split("=")[1] in line and listed in line
+
+
+@pytest.mark.parametrize("override, says", [
+    ("concept.initializr=star", "did you mean concept.initializer?"),
+    ("evl.steps=3", "did you mean eval?"),
+    ("method.inversion.lrr=1", "did you mean method.inversion.lr?"),
+    ("concept.initializer=star\u2603", "quote the value"),
+    ("+concept.initializer=star", "drop the +"),
+])
+def test_hydras_own_errors_are_one_line_with_a_fix(runs, override, says):
+    res = run_cli([override, *FAST], runs)
+    line = _one_error(res, runs)
+    assert says in line and override.split("=")[0].lstrip("+") in line
+    assert "+concept.initializr" not in line and "HYDRA_FULL_ERROR" not in res.stderr
+    assert not (runs / "default").exists()            # not even Hydra's _hydra/ log folder
+
+
+def test_a_run_that_makes_no_job_leaves_no_log_folder(runs):
+    res = run_cli(["eval.num_samples=abc", *FAST], runs)
+    assert "eval.num_samples='abc'" in _one_error(res, runs)
+    assert not (runs / "default").exists(), list(runs.rglob("*"))
 
 
 def test_an_unknown_option_in_a_sweep_is_named(runs):
