@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from tqdm.auto import tqdm
 
 from tinv import checkpoint
 from tinv.data import ConceptImages, LatentCache, cache_latents, load_concept_images
@@ -26,6 +25,7 @@ from tinv.models import Parts
 from tinv.pseudo_words import PseudoWord, add_pseudo_word, expand_prompt, learning
 from tinv.inversion_config import InversionConfig
 from tinv.templates import templates_for
+from tinv.progress import bar as progress_bar
 
 CHECKPOINT_NAME = "inversion_checkpoint.pt"
 MAX_PER_IMAGE_TOKENS = 21   # the authors' per-image token list has 21 entries
@@ -207,7 +207,7 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
         total = max(s.cfg.steps for s in sets)
         end = total if stop_at is None else min(stop_at, total)
         start = max(s.step for s in sets)   # sets run in lockstep; a shorter one just stops
-        bar = tqdm(range(start, end), initial=start, total=total,
+        bar = progress_bar(range(start, end), initial=start, total=total,
                    disable=not progress, desc=f"invert {', '.join(s.cfg.placeholder for s in sets)}")
         for step in bar:
             _optimizer_step(parts, sched, [s for s in sets if s.step < s.cfg.steps])

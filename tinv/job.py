@@ -38,6 +38,7 @@ from tinv.attempts import Attempts, checkpoint_step
 from tinv.concepts import resolve_concept, scan_images, training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, model_fingerprint, set_cpu_threads
+from tinv.progress import third_party as third_party_bars
 from tinv.plan import (Cell, Plan, _plain, concept_fingerprint, default_choices,
                        effective_config, finished_row, job_location, make_plan, seeds)
 
@@ -166,6 +167,7 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
     start, t0 = results.now(), time.perf_counter()
     device = choose_device(str(cfg.get("device", "auto")))
     log.info("torch CPU threads: %d", set_cpu_threads(cfg.get("cpu_threads", "auto"), device))
+    third_party_bars(cfg.get("progress") is True)     # transformers' "Loading weights" bar, ...
     parts = load_model(cfg["model"], device)
     images = training_images(plan, parts, Path(cfg["results_root"]))
 
