@@ -85,10 +85,12 @@ def pivotal_moved(before: float, after: float) -> float:
     return (before - after) / before if before and before == before else float("nan")
 
 
-def export_embeddings(result, folder: Path) -> dict:
-    """The learned vectors in the diffusers, AUTOMATIC1111 and authors' formats."""
-    from tinv.embeddings_io import export_result
-    return dict(export_result(result, folder))
+def export_embeddings(result, folder: Path, family: str = "sd") -> tuple[dict, dict]:
+    """The learned vectors in the formats that load them (diffusers, AUTOMATIC1111, the
+    authors'), and the word each one expects in a prompt."""
+    from tinv.embeddings_io import export_result, triggers
+    exported = dict(export_result(result, folder, family))
+    return exported, triggers(result, exported)
 
 
 def save_grids(cells: list[Cell], folder: Path) -> dict[str, Path]:
@@ -247,6 +249,23 @@ def report(row: dict) -> None:
         ci = row.get("metrics_ci", {}).get(name)
         interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
         log.info("  %-*s %.3f%s  %s", width, name, value, interval, MEANINGS[name])
+    for line in usage_lines(row):
+        log.info("%s", line)
+
+
+# How each export loads, and the exact word it expects in a prompt (docs/harness.md).
+USAGE = {"diffusers": 'diffusers: pipe.load_textual_inversion("{path}"), then write {word} in prompts '
+                      '(lower case: diffusers expands all the vectors only so)',
+         "a1111": "AUTOMATIC1111: copy {path} into its embeddings/ folder, then write {word} (the file's name)",
+         "authors": "the authors' scripts: --embedding_path {path}, then write {word}"}
+
+
+def usage_lines(row: dict) -> list[str]:
+    """One line per export: how to load it and the word it expects."""
+    art = row.get("artifacts") or {}
+    files, words = art.get("embeddings") or {}, art.get("triggers") or {}
+    return [f"  {USAGE[k].format(path=Path(row['folder']) / files[k], word=words[k])}"
+            for k in USAGE if k in files and k in words]
 
 
 def _write_row(row: dict, folder: Path, device: str, start: str) -> None:
@@ -288,7 +307,7 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                                                            "diffusion_losses": result.diffusion_losses})
         artifacts["losses"] = "losses.json"
         tracker.log_losses(result.losses)
-        exported = export_embeddings(result, folder / "embeddings")
+        exported, artifacts["triggers"] = export_embeddings(result, folder / "embeddings", parts.family)
         artifacts["embeddings"] = {k: str(Path(v).relative_to(folder)) for k, v in exported.items()}
         if plan.pcfg is not None:
             from tinv.pivotal import pivotal_tune, save_tuned

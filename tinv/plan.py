@@ -175,13 +175,16 @@ def effective_config(cfg: dict) -> dict:
     """The config as the job will run it: evaluator settings a model does not use are
     replaced by what it does use (the toy world scores with its own CLIP, not eval.clip;
     a model with `dino: false` computes no DINO), so the row says what was used and those
-    settings do not split one job into several ids. Idempotent."""
-    e, m = dict(cfg["eval"]), cfg["model"]
+    settings do not split one job into several ids; an LDM-BERT model's initializer is
+    lower-cased, as its tokenizer reads it. Idempotent."""
+    e, m, c = dict(cfg["eval"]), cfg["model"], dict(cfg["concept"])
     if m.get("evaluator") == "toyworld":
         e["clip"] = {"model": "toyworld", "pretrained": "tinv/toyworld/weights/evaluator"}
     if not m.get("dino"):
         e["dino"] = None
-    return {**cfg, "eval": e}
+    if m.get("family") == "ldm" and isinstance(c.get("initializer"), str):
+        c["initializer"] = c["initializer"].lower()     # LDM-BERT lower-cases: Cat and cat are one job
+    return {**cfg, "eval": e, "concept": c}
 
 
 _CONCEPT_PRINTS: dict[str, str] = {}

@@ -163,6 +163,12 @@ def test_ctrl_c_is_one_line_and_a_rerun_resumes_visibly(runs):
     log = res.stdout + res.stderr
     assert "attempt 2" in log and "resuming the inversion from its checkpoint at step" in log
     [row] = rows(runs)
+    # the closing lines: each export, and the exact word it expects in a prompt
+    folder, files = Path(row["folder"]), row["artifacts"]["embeddings"]
+    assert row["artifacts"]["triggers"] == {"diffusers": "<s*>", "a1111": Path(files["a1111"]).stem, "authors": "*"}
+    assert f'pipe.load_textual_inversion("{folder / files["diffusers"]}"), then write <s*> in prompts' in log
+    assert f"copy {folder / files['a1111']} into its embeddings/ folder, then write {folder.name.lower()} " in log
+    assert f"--embedding_path {folder / files['authors']}, then write *" in log
     first, second = row["attempts"]
     assert first["status"] == "interrupted" and second["status"] == "ok"
     assert second["resumed_from_step"] >= 5 and first["resumed_from_step"] is None
@@ -193,3 +199,38 @@ def test_help_has_the_groups_their_options_and_examples():
     assert "model: " in out and "sd15" in out and "concept: " in out and "red_star" in out
     assert "python run.py -m +experiment=fig10" in out and "model.path=" in out
     assert len(out.splitlines()) < 60          # not Hydra's 229-line config dump
+
+
+def test_ldm_bert_reads_cat_as_cat_so_they_are_one_job():
+    from omegaconf import OmegaConf
+
+    from tinv.plan import job_location
+
+    from .test_config import _compose
+
+    def job_id(*overrides):
+        return job_location(OmegaConf.to_container(_compose(*overrides), resolve=True))[0]
+    assert job_id("model=tiny_ldm", "concept.initializer=Star") == job_id("model=tiny_ldm", "concept.initializer=star")
+    assert job_id("model=tiny_sd", "concept.initializer=Star") != job_id("model=tiny_sd", "concept.initializer=star")
+
+
+def test_an_ldm_job_exports_only_the_format_that_loads_it_and_says_its_word(runs, cat_folder):
+    res = run_cli(["concept=folder", f"concept.path={cat_folder}", "concept.initializer=Cat", *TINY_LDM], runs)
+    assert res.returncode == 0, res.stderr[-3000:]
+    [row] = rows(runs)
+    assert set(row["artifacts"]["embeddings"]) == {"authors"} and row["artifacts"]["triggers"] == {"authors": "*"}
+    assert not list(Path(row["folder"]).glob("embeddings/*.safetensors"))
+    assert row["concept"]["initializer"] == "cat"
+    assert "--embedding_path" in res.stdout + res.stderr and "load_textual_inversion" not in res.stdout + res.stderr
+
+
+def test_a_tiny_image_trains_with_a_warning(tmp_path, caplog):
+    import logging
+
+    from tinv.concepts import _warn_small
+    Image.new("RGB", (1, 1), "red").save(tmp_path / "dot.png")
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "fine.png")
+    with caplog.at_level(logging.WARNING, logger="tinv.concepts"):
+        _warn_small(sorted(tmp_path.glob("*.png")), 32)
+    [record] = caplog.records
+    assert "dot.png (1x1)" in record.getMessage() and "fine.png" not in record.getMessage()
