@@ -149,12 +149,13 @@ def check(argv: list[str], conf_dir: Path, groups: dict[str, Path]) -> None:
     check_choices(overrides, groups)
     plain = _first_values(overrides, groups)
     try:
-        _compose(conf_dir, plain)
-        return
-    except InputError:
-        raise
+        composed = _compose(conf_dir, plain)
     except Exception as e:  # noqa: BLE001 - Hydra and OmegaConf raise many classes; each becomes one line
         error = e
+    else:
+        _check_fields(composed, None)
+        _check_sweep_values(conf_dir, overrides, plain)
+        return
     # Which override: a key (no +, not a group) missing from the config the groups compose.
     def is_group(o) -> bool:
         return o.key_or_group in groups or "/" in o.key_or_group
@@ -178,6 +179,51 @@ def check(argv: list[str], conf_dir: Path, groups: dict[str, Path]) -> None:
             if problem:
                 raise InputError(f"{o.input_line}: {problem}")
     raise InputError(f"{' '.join(args)}: {_hydra_message(error)}")
+
+
+def _check_fields(composed: Any, sweep: str | None) -> None:
+    """tinv.validate on the composed job config, before Hydra makes a log folder (the job
+    checks again: run_job is also called without run.py)."""
+    from omegaconf import OmegaConf
+
+    from tinv.validate import problems
+    try:    # without the hydra node, whose sweep fields resolve only inside a launched job
+        job = OmegaConf.to_container(OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"]),
+                                     resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation the job reports itself
+        return
+    found = problems(job)
+    if found:
+        where = f" (in the sweep {sweep})" if sweep else ""
+        raise InputError("; ".join(found) + f"{where} (nothing was run)")
+
+
+# Each value of a swept field is composed and checked before the sweep starts: a bad
+# value in job 7 must not cost jobs 0-6 first. Values past this many are left to the jobs.
+MAX_SWEEP_CHECKS = 64
+
+
+def _check_sweep_values(conf_dir: Path, overrides: list, plain: list[str]) -> None:
+    budget = MAX_SWEEP_CHECKS
+    for i, o in enumerate(overrides):
+        if not o.is_sweep_override() or "/" in o.key_or_group:
+            continue
+        try:
+            values = list(o.sweep_string_iterator())[1:]
+        except Exception:  # noqa: BLE001 - globs and intervals: checked by the jobs
+            continue
+        for v in values:
+            if budget == 0:
+                return
+            budget -= 1
+            if re.fullmatch(r"[\w.+\-/:@%*?|$]+", v) is None:
+                v = f'"{v}"'
+            one = plain[:i] + [f"{o.get_key_element()}={v}"] + plain[i + 1:]
+            try:
+                composed = _compose(conf_dir, one)
+            except Exception as e:  # noqa: BLE001
+                raise InputError(f"{o.get_key_element()}={v} (in the sweep {o.input_line}): {_hydra_message(e)}") from e
+            _check_fields(composed, o.input_line)
 
 
 def _first_line(e: BaseException) -> str:

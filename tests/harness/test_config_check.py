@@ -106,6 +106,18 @@ def test_a_placeholder_the_tokenizer_holds_in_any_folding_is_refused_with_advice
     tokens.check_placeholder(fresh, suggested, 2, 0)      # the advice, followed, passes
 
 
+@pytest.mark.parametrize("word, hint", [("stuffed animal", "e.g. concept.initializer=animal"),
+                                        ("zzqxv", "a coarser word"), ("zzqxv qqzzv", "a coarser word")])
+def test_the_initializer_hint_names_a_word_only_when_one_is_known(word, hint):
+    from types import SimpleNamespace
+
+    from tinv.plan import check_initializer
+    plan = SimpleNamespace(icfg=SimpleNamespace(init="word", initializer_word=word))
+    with pytest.raises(InputError) as e:
+        check_initializer(plan, tiny_clip_tokenizer())
+    assert hint in str(e.value) and ("the last word" not in str(e.value))
+
+
 def test_a_placeholder_that_is_a_word_of_the_model_is_refused():
     with pytest.raises(InputError, match="holds"):
         tokens.check_placeholder(tiny_clip_tokenizer(), "cat", 1, 0)

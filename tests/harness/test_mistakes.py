@@ -79,10 +79,19 @@ def test_hydras_own_errors_are_one_line_with_a_fix(runs, override, says):
     assert not (runs / "default").exists()            # not even Hydra's _hydra/ log folder
 
 
-def test_a_run_that_makes_no_job_leaves_no_log_folder(runs):
-    res = run_cli(["eval.num_samples=abc", *FAST], runs)
-    assert "eval.num_samples='abc'" in _one_error(res, runs)
+def test_a_run_that_makes_no_job_leaves_no_log_folder(runs, tmp_path):
+    # found inside the job, after Hydra made its log folder: the folder goes again
+    res = run_cli([f"concept.path={tmp_path / 'nothing_here'}", *FAST], runs)
+    assert "does not exist" in _one_error(res, runs)
     assert not (runs / "default").exists(), list(runs.rglob("*"))
+
+
+@pytest.mark.parametrize("args", [["eval.num_samples=abc"], ["-m", "eval.num_samples=4,abc"]])
+def test_a_bad_field_is_found_before_hydra_starts_even_in_a_later_job_of_a_sweep(runs, args):
+    res = run_cli([*args, *FAST], runs)
+    line = _one_error(res, runs)
+    assert "eval.num_samples='abc'" in line and "e.g. eval.num_samples=16" in line
+    assert not runs.exists(), list(runs.rglob("*"))       # job 0 did not run first
 
 
 def test_an_unknown_option_in_a_sweep_is_named(runs):
@@ -198,6 +207,8 @@ def test_help_has_the_groups_their_options_and_examples():
     assert "method: " in out and "single_word" in out and "pivotal_tuning" in out
     assert "model: " in out and "sd15" in out and "concept: " in out and "red_star" in out
     assert "python run.py -m +experiment=fig10" in out and "model.path=" in out
+    assert "eval.clip.pretrained=/models/" in out and "eval.dino.pretrained=/models/" in out   # offline, whole
+    assert "<s*>" in out and "embeddings.pt *" in out          # the word each export expects
     assert len(out.splitlines()) < 60          # not Hydra's 229-line config dump
 
 
