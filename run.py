@@ -9,7 +9,6 @@
 Rows land in <results_root>/<sweep>/<concept>-<method>-<job_id>/result.json; see
 docs/harness.md for the groups, the job folder and the row schema.
 """
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -52,36 +51,11 @@ def main(cfg: DictConfig) -> dict:
     except InputError as e:
         # one clear line instead of a traceback; nothing was written for this job
         print(f"error: {e}", file=sys.stderr)
+        _drop_logs(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         print(interrupted(), file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-
-
-def check_choices(argv: list[str]) -> None:
-    """An unknown option of a config group is one `error:` line listing the options (Hydra's
-    own message is a traceback-style report with exit code 1)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep, Glob
-    args = [a for a in argv if "=" in a and not a.startswith("-")]
-    try:
-        overrides = OverridesParser.create().parse_overrides(args)
-    except Exception:   # noqa: BLE001 - malformed: Hydra reports it with its own message
-        return
-    for o in overrides:
-        folder = GROUPS.get(o.key_or_group)
-        if folder is None or o.is_delete() or isinstance(o.value(), Glob):
-            continue
-        value = o.value()
-        values = value.list if isinstance(value, ChoiceSweep) else [value]
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
-        for v in values:
-            if isinstance(v, str) and v not in options:
-                near = difflib.get_close_matches(v, options, n=1)
-                hint = f" (did you mean {near[0]}?)" if near else ""
-                print(f"error: {o.key_or_group}={v}: no such {o.key_or_group}{hint}; the options: "
-                      f"{', '.join(options)}", file=sys.stderr)
-                sys.exit(EXIT_BAD_INPUT)
 
 
 POINTER = "tinv_job.json"   # in Hydra's job folder: which row this job is (collect.py, the sweeper)
@@ -105,6 +79,20 @@ def _point_to_row(hydra_dir: str, row: dict, start: str) -> None:
     os.replace(tmp, path)
 
 
+def _drop_logs(hydra_dir: Path) -> None:
+    """A run that made no job leaves no log folder: Hydra's (<sweep>/_hydra/<time>), then
+    _hydra/ and the sweep folder themselves if that emptied them."""
+    import logging
+    import shutil
+    logging.shutdown()          # Hydra's file handler holds <time>/run.log open
+    shutil.rmtree(hydra_dir, ignore_errors=True)
+    for parent in list(hydra_dir.parents)[:2]:   # _hydra/ (or multirun-<time>/), then the sweep
+        try:
+            parent.rmdir()      # only when empty
+        except OSError:
+            break
+
+
 def _argv(argv: list[str]) -> list[str]:
     """`concept=all` is a sweep over every built-in concept: it needs -m."""
     if any(expand_all(a) != a for a in argv) and not {"-m", "--multirun"} & set(argv):
@@ -114,7 +102,13 @@ def _argv(argv: list[str]) -> list[str]:
     # Hydra composes the command line before the sweeper sees it, so the rewrite happens here
     # (the tinv sweeper does the same for hydra.sweeper.params in experiment presets).
     argv = [expand_all(a) for a in argv]
-    check_choices(argv)
+    from tinv.errors import InputError
+    from tinv.overrides import check
+    try:
+        check(argv, REPO / "conf", GROUPS)    # Hydra's own errors, as one line each
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     return argv
 
 

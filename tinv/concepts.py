@@ -2,6 +2,7 @@
 the concept's training images at the model's resolution."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from tinv.errors import InputError
 
 if TYPE_CHECKING:
     from tinv.plan import Plan
+
+log = logging.getLogger(__name__)
 
 CAPTION_FILES = ("captions.yaml", "captions.yml", "captions.json")
 
@@ -125,11 +128,49 @@ def training_images(plan: Plan, parts, results_root: Path):
             images = load_concept_images(concept.folder, parts.resolution, crop)
     except ConceptError as e:
         raise InputError(f"concept {concept.name!r}: {e}") from e
+    _warn_small(images.paths, parts.resolution)
     if n:
         if n < 1:
             raise InputError(f"train_images={n}: give a count >= 1 (or null for all)")
         images.pixels, images.paths = images.pixels[:n], images.paths[:n]
     return images
+
+
+def _warn_small(paths: list[Path], resolution: int) -> None:
+    """An image far below the model's resolution is upscaled into a blur the word then
+    learns; it trains, so it is a warning, not an error."""
+    from PIL import Image
+    small = []
+    for p in paths:
+        with Image.open(p) as im:
+            if min(im.size) < resolution / 4:
+                small.append(f"{p.name} ({im.size[0]}x{im.size[1]})")
+    if small:
+        log.warning("concept images far below the model's %d px are upscaled to blurs the word learns: %s",
+                    resolution, ", ".join(small))
+
+
+def scan_images(plan: Plan) -> int:
+    """Read every file of the concept folder (junk named at once) before any model loads, and
+    check `train_images`; returns how many images the job will train on."""
+    from tinv.data import ConceptError, load_concept_images
+    concept, n = plan.concept, plan.cfg.get("train_images")
+    try:
+        have = len(load_concept_images(concept.folder, 8))   # decoded in full; the size is the model's later
+    except ConceptError as e:
+        raise InputError(f"concept {concept.name!r}: {e}") from e
+    if n and n > have and not _toy_concept(concept.name):
+        raise InputError(f"train_images={n} but concept {concept.name!r} has only {have} images "
+                         f"in {str(concept.folder)!r}; give train_images={have} or fewer (or null for all)")
+    return int(n) if n else have
+
+
+def _toy_concept(name: str) -> bool:
+    try:
+        from tinv.toyworld import concepts as toy
+    except ImportError:
+        return False
+    return name in toy.CONCEPTS
 
 
 def _render_toy_concept(concept: Concept, n: int, results_root: Path, have: int) -> Path:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMInverseScheduler
-from tqdm.auto import tqdm
 
 from tinv import sampling
+from tinv.progress import bar as progress_bar
 
 SOURCE_PROMPT = "A photo of {}"  # the paper's "A photo of S*"
 
@@ -64,7 +64,7 @@ def ddim_invert(parts, latents: torch.Tensor, prompt: str, steps: int = 50,
     sched = _inverse_scheduler(parts, steps)
     cond = sampling.encode_prompts(parts, [prompt]).expand(len(latents), -1, -1)
     x = latents.to(parts.unet.device, torch.float32)
-    for t in tqdm(sched.timesteps, desc="ddim inversion", disable=not progress):
+    for t in progress_bar(sched.timesteps, desc="ddim inversion", disable=not progress):
         eps = sampling.guided_eps(parts.unet, x, t, cond, None, 1.0)
         x_next = sched.step(eps, t, x).prev_sample
         for _ in range(fixed_point_iters):
@@ -101,7 +101,7 @@ def bipartite(parts, latents: torch.Tensor, prompts: Sequence[str], guidances: S
                       fixed_point_iters, progress)
     grid = [(g, p) for g in range(len(guidances)) for p in range(len(prompts))]
     images = [[None] * len(prompts) for _ in guidances]
-    for g_i, p_i in tqdm(grid, desc="bipartite regeneration", disable=not progress):
+    for g_i, p_i in progress_bar(grid, desc="bipartite regeneration", disable=not progress):
         images[g_i][p_i] = regenerate(parts, x_T, prompts[p_i], guidances[g_i], steps)
     return BipartiteResult(x_T=x_T.cpu(), prompts=list(prompts), guidances=list(guidances),
                            images=images)

@@ -115,16 +115,39 @@ def save_authors(embeds: dict[str, torch.Tensor], token_ids: dict[str, int], pat
     return checkpoint.save_atomic(obj, path)
 
 
-def export_result(result, folder: str | os.PathLike) -> dict[str, Path]:
-    """All three formats of an InversionResult (module docstring): the main placeholder in
-    the diffusers and A1111 files, every placeholder in the authors' file."""
+def export_result(result, folder: str | os.PathLike, family: str = "sd") -> dict[str, Path]:
+    """The formats of an InversionResult that can load it (module docstring): the main
+    placeholder in the diffusers and A1111 files, every placeholder in the authors' file.
+    An LDM-BERT word gets the authors' file only: diffusers' loader and A1111 are CLIP
+    (Stable Diffusion) tools, and their files would record a CLIP token id."""
     folder = Path(folder)
-    name = result.config.get("placeholder") or next(iter(result.embeds))
+    name = main_placeholder(result)
     vec = result.embeds[name]
-    trigger = a1111_trigger(folder)
-    return {"diffusers": save_diffusers(vec, diffusers_token(name), folder / DIFFUSERS_FILE),
-            "a1111": save_a1111(vec, trigger, folder / f"{trigger}.pt", result.steps),
-            "authors": _save_authors_result(result, name, folder / AUTHORS_FILE)}
+    out = {}
+    if family == "sd":
+        trigger = a1111_trigger(folder)
+        out["diffusers"] = save_diffusers(vec, diffusers_token(name), folder / DIFFUSERS_FILE)
+        out["a1111"] = save_a1111(vec, trigger, folder / f"{trigger}.pt", result.steps)
+    out["authors"] = _save_authors_result(result, name, folder / AUTHORS_FILE)
+    return out
+
+
+def main_placeholder(result) -> str:
+    return result.config.get("placeholder") or next(iter(result.embeds))
+
+
+def triggers(result, exported: dict[str, Path]) -> dict[str, str]:
+    """What a prompt writes for the word in each export: diffusers' lower-cased placeholder,
+    A1111's file name, the authors' stock token ("*")."""
+    out = {}
+    if "diffusers" in exported:
+        out["diffusers"] = diffusers_token(main_placeholder(result))
+    if "a1111" in exported:
+        out["a1111"] = Path(exported["a1111"]).stem
+    stand_ins = list((result.notes or {}).get("authors_tokens", {}))
+    if "authors" in exported and stand_ins:
+        out["authors"] = stand_ins[0]
+    return out
 
 
 def _save_authors_result(result, main: str, path: Path) -> Path:

@@ -9,9 +9,11 @@ attempts (tinv.attempts). The stages:
 1. identity: the job folder is named by a hash of the config, the weights and the
    concept's files (tinv.plan); a folder holding an "ok" row means the job is done, and
    its row is returned with no work.
-2. validation: weights (preflight, in seconds), concept folder, model, method fields,
-   prompts and the initializer are checked BEFORE the job folder is made, so bad input
-   raises InputError and leaves no row behind.
+2. validation, BEFORE the lock, the job folder and the model load, so bad input raises
+   InputError and leaves nothing behind: every field's type and range (tinv.validate,
+   first, before the id), weights (preflight), method fields and prompts (the plan), the
+   concept folder's images (read in full), then the pipeline's family, the initializer
+   and the placeholder against the model's tokenizer alone (tinv.tokens).
 3. one computation: the job's lock; a second process on the same job waits for the
    first and returns its row.
 4. the work, timed: invert (when the method learns; pivotal tuning and DDIM inversion
@@ -31,12 +33,13 @@ from typing import Any
 
 import torch
 
-from tinv import joblock, preflight, prompts as P, results
+from tinv import joblock, preflight, prompts as P, results, tokens, validate
 from tinv.attempts import Attempts, checkpoint_step
-from tinv.concepts import resolve_concept, training_images
+from tinv.concepts import resolve_concept, scan_images, training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, model_fingerprint, set_cpu_threads
-from tinv.plan import (PLACEHOLDER, Cell, Plan, _plain, check_initializer, concept_fingerprint, default_choices,
+from tinv.progress import third_party as third_party_bars
+from tinv.plan import (Cell, Plan, _plain, concept_fingerprint, default_choices,
                        effective_config, finished_row, job_location, make_plan, seeds)
 
 # Names tests and callers reach through tinv.job (the job's public face).
@@ -82,10 +85,12 @@ def pivotal_moved(before: float, after: float) -> float:
     return (before - after) / before if before and before == before else float("nan")
 
 
-def export_embeddings(result, folder: Path) -> dict:
-    """The learned vectors in the diffusers, AUTOMATIC1111 and authors' formats."""
-    from tinv.embeddings_io import export_result
-    return dict(export_result(result, folder))
+def export_embeddings(result, folder: Path, family: str = "sd") -> tuple[dict, dict]:
+    """The learned vectors in the formats that load them (diffusers, AUTOMATIC1111, the
+    authors'), and the word each one expects in a prompt."""
+    from tinv.embeddings_io import export_result, triggers
+    exported = dict(export_result(result, folder, family))
+    return exported, triggers(result, exported)
 
 
 def save_grids(cells: list[Cell], folder: Path) -> dict[str, Path]:
@@ -138,6 +143,7 @@ def labelled(pixels, text: str):
 def run_job(cfg, choices: dict | None = None) -> dict:
     """Run (or find) one job and return its result row. InputError: nothing written."""
     cfg = effective_config(_plain(cfg))
+    validate.check(cfg)             # every field's type and range, in milliseconds
     job_id, folder = job_location(cfg)
     done = finished_row(folder)
     if done:
@@ -147,6 +153,7 @@ def run_job(cfg, choices: dict | None = None) -> dict:
     choices = {**default_choices(cfg), **(choices or {})}
     preflight.check(cfg)            # every weight at hand, or one error (in seconds) and no job folder
     plan = make_plan(cfg, choices)
+    tokens.check(plan, scan_images(plan))   # images read, words against the tokenizer: before the model
     with joblock.hold(folder, job_id, on_beat=lambda: _RUNNING.get("attempts") and _RUNNING["attempts"].save()) \
             as waited:
         done = finished_row(folder)
@@ -162,8 +169,8 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
     start, t0 = results.now(), time.perf_counter()
     device = choose_device(str(cfg.get("device", "auto")))
     log.info("torch CPU threads: %d", set_cpu_threads(cfg.get("cpu_threads", "auto"), device))
+    third_party_bars(cfg.get("progress") is True)     # transformers' "Loading weights" bar, ...
     parts = load_model(cfg["model"], device)
-    check_initializer(plan, parts.tokenizer)
     images = training_images(plan, parts, Path(cfg["results_root"]))
 
     from tinv.wandb_log import tracking
@@ -242,6 +249,23 @@ def report(row: dict) -> None:
         ci = row.get("metrics_ci", {}).get(name)
         interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
         log.info("  %-*s %.3f%s  %s", width, name, value, interval, MEANINGS[name])
+    for line in usage_lines(row):
+        log.info("%s", line)
+
+
+# How each export loads, and the exact word it expects in a prompt (docs/harness.md).
+USAGE = {"diffusers": 'diffusers: pipe.load_textual_inversion("{path}"), then write {word} in prompts '
+                      '(lower case: diffusers expands all the vectors only so)',
+         "a1111": "AUTOMATIC1111: copy {path} into its embeddings/ folder, then write {word} (the file's name)",
+         "authors": "the authors' scripts: --embedding_path {path}, then write {word}"}
+
+
+def usage_lines(row: dict) -> list[str]:
+    """One line per export: how to load it and the word it expects."""
+    art = row.get("artifacts") or {}
+    files, words = art.get("embeddings") or {}, art.get("triggers") or {}
+    return [f"  {USAGE[k].format(path=Path(row['folder']) / files[k], word=words[k])}"
+            for k in USAGE if k in files and k in words]
 
 
 def _write_row(row: dict, folder: Path, device: str, start: str) -> None:
@@ -283,7 +307,7 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                                                            "diffusion_losses": result.diffusion_losses})
         artifacts["losses"] = "losses.json"
         tracker.log_losses(result.losses)
-        exported = export_embeddings(result, folder / "embeddings")
+        exported, artifacts["triggers"] = export_embeddings(result, folder / "embeddings", parts.family)
         artifacts["embeddings"] = {k: str(Path(v).relative_to(folder)) for k, v in exported.items()}
         if plan.pcfg is not None:
             from tinv.pivotal import pivotal_tune, save_tuned
@@ -314,7 +338,7 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
         from tinv.ddim_inversion import bipartite
         t_inv = time.perf_counter()
         latents = cache_latents(parts, images).mean[:, 0]
-        res = bipartite(parts, latents, texts, [float(cfg["eval"]["guidance"])], PLACEHOLDER,
+        res = bipartite(parts, latents, texts, [float(cfg["eval"]["guidance"])], plan.icfg.placeholder,
                         steps=int(cfg["eval"]["steps"]), progress=progress, source_prompt=plan.recon.template)
         for c, imgs in zip(cells, res.images[0]):
             c.images = imgs

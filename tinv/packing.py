@@ -33,6 +33,7 @@ from tinv import preflight
 from tinv.concepts import training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, set_cpu_threads
+from tinv.progress import third_party as third_party_bars
 from tinv.plan import PLACEHOLDER, check_initializer, finished_row, job_location, make_plan
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,8 @@ def pack_key(cfg: dict) -> str | None:
         preflight.check(cfg)
     except (InputError, KeyError, TypeError, ValueError):
         return None
-    if plan.icfg is None:
-        return None
+    if plan.icfg is None or plan.icfg.placeholder != PLACEHOLDER:
+        return None     # packed words are renamed back to the default placeholder: another runs alone
     return json.dumps({"model": cfg["model"], "device": cfg.get("device", "auto"),
                        "where": [cfg["results_root"], cfg["sweep"]],
                        **{k: getattr(plan.icfg, k) for k in _SHARED_INVERSION}},
@@ -202,6 +203,7 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
     first = cfgs[0]
     device = choose_device(str(first.get("device", "auto")))
     set_cpu_threads(first.get("cpu_threads", "auto"), device)
+    third_party_bars(first.get("progress") is True)
     parts = load_model(first["model"], device)
     for plan in plans:
         check_initializer(plan, parts.tokenizer)

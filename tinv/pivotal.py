@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from tinv import sampling
 from tinv.data import ConceptImages, LatentCache, cache_latents
 from tinv.inversion import diffusion_target, fixed_eval_loss, training_scheduler
+from tinv.progress import bar as progress_bar
 
 TUNED_FILENAME = "pivotal_unet.safetensors"  # written next to learned_embeds.safetensors
 
@@ -112,7 +112,7 @@ def pivotal_tune(parts, images: ConceptImages | LatentCache, cfg: PivotalConfig,
         p.requires_grad_(True)
     opt = torch.optim.AdamW(chosen.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     try:
-        for _ in tqdm(range(cfg.steps), desc=f"pivotal tuning ({cfg.params})",
+        for _ in progress_bar(range(cfg.steps), desc=f"pivotal tuning ({cfg.params})",
                       disable=not progress):
             idx = torch.randint(len(latents), (cfg.batch_size,), generator=gen)
             flip = torch.rand(cfg.batch_size, generator=gen) < cfg.flip_p

@@ -13,17 +13,18 @@ from tinv.concepts import Concept, resolve_concept
 from tinv.errors import InputError
 from tinv.loading import model_fingerprint
 from tinv.prompts import EvalPrompt
+from tinv.validate import DEFAULT_PLACEHOLDER, placeholder
 
 if TYPE_CHECKING:
     import torch
 
-PLACEHOLDER = "<S*>"
+PLACEHOLDER = DEFAULT_PLACEHOLDER
 
 
 # ----------------------------------------------------------------------------- method
 def inversion_config(cfg: Mapping[str, Any], concept: Concept):
     """InversionConfig = defaults < model.inversion (budget) < method.inversion (setup)."""
-    from tinv.inversion import InversionConfig
+    from tinv.inversion_config import InversionConfig
     method = cfg["method"]
     fields = {**dict(cfg["model"].get("inversion") or {}), **dict(method.get("inversion") or {})}
     known = {f.name for f in dataclasses.fields(InversionConfig)}
@@ -31,7 +32,7 @@ def inversion_config(cfg: Mapping[str, Any], concept: Concept):
     if unknown:
         raise InputError(f"method {method['name']!r}: unknown inversion field(s) {unknown}; "
                          f"InversionConfig has {sorted(known)}")
-    fields.update(seed=int(cfg["seed"]), templates=concept.kind, placeholder=PLACEHOLDER,
+    fields.update(seed=int(cfg["seed"]), templates=concept.kind, placeholder=placeholder(cfg),
                   initializer_word=concept.initializer)
     if cfg["model"].get("style_noun"):
         fields["style_noun"] = cfg["model"]["style_noun"]
@@ -78,7 +79,7 @@ class Plan:
     concept: Concept
     recon: EvalPrompt
     prompts: list[EvalPrompt]
-    fillers: list[str | None]       # what replaces {}: [PLACEHOLDER], captions, or [""]
+    fillers: list[str | None]       # what replaces {}: [placeholder], captions, or [""]
     icfg: Any = None                # InversionConfig when the method learns
     pcfg: Any = None                # PivotalConfig for pivotal tuning
     choices: dict = field(default_factory=dict)
@@ -120,7 +121,7 @@ def make_plan(cfg: dict, choices: dict) -> Plan:
     elif method.get("reference") == "image_only":
         fillers = [None]
     else:
-        fillers = [PLACEHOLDER]
+        fillers = [placeholder(cfg)]
     plan = Plan(cfg, concept, recon, prompts, fillers, choices=choices)
     if method.get("learns"):
         plan.icfg = inversion_config(cfg, concept)
@@ -132,8 +133,8 @@ def make_plan(cfg: dict, choices: dict) -> Plan:
 def check_initializer(plan: Plan, tokenizer) -> None:
     """The initializer word must be ONE token the model knows: a word the tokenizer splits
     would start the learned vector from a fragment, and one it reads as [UNK] (LDM-BERT's
-    vocabulary) from the unknown-word vector. Needs the model's tokenizer, so it runs right
-    after loading, still before the job folder exists."""
+    vocabulary) from the unknown-word vector. Needs only the model's tokenizer (tinv.tokens
+    loads it alone, before the model)."""
     icfg = plan.icfg
     if icfg is None or icfg.init != "word" or not icfg.initializer_word:
         return
@@ -141,11 +142,16 @@ def check_initializer(plan: Plan, tokenizer) -> None:
     ids = tokenizer(word, add_special_tokens=False).input_ids
     pieces = tokenizer.convert_ids_to_tokens(ids)
     if len(ids) != 1:
+        words = word.split()
+        known = [w for w in words if len(tokenizer(w, add_special_tokens=False).input_ids) == 1
+                 and tokenizer(w, add_special_tokens=False).input_ids[0] != tokenizer.unk_token_id]
+        hint = f" (e.g. concept.initializer={known[-1]})" if len(words) > 1 and known else \
+            " (a coarser word for the concept: cat, toy, sculpture, painting)"
         raise InputError(f"concept.initializer={word!r} is {len(ids)} tokens {pieces} for this model's "
-                         "tokenizer; give one word that is a single token (e.g. the last word)")
+                         f"tokenizer; give one word that is a single token{hint}")
     if tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id:
         raise InputError(f"concept.initializer={word!r} is not in this model's vocabulary (its tokenizer "
-                         f"reads it as {tokenizer.unk_token}); give a word the model knows")
+                         f"reads it as {tokenizer.unk_token}); give a word the model knows (cat, toy, sculpture)")
 
 
 # ----------------------------------------------------------------------------- seeds
@@ -171,13 +177,16 @@ def effective_config(cfg: dict) -> dict:
     """The config as the job will run it: evaluator settings a model does not use are
     replaced by what it does use (the toy world scores with its own CLIP, not eval.clip;
     a model with `dino: false` computes no DINO), so the row says what was used and those
-    settings do not split one job into several ids. Idempotent."""
-    e, m = dict(cfg["eval"]), cfg["model"]
+    settings do not split one job into several ids; an LDM-BERT model's initializer is
+    lower-cased, as its tokenizer reads it. Idempotent."""
+    e, m, c = dict(cfg["eval"]), cfg["model"], dict(cfg["concept"])
     if m.get("evaluator") == "toyworld":
         e["clip"] = {"model": "toyworld", "pretrained": "tinv/toyworld/weights/evaluator"}
     if not m.get("dino"):
         e["dino"] = None
-    return {**cfg, "eval": e}
+    if m.get("family") == "ldm" and isinstance(c.get("initializer"), str):
+        c["initializer"] = c["initializer"].lower()     # LDM-BERT lower-cases: Cat and cat are one job
+    return {**cfg, "eval": e, "concept": c}
 
 
 _CONCEPT_PRINTS: dict[str, str] = {}
@@ -209,9 +218,13 @@ def job_location(cfg: dict) -> tuple[str, Path]:
     # model.path or the shipped toy world, retrained in place, is a different job) and
     # the concept's files (new images in the same folder are a different job).
     cfg = effective_config(cfg)
-    job_id = results.identity({**cfg, "_weights": model_fingerprint(cfg["model"]),
-                               "_concept": concept_fingerprint(cfg["concept"])})
     c = cfg["concept"]
+    # Rows made before the placeholder was a setting have none in their config: the default
+    # placeholder is left out so those jobs keep their ids.
+    hashed = {**cfg, "concept": {k: v for k, v in c.items()
+                                 if not (k == "placeholder" and v in (None, DEFAULT_PLACEHOLDER))}}
+    job_id = results.identity({**hashed, "_weights": model_fingerprint(cfg["model"]),
+                               "_concept": concept_fingerprint(c)})
     concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
         or Path(str(c.get("path") or "concept")).name
     return job_id, results.job_folder(cfg["results_root"], cfg["sweep"], concept_name,

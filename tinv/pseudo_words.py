@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from tinv.models import Parts
+if TYPE_CHECKING:   # tinv.models imports diffusers: seconds the checks before a model load need not pay
+    from tinv.models import Parts
 
 
 class PseudoWordError(ValueError):
@@ -68,7 +70,8 @@ def add_pseudo_word(parts: Parts, placeholder: str, num_vectors: int = 1,
     taken = [n for n in names if n in vocab]
     if taken:
         raise PseudoWordError(f"placeholder token(s) {taken} already in the tokenizer's vocabulary; "
-                              "choose a placeholder string that is not a word of the model")
+                              "choose another with concept.placeholder (a job checks this before the model loads: "
+                              "tinv.tokens)")
     dim = parts.input_embeddings().weight.shape[1]
     if initializer_word:
         init = initializer_embedding(parts, initializer_word).expand(num_vectors, dim).clone()
@@ -88,7 +91,7 @@ def check_single_tokens(parts: Parts, names: list[str], ids: list[int]) -> None:
     got = parts.tokenizer(" ".join(names), add_special_tokens=False).input_ids
     if list(got) != list(ids):
         raise PseudoWordError(f"placeholder tokens {names} do not tokenize to themselves ({got} != {ids}); "
-                              "use a plain placeholder such as '<s*>'")
+                              "choose another with concept.placeholder, e.g. '<T*>'")
 
 
 def _grow_embeddings(parts: Parts, n: int) -> None:

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import torch
 from diffusers import DDIMScheduler
-from tqdm.auto import tqdm
 
 from tinv.pseudo_words import PseudoWord, expand_prompt, token_names
+from tinv.progress import bar as progress_bar
 
 
 def installed_words(parts) -> list[PseudoWord]:
@@ -159,7 +159,7 @@ def sample(parts, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
 
     out = []
     n_batches = -(-total // batch_size)
-    bar = tqdm(total=n_batches * steps, desc="sampling", unit="step", disable=not progress)
+    bar = progress_bar(total=n_batches * steps, desc="sampling", unit="step", disable=not progress)
     for start in range(0, total, batch_size):
         idx = torch.arange(start, min(start + batch_size, total))
         cond = table[which[idx // n_seeds]]

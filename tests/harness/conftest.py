@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,30 @@ def run_cli(args: list[str], runs: Path, tmp_home: Path | None = None, timeout: 
         env["HOME"] = str(tmp_home)
     return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def default_sigint() -> None:
+    """Runs in a child between fork and exec. A shell starts a background job with SIGINT
+    ignored, the ignore is inherited, and Python then installs no KeyboardInterrupt handler:
+    a child meant to be Ctrl-C'd must get SIGINT's default back whatever the runner got."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_cli(args: list[str], runs: Path, **popen) -> subprocess.Popen:
+    """`python run.py ARGS` started, not awaited, with SIGINT as at a terminal (default_sigint)."""
+    env = {**os.environ, "TINV_RUNS": str(runs)}
+    return subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, env=env,
+                            preexec_fn=default_sigint, **popen)
+
+
+def catches_sigint(pid: int) -> bool:
+    """Whether a live process has a handler for SIGINT (Linux /proc; True elsewhere)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    caught = int(next(x for x in status.splitlines() if x.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught >> (signal.SIGINT - 1) & 1)
 
 
 def rows(runs: Path, sweep: str = "default") -> list[dict]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import open_clip
 
 NAME = "toyworld-clip"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "evaluator"
@@ -38,6 +37,7 @@ def register(config_file: Path = CONFIG_FILE) -> str:
     if not config_file.exists():
         raise FileNotFoundError(f"toy-world evaluator config {config_file} is missing; "
                                 "regenerate it with `python -m tinv.toyworld.pretrain`")
+    import open_clip    # here, not at the top: the preflight reads WEIGHTS_FILE and must stay fast
     open_clip.add_model_config(config_file)
     return NAME
 
@@ -57,6 +57,7 @@ def load_evaluator(device: str = "cpu", weights: Path = WEIGHTS_FILE):
         raise FileNotFoundError(f"toy-world evaluator weights {weights} are missing; "
                                 "regenerate them with `python -m tinv.toyworld.pretrain`")
     name = register(weights.with_suffix(".json"))
+    import open_clip
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(weights), device=device)
     model.eval()
     return model, preprocess, open_clip.get_tokenizer(name)
