@@ -7,8 +7,9 @@ identity (tinv.plan), the weights check (tinv.preflight), the lock (tinv.joblock
 attempts (tinv.attempts). The stages:
 
 1. identity: the job folder is named by a hash of the config, the weights and the
-   concept's files (tinv.plan); a folder holding an "ok" row means the job is done, and
-   its row is returned with no work.
+   concept's files (tinv.plan) and lives in the job store shared by all sweeps
+   (tinv.store; the sweep's folder links to it); a folder holding an "ok" row means the
+   job is done, and its row is returned with no work.
 2. validation: weights (preflight, in seconds), concept folder, model, method fields,
    prompts and the initializer are checked BEFORE the job folder is made, so bad input
    raises InputError and leaves no row behind.
@@ -31,7 +32,7 @@ from typing import Any
 
 import torch
 
-from tinv import joblock, preflight, prompts as P, results
+from tinv import joblock, preflight, prompts as P, results, store
 from tinv.attempts import Attempts, checkpoint_step
 from tinv.concepts import resolve_concept, training_images
 from tinv.errors import InputError
@@ -139,7 +140,7 @@ def run_job(cfg, choices: dict | None = None) -> dict:
     """Run (or find) one job and return its result row. InputError: nothing written."""
     cfg = effective_config(_plain(cfg))
     job_id, folder = job_location(cfg)
-    done = finished_row(folder)
+    done = _finished(cfg, folder)
     if done:
         log.info("job %s is done already: %s", job_id, folder / results.ROW_NAME)
         report(done)
@@ -149,13 +150,23 @@ def run_job(cfg, choices: dict | None = None) -> dict:
     plan = make_plan(cfg, choices)
     with joblock.hold(folder, job_id, on_beat=lambda: _RUNNING.get("attempts") and _RUNNING["attempts"].save()) \
             as waited:
-        done = finished_row(folder)
+        done = _finished(cfg, folder)
         if done:                    # computed meanwhile by the process we waited for
             log.info("job %s was computed by %s: %s", job_id, "the process we waited for" if waited
                      else "another process", folder / results.ROW_NAME)
             report(done)
             return done
         return _run(cfg, choices, plan, job_id, folder)
+
+
+def _finished(cfg: dict, folder: Path) -> dict | None:
+    """The job's finished row, from the job store (then shown in this sweep's view too: the
+    job another sweep computed is this sweep's row as well) or from an old runs folder."""
+    done = finished_row(folder)
+    if done:
+        store.link(cfg["results_root"], cfg["sweep"], folder)
+        return done
+    return store.legacy_row(cfg["results_root"], cfg["sweep"], folder)
 
 
 def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dict:
@@ -168,6 +179,7 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
 
     from tinv.wandb_log import tracking
     folder.mkdir(parents=True, exist_ok=True)
+    store.link(cfg["results_root"], cfg["sweep"], folder)   # the sweep sees its job from the start
     row = {"schema": results.SCHEMA, "job_id": job_id, "status": "running", "error": None,
            "sweep": cfg["sweep"], "choices": choices, "config": cfg,
            "folder": str(folder.resolve()), "timings": {}}

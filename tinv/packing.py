@@ -12,8 +12,9 @@ placeholder (`<S*0>`, `<S*1>`, ...), renamed back to `<S*>` afterwards, so a pac
 learns the same vectors as when alone, up to the float error of a bigger UNet batch
 (tests/harness/test_packing.py).
 
-Checkpoints: a group checkpoints to `<results_root>/<sweep>/_packed/<hash of its job ids>/`
-and a rerun of the same group resumes there. A group is the jobs not yet done, so after
+Checkpoints: a group checkpoints to `<results_root>/jobs/_packed/<hash of its job ids>/`
+(in the job store: the group is named by its jobs, not by the sweep) and a rerun of the
+same group resumes there. A group is the jobs not yet done, so after
 an interruption between the inversion and the last row, the unfinished jobs form a new
 group and invert again (their samples are not lost: none were written).
 """
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from tinv import preflight
+from tinv import preflight, results, store
 from tinv.concepts import training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, set_cpu_threads
@@ -102,7 +103,8 @@ def pack_key(cfg: dict) -> str | None:
     """Jobs with the same key can share one `invert_packed` call; None: the job runs alone
     (done already, does not learn, or bad input, which its own run then reports)."""
     try:
-        if finished_row(job_location(cfg)[1]):
+        folder = job_location(cfg)[1]
+        if finished_row(folder) or store.legacy_row(cfg["results_root"], cfg["sweep"], folder):
             return None
         plan = make_plan(cfg, {})
         preflight.check(cfg)
@@ -111,7 +113,7 @@ def pack_key(cfg: dict) -> str | None:
     if plan.icfg is None:
         return None
     return json.dumps({"model": cfg["model"], "device": cfg.get("device", "auto"),
-                       "where": [cfg["results_root"], cfg["sweep"]],
+                       "where": cfg["results_root"],
                        **{k: getattr(plan.icfg, k) for k in _SHARED_INVERSION}},
                       sort_keys=True, default=str)
 
@@ -208,7 +210,7 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
     root = Path(first["results_root"])
     sets = [(training_images(p, parts, root), dataclasses.replace(p.icfg, placeholder=packed_name(i)))
             for i, p in enumerate(plans)]
-    ckpt = root / first["sweep"] / "_packed" / hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
+    ckpt = root / results.STORE / "_packed" / hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
     log.info("packed inversion of %d jobs (%s) -> %s", len(ids), ", ".join(ids), ckpt)
     t = time.perf_counter()
     out = invert_packed(parts, sets, ckpt_dir=ckpt, progress=bool(first.get("progress", True)))

@@ -212,8 +212,8 @@ def job_location(cfg: dict) -> tuple[str, Path]:
     c = cfg["concept"]
     concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
         or Path(str(c.get("path") or "concept")).name
-    return job_id, results.job_folder(cfg["results_root"], cfg["sweep"], concept_name,
-                                      cfg["method"]["name"], job_id)
+    # The folder is in the job store, whatever the sweep (tinv/store.py: the sweep's view)
+    return job_id, results.job_folder(cfg["results_root"], concept_name, cfg["method"]["name"], job_id)
 
 
 def finished_row(folder: Path) -> dict | None:
