@@ -192,7 +192,7 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
                       tags=[f"method:{choices['method']}", f"concept:{plan.concept.name}",
                             f"model:{choices['model']}"], config=cfg) as tracker:
             row.update(execute(plan, parts, images, folder, device, bool(cfg.get("progress", True)),
-                               tracker, row["timings"]))
+                               tracker, row["timings"], job_id))
             row["timings"]["total_s"] = _total_s(row["timings"], t0)
             row["status"] = "ok"
             tracker.summary({**row["metrics"], **{f"time/{k}": v for k, v in row["timings"].items()}})
@@ -269,22 +269,23 @@ def _total_s(timings: dict, t0: float) -> float:
 
 
 def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool, tracker,
-            timings: dict) -> dict:
+            timings: dict, job_id: str) -> dict:
     """invert -> sample -> evaluate; returns the row's metrics, artifacts, ...; fills
-    `timings` stage by stage, so a failed row shows how far the job got."""
+    `timings` stage by stage, so a failed row shows how far the job got. The inversion is
+    reused when a job differing only in eval.* made it already (tinv.learned)."""
     cfg, method = plan.cfg, plan.cfg["method"]
     artifacts: dict[str, Any] = {}
     training: dict[str, Any] = {}
     train01 = (images.pixels + 1) / 2
 
     t = time.perf_counter()
-    packed = None
+    got = None
     if plan.icfg is not None:
-        from tinv import packing
-        from tinv.inversion import invert
-        packed = packing.take(folder)      # inverted already, with other jobs (tinv/packing.py)
-        result = packing.adopt(parts, packed) if packed else \
-            invert(parts, images, plan.icfg, ckpt_dir=folder / "checkpoint", progress=progress)
+        from tinv import learned, packing
+        # stored by a job of the same inversion, or computed here (alone, or this job's share
+        # of a packed inversion: tinv/packing.py) and stored
+        got = learned.obtain(plan, parts, images, folder, job_id, progress, packed=packing.take(folder))
+        result = got.result
         training = {"steps": result.steps, "lr_effective": result.lr_effective, "lr_rule": result.lr_rule,
                     "loss_first": result.losses[0] if result.losses else None,
                     "loss_last": result.losses[-1] if result.losses else None,
@@ -298,8 +299,8 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
         exported = export_embeddings(result, folder / "embeddings")
         artifacts["embeddings"] = {k: str(Path(v).relative_to(folder)) for k, v in exported.items()}
         if plan.pcfg is not None:
-            from tinv.pivotal import pivotal_tune, save_tuned
-            piv = pivotal_tune(parts, images, plan.pcfg, progress=progress)
+            from tinv.pivotal import save_tuned
+            piv = got.pivotal               # the UNet in `parts` is tuned already
             save_tuned(parts, piv, folder / "embeddings", plan.pcfg)
             training["pivotal"] = {"steps": plan.pcfg.steps, "lr": plan.pcfg.lr, "params": plan.pcfg.params,
                                    "tuned_tensors": len(piv.tuned),
@@ -312,8 +313,11 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                     f"the pivotal stage moved the fixed-batch loss by {moved:.2%} (< 1%): the tuned UNet is "
                     f"practically the untuned one; raise model.calibration.pivotal.lr or .steps")
     timings["invert_s"] = time.perf_counter() - t
-    if packed:
-        timings.update(packing.timings(packed, timings["invert_s"]))
+    if got and got.reused_from:
+        # no inversion ran for this row: its time went to reading the stored one
+        timings.update(invert_s=0.0, invert_reused_from=got.reused_from, invert_load_s=got.load_s)
+    elif got and got.packed:
+        timings.update(packing.timings(got.packed, timings["invert_s"]))
 
     t = time.perf_counter()
     cells = plan.cells()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from tinv import preflight, results, store
+from tinv import learned, preflight, results, store
 from tinv.concepts import training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, set_cpu_threads
@@ -110,7 +110,7 @@ def pack_key(cfg: dict) -> str | None:
         preflight.check(cfg)
     except (InputError, KeyError, TypeError, ValueError):
         return None
-    if plan.icfg is None:
+    if plan.icfg is None or learned.stored(plan):   # nothing to learn, or learned already
         return None
     return json.dumps({"model": cfg["model"], "device": cfg.get("device", "auto"),
                        "where": cfg["results_root"],
@@ -121,20 +121,32 @@ def pack_key(cfg: dict) -> str | None:
 def schedule(cfgs: list[dict], pack: int) -> list[list[int]]:
     """The sweep's jobs (indices into `cfgs`) as units to run in order: groups of at most
     `pack` compatible learning jobs, in sweep order, and every other job alone. A unit runs
-    where its first job stands in the sweep."""
+    where its first job stands in the sweep. A job that needs the same inversion as a job
+    already grouped (they differ only in eval.*: tinv.learned) rides in that job's unit,
+    after it, and reuses its inversion: one unit, so even units running at once on a
+    cluster never wait on each other's inversion."""
     check_pack(pack)
     units: list[list[int]] = []
     open_group: dict[str, list[int]] = {}
+    learners: dict[int, int] = {}          # id(unit) -> how many jobs it inverts
+    unit_of: dict[str, list[int]] = {}     # inversion key -> the unit that inverts it
     for i, cfg in enumerate(cfgs):
         key = pack_key(cfg)
         if key is None:
             units.append([i])
             continue
+        inversion = learned.key(make_plan(cfg, {}))
+        if inversion in unit_of:
+            unit_of[inversion].append(i)
+            continue
         group = open_group.get(key)
-        if group is None or len(group) >= pack:
+        if group is None or learners[id(group)] >= pack:
             group = open_group[key] = []
+            learners[id(group)] = 0
             units.append(group)
         group.append(i)
+        learners[id(group)] += 1
+        unit_of[inversion] = group
     return units
 
 
@@ -153,12 +165,7 @@ def renamed(result, i: int, icfg):
 def adopt(parts, packed: Packed):
     """Put the packed job's learned words into this job's freshly loaded model, as `invert`
     leaves them (same tokens, same order), and return its InversionResult."""
-    import torch
-
-    from tinv.pseudo_words import set_vectors
-    with torch.random.fork_rng(devices=[]):     # set_vectors draws a throwaway random init
-        words = [set_vectors(parts, name, vec) for name, vec in packed.result.embeds.items()]
-    return dataclasses.replace(packed.result, token_ids={w.placeholder: list(w.token_ids) for w in words})
+    return learned.install(parts, packed.result)
 
 
 def timings(packed: Packed, own_s: float) -> dict:
@@ -195,12 +202,19 @@ def packed_inversion(cfgs: list[dict]) -> Iterator[None]:
 
 def _invert_group(cfgs: list[dict]) -> list[str]:
     from tinv.inversion import invert_packed
-    plans, ids, folders = [], [], []
+    plans, ids, folders, seen = [], [], [], set()
     for cfg in cfgs:
         job_id, folder = job_location(cfg)
-        plans.append(make_plan(cfg, {}))
+        plan = make_plan(cfg, {})
+        inversion = learned.key(plan) if plan.icfg is not None else None
+        if inversion is None or inversion in seen or learned.stored(plan):
+            continue        # learns nothing, or reuses another job's inversion (tinv.learned)
+        seen.add(inversion)
+        plans.append(plan)
         ids.append(job_id)
         folders.append(_key(folder))
+    if len(plans) < 2:      # nothing to pack: the job inverts alone, as unpacked
+        return []
     first = cfgs[0]
     device = choose_device(str(first.get("device", "auto")))
     set_cpu_threads(first.get("cpu_threads", "auto"), device)
