@@ -50,6 +50,7 @@ class Packed:
     result: Any                  # InversionResult, already under the job's own placeholder
     group_s: float               # wall time of the whole packed inversion
     jobs: list[str]              # job ids of the group, in packing order (this one included)
+    prep_s: float = 0.0          # the group's wait before inverting: loading the model and images
 
 
 _READY: dict[str, Packed] = {}
@@ -171,8 +172,11 @@ def adopt(parts, packed: Packed):
 def timings(packed: Packed, own_s: float) -> dict:
     """A packed job's row timings: `invert_s` is an even share of the group's packed
     inversion (`packed_invert_s`, shared with the jobs `packed_with`) plus what this job
-    did alone (installing the vectors, pivotal tuning)."""
-    t = {"packed_invert_s": packed.group_s, "packed_with": [j for j in packed.jobs if j != packed.job_id]}
+    did alone (installing the vectors, pivotal tuning). `packed_prep_s` is the group's wait
+    before its inversion (loading the model and images), in no job's stages: the sweep
+    summary counts it as the pack's waiting (tinv.time_report)."""
+    t = {"packed_invert_s": packed.group_s, "packed_with": [j for j in packed.jobs if j != packed.job_id],
+         "packed_prep_s": packed.prep_s}
     return {"invert_s": share_s(t) + own_s, **t}
 
 
@@ -215,6 +219,7 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
         folders.append(_key(folder))
     if len(plans) < 2:      # nothing to pack: the job inverts alone, as unpacked
         return []
+    t0 = time.perf_counter()
     first = cfgs[0]
     device = choose_device(str(first.get("device", "auto")))
     set_cpu_threads(first.get("cpu_threads", "auto"), device)
@@ -230,5 +235,5 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
     out = invert_packed(parts, sets, ckpt_dir=ckpt, progress=bool(first.get("progress", True)))
     group_s = time.perf_counter() - t
     for i, (res, plan, folder) in enumerate(zip(out, plans, folders)):
-        _READY[folder] = Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids)
+        _READY[folder] = Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0)
     return folders

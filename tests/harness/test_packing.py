@@ -20,7 +20,7 @@ from .test_run import check_row
 SWEEP = ["-m", "method=single_word,per_image_tokens,progressive,image_only", "concept=red_star", *FAST,
          "cpu_threads=1"]
 PACKED = ["hydra/launcher=packed", "hydra.launcher.pack=2"]
-PACKED_KEYS = {"packed_invert_s", "packed_with"}
+PACKED_KEYS = {"packed_invert_s", "packed_with", "packed_prep_s"}
 # Embeddings: the packed UNet batch sums in another order; a few float32 ulps after 3 Adam
 # steps. Scores: samples from those embeddings, through the toy CLIP and the oracle.
 EMBED_TOL, SCORE_TOL = 1e-5, 1e-4
