@@ -12,8 +12,10 @@ PivotalConfig the job would run. Those two carry what the learning takes from el
 pivotal tuning's prompt is `eval.reconstruction_prompt`, so pivotal jobs that differ there
 are different inversions and never share.
 
-The artifact: `<results_root>/jobs/_inversions/<concept>-<method>-<key>/learned.pt`, written
-atomically once the inversion (and pivotal tuning) ended. It is computed under a lock
+The artifact: `<results_root>/jobs/_inversions/<concept>-<method>-<key>/`: `learned.pt` (the
+InversionResult: vectors, losses, statistics; the PivotalResult) and, for pivotal tuning,
+`pivotal_unet.safetensors` (the tuned tensors), each written atomically once the inversion
+(and pivotal tuning) ended, learned.pt last. It is computed under a lock
 beside it (tinv.joblock: a dead owner does not hold it), so of two jobs that need the same
 inversion at the same time one computes and the other waits and reuses it. The job that
 computes it inverts as before (resuming from its own folder's checkpoint), so an
@@ -84,7 +86,7 @@ def obtain(plan, parts, images, job_folder: Path, job_id: str, progress: bool, p
         if waited:
             log.info("the inversion %s was not finished by the job we waited for: computing it", where.name)
         learned = _compute(plan, parts, images, job_folder, packed, progress)
-        _store(where, learned, job_id, parts)
+        _store(where, learned, job_id, parts, plan.pcfg)
         return learned
 
 
@@ -98,16 +100,16 @@ def _compute(plan, parts, images, job_folder: Path, packed, progress: bool) -> L
     return Learned(result, piv, packed)
 
 
-def _store(where: Path, learned: Learned, job_id: str, parts) -> None:
-    from tinv import checkpoint
-    tuned = None
-    if learned.pivotal is not None:   # the tuned tensors as they are now in the UNet
-        params = dict(parts.unet.named_parameters())
-        tuned = {n: params[n].detach().cpu().clone() for n in learned.pivotal.tuned}
+def _store(where: Path, learned: Learned, job_id: str, parts, pcfg) -> None:
+    """The tuned UNet tensors first (pivotal_unet.safetensors, as a job exports them), then
+    learned.pt, whose presence says the artifact is whole; both written atomically."""
+    from tinv import checkpoint, pivotal
+    if learned.pivotal is not None:
+        pivotal.save_tuned(parts, learned.pivotal, where, pcfg)
     checkpoint.save_atomic({"format": FORMAT, "made_by": job_id, "made": results.now(),
                             "result": dataclasses.asdict(learned.result),
-                            "pivotal": dataclasses.asdict(learned.pivotal) if learned.pivotal else None,
-                            "tuned": tuned}, where / FILE)
+                            "pivotal": dataclasses.asdict(learned.pivotal) if learned.pivotal else None},
+                           where / FILE)
 
 
 def _installed(parts, where: Path) -> Learned | None:
@@ -124,16 +126,16 @@ def _installed(parts, where: Path) -> Learned | None:
         log.warning("%s; computing the inversion again", e)
         return None
     from tinv.inversion import InversionResult
-    from tinv.pivotal import PivotalResult
-    result = install(parts, InversionResult(**saved["result"]))
+    from tinv.pivotal import PivotalResult, load_tuned
     piv = None
     if saved["pivotal"] is not None:
-        import torch
         piv = PivotalResult(**saved["pivotal"])
-        params = dict(parts.unet.named_parameters())
-        with torch.no_grad():
-            for name, value in saved["tuned"].items():
-                params[name].copy_(value)
+        try:            # before the words go in: a failure here leaves `parts` untouched
+            load_tuned(parts, where)    # (names and shapes are checked before any copy)
+        except Exception as e:  # noqa: BLE001 - missing, truncated, another UNet: compute again
+            log.warning("the stored tuned UNet in %s cannot be used (%s); computing the inversion again", where, e)
+            return None
+    result = install(parts, InversionResult(**saved["result"]))
     log.info("inversion reused from job %s (%s): nothing to learn", saved["made_by"], path)
     return Learned(result, piv, None, saved["made_by"], time.perf_counter() - t)
 

@@ -82,6 +82,18 @@ def test_jobs_differing_only_in_eval_run_one_inversion_identical_to_a_fresh_one(
     assert run_job(_cfg(root, *other_eval)) == second and counted["invert"] == 2
 
 
+def test_an_unreadable_stored_inversion_is_computed_again(tmp_path, counted):
+    root = tmp_path / "runs"
+    first = run_job(_cfg(root, "eval.guidance=5.0"))
+    [stored] = (root / "jobs" / "_inversions").glob("*/learned.pt")
+    stored.write_bytes(b"half a file")                   # what no atomic write leaves, but a disk might
+    second = run_job(_cfg(root, "eval.guidance=2.0"))
+    assert counted["invert"] == 2 and "invert_reused_from" not in second["timings"]
+    third = run_job(_cfg(root, "eval.guidance=3.0"))     # the artifact was written again, whole
+    assert counted["invert"] == 2 and third["timings"]["invert_reused_from"] == second["job_id"]
+    assert first["training"] == second["training"] == third["training"]
+
+
 def test_the_packed_launcher_inverts_a_concept_once_across_eval_settings(runs):
     sweep = ["-m", "method=single_word", "concept=red_star,blue_heart", "eval.guidance=5.0,2.0", *FAST,
              "cpu_threads=1", "sweep=guidance", "hydra/launcher=packed", "hydra.launcher.pack=4"]
