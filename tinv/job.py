@@ -160,13 +160,12 @@ def run_job(cfg, choices: dict | None = None) -> dict:
 
 
 def _finished(cfg: dict, folder: Path) -> dict | None:
-    """The job's finished row, from the job store (then shown in this sweep's view too: the
-    job another sweep computed is this sweep's row as well) or from an old runs folder."""
+    """The job's finished row, shown in this sweep's view too: the job another sweep
+    computed is this sweep's row as well (a no-op for an old runs folder's own folder)."""
     done = finished_row(folder)
     if done:
         store.link(cfg["results_root"], cfg["sweep"], folder)
-        return done
-    return store.legacy_row(cfg["results_root"], cfg["sweep"], folder)
+    return done
 
 
 def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dict:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from tinv import learned, preflight, results, store
+from tinv import learned, preflight, results
 from tinv.concepts import training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, set_cpu_threads
@@ -104,8 +104,7 @@ def pack_key(cfg: dict) -> str | None:
     """Jobs with the same key can share one `invert_packed` call; None: the job runs alone
     (done already, does not learn, or bad input, which its own run then reports)."""
     try:
-        folder = job_location(cfg)[1]
-        if finished_row(folder) or store.legacy_row(cfg["results_root"], cfg["sweep"], folder):
+        if finished_row(job_location(cfg)[1]):
             return None
         plan = make_plan(cfg, {})
         preflight.check(cfg)

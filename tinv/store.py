@@ -13,18 +13,15 @@ the sweep summary, a person with `ls`) reads the view as it read the old layout,
 runs folder copied whole (`cp -a`, `rsync -a`) keeps its views, the links being relative.
 
 Old runs folders (before the store) hold real job folders inside the sweep folder: they
-are read as they are, and a job whose finished row sits there is done (`legacy_row`).
+are read as they are, and a job that has its folder there keeps it (`legacy_folder`,
+used by tinv.plan.job_location): a finished row there is done, an interrupted job
+resumes from its checkpoint there, a failed one runs again there.
 """
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from pathlib import Path
-
-from tinv import results
-
-log = logging.getLogger(__name__)
 
 
 def view_path(results_root: str | os.PathLike, sweep: str, folder: Path) -> Path:
@@ -61,18 +58,7 @@ def link(results_root: str | os.PathLike, sweep: str, folder: Path) -> Path | No
 
 
 def legacy_folder(results_root: str | os.PathLike, sweep: str, folder: Path) -> Path | None:
-    """The job's folder in an old runs folder (a real folder in the sweep's folder), if any."""
+    """The job's folder in an old runs folder (a real folder, not a link, in the sweep's
+    folder), if any."""
     old = view_path(results_root, sweep, folder)
     return old if old.is_dir() and not old.is_symlink() else None
-
-
-def legacy_row(results_root: str | os.PathLike, sweep: str, folder: Path) -> dict | None:
-    """The finished ("ok") row an old runs folder holds for this job: a rerun of an old sweep
-    does no work (its row stays where it is)."""
-    old = legacy_folder(results_root, sweep, folder)
-    row = results.read_row(old) if old else None
-    if row and row.get("status") == "ok":
-        log.info("job %s: finished row found in an old runs folder (before the job store): %s",
-                 row.get("job_id"), old)
-        return row
-    return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from analysis import collect
 
@@ -55,19 +56,27 @@ def test_two_sweeps_sharing_a_job_compute_it_once_and_each_sees_it(runs):
     assert issues == [] and len(df) == 3 and df["job_id"].is_unique
 
 
-def test_an_old_runs_folder_is_read_and_its_finished_jobs_are_not_redone(runs, tmp_path):
-    single = ["method=image_only", "concept=red_star", *FAST, "cpu_threads=1", "sweep=old"]
-    made = run_cli(single, runs)
+def test_an_old_runs_folder_is_read_and_its_jobs_stay_there(runs, tmp_path):
+    sweep = ["-m", "method=image_only", "concept=red_star,blue_heart", *FAST, "cpu_threads=1", "sweep=old"]
+    made = run_cli(sweep, runs)
     assert made.returncode == 0, made.stderr[-3000:]
-    [row] = rows(runs, "old")
-    # the layout before the store: the job folder itself inside the sweep folder
+    # the layout before the store: the job folders themselves inside the sweep folder,
+    # one finished, one whose row says it failed
     old = tmp_path / "old-runs"
-    shutil.copytree(row["folder"], old / "old" / row["folder"].rsplit("/", 1)[1])
-    again = run_cli(single, old)
+    by_concept = {r["concept"]["name"]: r for r in rows(runs, "old")}
+    for r in by_concept.values():
+        shutil.copytree(r["folder"], old / "old" / Path(r["folder"]).name)
+    failed = old / "old" / Path(by_concept["blue_heart"]["folder"]).name / "result.json"
+    failed.write_text(json.dumps({**json.loads(failed.read_text()), "status": "failed"}))
+
+    again = run_cli(sweep, old)
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stdout + again.stderr
-    assert "old runs folder" in log and "is done already" in log
-    assert not (old / "jobs").exists()                 # nothing computed, nothing moved
+    assert "2 jobs: 1 ok, 0 failed, 1 done already" in log
+    assert str(old / "old" / Path(by_concept["red_star"]["folder"]).name) in log   # done, where it was
+    assert not (old / "jobs").exists()                 # nothing moved to (or computed in) a store
+    redone = json.loads(failed.read_text())
+    assert redone["status"] == "ok" and len(redone["attempts"]) == 2   # run again in its old folder
     df, issues = collect.collect([old / "old"])
-    assert issues == [] and list(df["job_id"]) == [row["job_id"]] and list(df["sweep"]) == ["old"]
-
+    assert issues == [] and sorted(df["job_id"]) == sorted(r["job_id"] for r in by_concept.values())
+    assert set(df["sweep"]) == {"old"} and set(df["status"]) == {"ok"}
