@@ -18,7 +18,9 @@ attempts (tinv.attempts). The stages:
 4. the work, timed: invert (when the method learns; pivotal tuning and DDIM inversion
    count here too), sample, evaluate. A failure here writes a row with status "failed".
    Under `hydra/launcher=packed` the inversion was done already, together with other
-   jobs' (tinv/packing.py); the job takes its share and does the rest alone.
+   jobs' (tinv/packing.py); the job takes its share and does the rest alone. A job that
+   differs from another only in eval.* reuses that job's stored inversion (tinv/learned.py:
+   one inversion per concept and setup, computed under its own lock).
 """
 from __future__ import annotations
 
