@@ -58,7 +58,7 @@ def table(rows: Iterable[Mapping], done: int = 0, wall_s: float | None = None) -
     per = breakdown(rows)
     n = sum(int(b["jobs"]) for b in per.values())
     head = (f"where the time went, seconds of wall time ({n} jobs run here"
-            + (f"; {done} done already, not counted" if done else "") + "):")
+            + (f"; {done} finished before this sweep, not counted" if done else "") + "):")
     if not per:
         return head + " nothing ran"
     every = {"jobs": n, "reused": sum(int(b["reused"]) for b in per.values()),

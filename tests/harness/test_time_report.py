@@ -28,7 +28,7 @@ def test_the_breakdown_adds_up_by_construction():
                                 "other": 1.5, "pack wait": 2.0, "total": 18.5}     # 4.0 shared by 2 jobs
     assert b["image_only"]["other"] == 1.5 and b["image_only"]["pack wait"] == 0.0
     text = time_report.table(rows_, done=3, wall_s=25.0)
-    assert "3 jobs run here; 3 done already, not counted" in text
+    assert "3 jobs run here; 3 finished before this sweep, not counted" in text
     assert "sweep wall 25.0 s: 4.5 s outside the jobs" in text
     assert "the jobs ran side by side" in time_report.table(rows_, wall_s=10.0)
 
@@ -72,4 +72,4 @@ def test_a_tiny_packed_sweep_says_where_its_time_went(runs):
 
     again = run_cli(sweep, runs)                 # every job done: no time to account for
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "(0 jobs run here; 8 done already, not counted): nothing ran" in again.stderr
+    assert "(0 jobs run here; 8 finished before this sweep, not counted): nothing ran" in again.stderr
