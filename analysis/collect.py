@@ -4,7 +4,10 @@
 
 FOLDER: a runs root, a sweep folder (runs/<sweep>) or a Hydra multirun folder
 (runs/<sweep>/_hydra/multirun-*: the rows of its own jobs, from the sweep folder above).
-One line per job. Columns (see docs/analysis.md):
+One line per job. A sweep folder is a view of the job store (runs/jobs/, tinv/store.py):
+its jobs are links there, read as the sweep's own (`sweep` and `job_dir` name the sweep,
+whichever sweep computed the job); old sweep folders holding the job folders themselves
+are read as they are. Columns (see docs/analysis.md):
   job_id, status, error, sweep, job_dir         the row's identity (job_dir relative to the
                                                 runs root, named in <out>.jobs.json)
   method, concept, model, eval, ...             Hydra choices (bare group names); `concept`
@@ -47,6 +50,7 @@ if __package__ in (None, ""):  # run as a script: make `analysis` importable
 from analysis.table import atomic_write_text  # noqa: E402
 
 ROW_FILE = "result.json"
+STORE = "jobs"   # tinv.results.STORE: the job store under the runs root
 # A log line that says a job died; plain "error" words in config dumps must not count.
 # Hydra's log format is "[time][logger][LEVEL] - message".
 _ERROR_LINE = re.compile(r"^(Traceback \(most recent call last\)|\S*(Error|Exception)\b.*:|.*\bCUDA out of memory"
@@ -89,22 +93,25 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def runs_root_of(job_dir: Path, sweep: str | None, scanned: Path) -> Path:
-    """The folder job_dir is stored relative to: the harness keeps a job in
-    <runs root>/<sweep>/<job>, so the folder above the sweep's; else the folder above the
-    one collect was given (a table moves with its runs folder, not with this machine)."""
-    job_dir = job_dir.resolve()
-    if sweep and job_dir.parent.name == sweep:
+    """The folder job_dir is stored relative to: the harness shows a job as
+    <runs root>/<sweep>/<job> (a link into the store, or an old runs folder's own folder)
+    and keeps it in <runs root>/jobs/<job>, so the folder above those; else the folder
+    above the one collect was given (a table moves with its runs folder, not with this
+    machine). Links are not resolved: a job read through a sweep's view is that sweep's."""
+    job_dir = Path(os.path.abspath(job_dir))
+    if job_dir.parent.name in {sweep, STORE} - {None}:
         return job_dir.parent.parent
-    scanned = scanned.resolve()
+    scanned = Path(os.path.abspath(scanned))
     return scanned.parent if scanned in job_dir.parents else job_dir.parent
 
 
 def row_to_record(row: dict, job_dir: Path, runs_root: Path | None = None) -> dict[str, Any]:
     """One result row -> one flat table record (column names as in the module doc).
-    job_dir is written relative to `runs_root` (absolute when none is given)."""
-    where = job_dir.resolve()
+    job_dir is written relative to `runs_root` (absolute when none is given), links kept
+    as they are (a sweep's view of the job store names the job under the sweep)."""
+    where = Path(os.path.abspath(job_dir))
     if runs_root is not None:
-        where = Path(os.path.relpath(where, runs_root.resolve()))
+        where = Path(os.path.relpath(where, os.path.abspath(runs_root)))
     rec: dict[str, Any] = {
         "job_id": row.get("job_id"), "status": row.get("status"),
         "error": row.get("error"), "sweep": row.get("sweep"), "job_dir": where.as_posix(),
@@ -264,6 +271,24 @@ def _job_choices(job_dir: Path) -> list[str]:
     return [f"{k}={v}" for k, v in choices.items() if "/" not in k and v is not None and k != "experiment"]
 
 
+def row_files(folder: Path) -> list[Path]:
+    """Every result.json under `folder`, once per job: in real folders (an old sweep
+    folder, the job store) and behind the links of a sweep's view of the store. A job
+    found both ways (a runs root holds the store and the views) is listed by its real
+    folder: one line per job, under the sweep that computed it."""
+    found: dict[Path, Path] = {}
+    links: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):   # does not follow links
+        here = Path(dirpath)
+        if ROW_FILE in filenames:
+            found.setdefault((here / ROW_FILE).resolve(), here / ROW_FILE)
+        links += [here / d / ROW_FILE for d in dirnames if (here / d).is_symlink()]
+    for path in links:
+        if path.is_file():
+            found.setdefault(path.resolve(), path)
+    return sorted(found.values())
+
+
 def _hydra_job_dirs(folder: Path) -> list[Path]:
     return sorted(h.parent for h in folder.rglob(".hydra") if h.is_dir())
 
@@ -282,7 +307,7 @@ def scan_sweep(sweep_dir: Path) -> tuple[list[dict], list[JobIssue]]:
     records: list[dict] = []
     row_dirs: dict[Path, dict] = {}
     issues: list[JobIssue] = []
-    for path in tqdm(sorted(rows_dir.rglob(ROW_FILE)), desc=f"rows in {rows_dir}", unit="row",
+    for path in tqdm(row_files(rows_dir), desc=f"rows in {rows_dir}", unit="row",
                      disable=None, leave=False):
         row = _read_row(path)
         row_dirs[path.parent.resolve()] = {"row": row, "path": path}
@@ -314,8 +339,11 @@ def scan_sweep(sweep_dir: Path) -> tuple[list[dict], list[JobIssue]]:
         if row is None:
             issues.append(JobIssue("failed", str(info["path"].parent), "unreadable row"))
             continue
-        root = runs_root_of(info["path"].parent, row.get("sweep"), runs_root_hint)
+        # a job read through a sweep's view is that sweep's row, whichever sweep computed it
+        sweep = info["path"].parent.parent.name if info["path"].parent.is_symlink() else row.get("sweep")
+        root = runs_root_of(info["path"].parent, sweep, runs_root_hint)
         rec = row_to_record(row, info["path"].parent, root)
+        rec["sweep"] = sweep
         rec["_dir"], rec["_root"] = d, str(root)
         records.append(rec)
         if row.get("status") != "ok":

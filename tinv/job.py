@@ -7,8 +7,9 @@ identity (tinv.plan), the weights check (tinv.preflight), the lock (tinv.joblock
 attempts (tinv.attempts). The stages:
 
 1. identity: the job folder is named by a hash of the config, the weights and the
-   concept's files (tinv.plan); a folder holding an "ok" row means the job is done, and
-   its row is returned with no work.
+   concept's files (tinv.plan) and lives in the job store shared by all sweeps
+   (tinv.store; the sweep's folder links to it); a folder holding an "ok" row means the
+   job is done, and its row is returned with no work.
 2. validation, BEFORE the lock, the job folder and the model load, so bad input raises
    InputError and leaves nothing behind: every field's type and range (tinv.validate,
    first, before the id), weights (preflight), method fields and prompts (the plan), the
@@ -19,7 +20,9 @@ attempts (tinv.attempts). The stages:
 4. the work, timed: invert (when the method learns; pivotal tuning and DDIM inversion
    count here too), sample, evaluate. A failure here writes a row with status "failed".
    Under `hydra/launcher=packed` the inversion was done already, together with other
-   jobs' (tinv/packing.py); the job takes its share and does the rest alone.
+   jobs' (tinv/packing.py); the job takes its share and does the rest alone. A job that
+   differs from another only in eval.* reuses that job's stored inversion (tinv/learned.py:
+   one inversion per concept and setup, computed under its own lock).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from typing import Any
 
 import torch
 
-from tinv import joblock, preflight, prompts as P, results, tokens, validate
+from tinv import joblock, preflight, prompts as P, results, store, tokens, validate
 from tinv.attempts import Attempts, checkpoint_step
 from tinv.concepts import resolve_concept, scan_images, training_images
 from tinv.errors import InputError
@@ -145,7 +148,7 @@ def run_job(cfg, choices: dict | None = None) -> dict:
     cfg = effective_config(_plain(cfg))
     validate.check(cfg)             # every field's type and range, in milliseconds
     job_id, folder = job_location(cfg)
-    done = finished_row(folder)
+    done = _finished(cfg, folder)
     if done:
         log.info("job %s is done already: %s", job_id, folder / results.ROW_NAME)
         report(done)
@@ -156,13 +159,22 @@ def run_job(cfg, choices: dict | None = None) -> dict:
     tokens.check(plan, scan_images(plan))   # images read, words against the tokenizer: before the model
     with joblock.hold(folder, job_id, on_beat=lambda: _RUNNING.get("attempts") and _RUNNING["attempts"].save()) \
             as waited:
-        done = finished_row(folder)
+        done = _finished(cfg, folder)
         if done:                    # computed meanwhile by the process we waited for
             log.info("job %s was computed by %s: %s", job_id, "the process we waited for" if waited
                      else "another process", folder / results.ROW_NAME)
             report(done)
             return done
         return _run(cfg, choices, plan, job_id, folder)
+
+
+def _finished(cfg: dict, folder: Path) -> dict | None:
+    """The job's finished row, shown in this sweep's view too: the job another sweep
+    computed is this sweep's row as well (a no-op for an old runs folder's own folder)."""
+    done = finished_row(folder)
+    if done:
+        store.link(cfg["results_root"], cfg["sweep"], folder)
+    return done
 
 
 def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dict:
@@ -175,6 +187,7 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
 
     from tinv.wandb_log import tracking
     folder.mkdir(parents=True, exist_ok=True)
+    store.link(cfg["results_root"], cfg["sweep"], folder)   # the sweep sees its job from the start
     row = {"schema": results.SCHEMA, "job_id": job_id, "status": "running", "error": None,
            "sweep": cfg["sweep"], "choices": choices, "config": cfg,
            "folder": str(folder.resolve()), "timings": {}}
@@ -187,7 +200,7 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
                       tags=[f"method:{choices['method']}", f"concept:{plan.concept.name}",
                             f"model:{choices['model']}"], config=cfg) as tracker:
             row.update(execute(plan, parts, images, folder, device, bool(cfg.get("progress", True)),
-                               tracker, row["timings"]))
+                               tracker, row["timings"], job_id))
             row["timings"]["total_s"] = _total_s(row["timings"], t0)
             row["status"] = "ok"
             tracker.summary({**row["metrics"], **{f"time/{k}": v for k, v in row["timings"].items()}})
@@ -281,22 +294,23 @@ def _total_s(timings: dict, t0: float) -> float:
 
 
 def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool, tracker,
-            timings: dict) -> dict:
+            timings: dict, job_id: str) -> dict:
     """invert -> sample -> evaluate; returns the row's metrics, artifacts, ...; fills
-    `timings` stage by stage, so a failed row shows how far the job got."""
+    `timings` stage by stage, so a failed row shows how far the job got. The inversion is
+    reused when a job differing only in eval.* made it already (tinv.learned)."""
     cfg, method = plan.cfg, plan.cfg["method"]
     artifacts: dict[str, Any] = {}
     training: dict[str, Any] = {}
     train01 = (images.pixels + 1) / 2
 
     t = time.perf_counter()
-    packed = None
+    got = None
     if plan.icfg is not None:
-        from tinv import packing
-        from tinv.inversion import invert
-        packed = packing.take(folder)      # inverted already, with other jobs (tinv/packing.py)
-        result = packing.adopt(parts, packed) if packed else \
-            invert(parts, images, plan.icfg, ckpt_dir=folder / "checkpoint", progress=progress)
+        from tinv import learned, packing
+        # stored by a job of the same inversion, or computed here (alone, or this job's share
+        # of a packed inversion: tinv/packing.py) and stored
+        got = learned.obtain(plan, parts, images, folder, job_id, progress, packed=packing.take(folder))
+        result = got.result
         training = {"steps": result.steps, "lr_effective": result.lr_effective, "lr_rule": result.lr_rule,
                     "loss_first": result.losses[0] if result.losses else None,
                     "loss_last": result.losses[-1] if result.losses else None,
@@ -310,8 +324,8 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
         exported, artifacts["triggers"] = export_embeddings(result, folder / "embeddings", parts.family)
         artifacts["embeddings"] = {k: str(Path(v).relative_to(folder)) for k, v in exported.items()}
         if plan.pcfg is not None:
-            from tinv.pivotal import pivotal_tune, save_tuned
-            piv = pivotal_tune(parts, images, plan.pcfg, progress=progress)
+            from tinv.pivotal import save_tuned
+            piv = got.pivotal               # the UNet in `parts` is tuned already
             save_tuned(parts, piv, folder / "embeddings", plan.pcfg)
             training["pivotal"] = {"steps": plan.pcfg.steps, "lr": plan.pcfg.lr, "params": plan.pcfg.params,
                                    "tuned_tensors": len(piv.tuned),
@@ -324,8 +338,11 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                     f"the pivotal stage moved the fixed-batch loss by {moved:.2%} (< 1%): the tuned UNet is "
                     f"practically the untuned one; raise model.calibration.pivotal.lr or .steps")
     timings["invert_s"] = time.perf_counter() - t
-    if packed:
-        timings.update(packing.timings(packed, timings["invert_s"]))
+    if got and got.reused_from:
+        # no inversion ran for this row: its time went to reading the stored one
+        timings.update(invert_s=0.0, invert_reused_from=got.reused_from, invert_load_s=got.load_s)
+    elif got and got.packed:
+        timings.update(packing.timings(got.packed, timings["invert_s"]))
 
     t = time.perf_counter()
     cells = plan.cells()

@@ -1,6 +1,7 @@
 """One computation per job: a lock file beside the job folder.
 
-`<sweep folder>/.<job folder name>.lock` is created with O_EXCL (atomic on local disks
+`<results_root>/jobs/.<job folder name>.lock` (beside the job's folder in the job store,
+so every sweep that names the job meets the same lock) is created with O_EXCL (atomic on local disks
 and NFS) and holds the owner's host, pid, start time and SLURM job id. While the owner
 runs, a thread touches the file every HEARTBEAT_S. A second process on the same job
 logs where the job runs and waits for the lock; the caller then finds the owner's row.

@@ -12,8 +12,9 @@ placeholder (`<S*0>`, `<S*1>`, ...), renamed back to `<S*>` afterwards, so a pac
 learns the same vectors as when alone, up to the float error of a bigger UNet batch
 (tests/harness/test_packing.py).
 
-Checkpoints: a group checkpoints to `<results_root>/<sweep>/_packed/<hash of its job ids>/`
-and a rerun of the same group resumes there. A group is the jobs not yet done, so after
+Checkpoints: a group checkpoints to `<results_root>/jobs/_packed/<hash of its job ids>/`
+(in the job store: the group is named by its jobs, not by the sweep) and a rerun of the
+same group resumes there. A group is the jobs not yet done, so after
 an interruption between the inversion and the last row, the unfinished jobs form a new
 group and invert again (their samples are not lost: none were written).
 """
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from tinv import preflight
+from tinv import learned, preflight, results
 from tinv.concepts import training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, set_cpu_threads
@@ -50,6 +51,7 @@ class Packed:
     result: Any                  # InversionResult, already under the job's own placeholder
     group_s: float               # wall time of the whole packed inversion
     jobs: list[str]              # job ids of the group, in packing order (this one included)
+    prep_s: float = 0.0          # the group's wait before inverting: loading the model and images
 
 
 _READY: dict[str, Packed] = {}
@@ -109,10 +111,12 @@ def pack_key(cfg: dict) -> str | None:
         preflight.check(cfg)
     except (InputError, KeyError, TypeError, ValueError):
         return None
-    if plan.icfg is None or plan.icfg.placeholder != PLACEHOLDER:
+    if plan.icfg is None or learned.stored(plan):   # nothing to learn, or learned already
+        return None
+    if plan.icfg.placeholder != PLACEHOLDER:
         return None     # packed words are renamed back to the default placeholder: another runs alone
     return json.dumps({"model": cfg["model"], "device": cfg.get("device", "auto"),
-                       "where": [cfg["results_root"], cfg["sweep"]],
+                       "where": cfg["results_root"],
                        **{k: getattr(plan.icfg, k) for k in _SHARED_INVERSION}},
                       sort_keys=True, default=str)
 
@@ -120,20 +124,32 @@ def pack_key(cfg: dict) -> str | None:
 def schedule(cfgs: list[dict], pack: int) -> list[list[int]]:
     """The sweep's jobs (indices into `cfgs`) as units to run in order: groups of at most
     `pack` compatible learning jobs, in sweep order, and every other job alone. A unit runs
-    where its first job stands in the sweep."""
+    where its first job stands in the sweep. A job that needs the same inversion as a job
+    already grouped (they differ only in eval.*: tinv.learned) rides in that job's unit,
+    after it, and reuses its inversion: one unit, so even units running at once on a
+    cluster never wait on each other's inversion."""
     check_pack(pack)
     units: list[list[int]] = []
     open_group: dict[str, list[int]] = {}
+    learners: dict[int, int] = {}          # id(unit) -> how many jobs it inverts
+    unit_of: dict[str, list[int]] = {}     # inversion key -> the unit that inverts it
     for i, cfg in enumerate(cfgs):
         key = pack_key(cfg)
         if key is None:
             units.append([i])
             continue
+        inversion = learned.key(make_plan(cfg, {}))
+        if inversion in unit_of:
+            unit_of[inversion].append(i)
+            continue
         group = open_group.get(key)
-        if group is None or len(group) >= pack:
+        if group is None or learners[id(group)] >= pack:
             group = open_group[key] = []
+            learners[id(group)] = 0
             units.append(group)
         group.append(i)
+        learners[id(group)] += 1
+        unit_of[inversion] = group
     return units
 
 
@@ -152,19 +168,17 @@ def renamed(result, i: int, icfg):
 def adopt(parts, packed: Packed):
     """Put the packed job's learned words into this job's freshly loaded model, as `invert`
     leaves them (same tokens, same order), and return its InversionResult."""
-    import torch
-
-    from tinv.pseudo_words import set_vectors
-    with torch.random.fork_rng(devices=[]):     # set_vectors draws a throwaway random init
-        words = [set_vectors(parts, name, vec) for name, vec in packed.result.embeds.items()]
-    return dataclasses.replace(packed.result, token_ids={w.placeholder: list(w.token_ids) for w in words})
+    return learned.install(parts, packed.result)
 
 
 def timings(packed: Packed, own_s: float) -> dict:
     """A packed job's row timings: `invert_s` is an even share of the group's packed
     inversion (`packed_invert_s`, shared with the jobs `packed_with`) plus what this job
-    did alone (installing the vectors, pivotal tuning)."""
-    t = {"packed_invert_s": packed.group_s, "packed_with": [j for j in packed.jobs if j != packed.job_id]}
+    did alone (installing the vectors, pivotal tuning). `packed_prep_s` is the group's wait
+    before its inversion (loading the model and images), in no job's stages: the sweep
+    summary counts it as the pack's waiting (tinv.time_report)."""
+    t = {"packed_invert_s": packed.group_s, "packed_with": [j for j in packed.jobs if j != packed.job_id],
+         "packed_prep_s": packed.prep_s}
     return {"invert_s": share_s(t) + own_s, **t}
 
 
@@ -194,12 +208,20 @@ def packed_inversion(cfgs: list[dict]) -> Iterator[None]:
 
 def _invert_group(cfgs: list[dict]) -> list[str]:
     from tinv.inversion import invert_packed
-    plans, ids, folders = [], [], []
+    plans, ids, folders, seen = [], [], [], set()
     for cfg in cfgs:
         job_id, folder = job_location(cfg)
-        plans.append(make_plan(cfg, {}))
+        plan = make_plan(cfg, {})
+        inversion = learned.key(plan) if plan.icfg is not None else None
+        if inversion is None or inversion in seen or learned.stored(plan):
+            continue        # learns nothing, or reuses another job's inversion (tinv.learned)
+        seen.add(inversion)
+        plans.append(plan)
         ids.append(job_id)
         folders.append(_key(folder))
+    if len(plans) < 2:      # nothing to pack: the job inverts alone, as unpacked
+        return []
+    t0 = time.perf_counter()
     first = cfgs[0]
     device = choose_device(str(first.get("device", "auto")))
     set_cpu_threads(first.get("cpu_threads", "auto"), device)
@@ -210,11 +232,11 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
     root = Path(first["results_root"])
     sets = [(training_images(p, parts, root), dataclasses.replace(p.icfg, placeholder=packed_name(i)))
             for i, p in enumerate(plans)]
-    ckpt = root / first["sweep"] / "_packed" / hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
+    ckpt = root / results.STORE / "_packed" / hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
     log.info("packed inversion of %d jobs (%s) -> %s", len(ids), ", ".join(ids), ckpt)
     t = time.perf_counter()
     out = invert_packed(parts, sets, ckpt_dir=ckpt, progress=bool(first.get("progress", True)))
     group_s = time.perf_counter() - t
     for i, (res, plan, folder) in enumerate(zip(out, plans, folders)):
-        _READY[folder] = Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids)
+        _READY[folder] = Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0)
     return folders

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from tinv import prompts as P, results
+from tinv import prompts as P, results, store
 from tinv.concepts import Concept, resolve_concept
 from tinv.errors import InputError
 from tinv.loading import model_fingerprint
@@ -227,8 +227,11 @@ def job_location(cfg: dict) -> tuple[str, Path]:
                                "_concept": concept_fingerprint(c)})
     concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
         or Path(str(c.get("path") or "concept")).name
-    return job_id, results.job_folder(cfg["results_root"], cfg["sweep"], concept_name,
-                                      cfg["method"]["name"], job_id)
+    # The folder is in the job store, whatever the sweep (tinv/store.py: the sweep's view),
+    # unless an old runs folder holds the job's own folder in the sweep's folder: the job
+    # then stays there, as before the store (done, or resumed from its checkpoint there)
+    folder = results.job_folder(cfg["results_root"], concept_name, cfg["method"]["name"], job_id)
+    return job_id, store.legacy_folder(cfg["results_root"], cfg["sweep"], folder) or folder
 
 
 def finished_row(folder: Path) -> dict | None:

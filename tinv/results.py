@@ -3,7 +3,9 @@
 A job's identity is a hash of its resolved config minus the keys that say where and how
 it runs rather than what it computes (NON_IDENTITY_KEYS). So the job folder is a pure
 function of the experiment: a rerun finds its row and does nothing, a requeued job finds
-its checkpoint and resumes, and two sweeps naming the same job agree on its folder.
+its checkpoint and resumes, and two sweeps naming the same job share its one folder in
+the job store (<results_root>/jobs/), so the job is computed once (tinv.store keeps
+each sweep's view of it).
 """
 from __future__ import annotations
 
@@ -35,10 +37,15 @@ def identity(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def job_folder(results_root: str | os.PathLike, sweep: str, concept: str, method: str,
-               job_id: str) -> Path:
-    """<results_root>/<sweep>/<concept>-<method>-<job_id>: readable, and unique by the hash."""
-    return Path(results_root) / sweep / f"{concept}-{method}-{job_id}"
+# The job store: every job's folder, whichever sweep asked for it (a sweep's folder only
+# links to its jobs there). Not a sweep: `sweep=jobs` makes the store itself the view.
+STORE = "jobs"
+
+
+def job_folder(results_root: str | os.PathLike, concept: str, method: str, job_id: str) -> Path:
+    """<results_root>/jobs/<concept>-<method>-<job_id>: readable, unique by the hash, and
+    the same for every sweep that names the job."""
+    return Path(results_root) / STORE / f"{concept}-{method}-{job_id}"
 
 
 def _umask() -> int:

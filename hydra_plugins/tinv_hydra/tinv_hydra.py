@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
@@ -82,9 +83,10 @@ class TinvSweeper(BasicSweeper):
         # A sweep whose jobs failed ends in the launcher's own summary (tinv.sweep_watch: which
         # failed, why, and the command that reruns them) and exits there; this one is for the
         # sweep that got through, so it is printed only then.
+        t0 = time.perf_counter()
         out = super().sweep([expand_all(a) for a in arguments])
-        print(sweep_summary(returns, len(returns), str(self.config.results_root), str(self.config.sweep)),
-              file=sys.stderr)
+        print(sweep_summary(returns, len(returns), str(self.config.results_root), str(self.config.sweep),
+                            wall_s=time.perf_counter() - t0), file=sys.stderr)
         return out
 
 
@@ -126,10 +128,15 @@ def _readable(value: str) -> str:
     return "all" if value.strip() == ALL_CONCEPTS else value.strip()
 
 
-def sweep_summary(returns: List[Any], n: int, results_root: str, sweep: str) -> str:
-    """What a person wants at the end of a sweep: how it went, where the rows are, and
-    what to run next. Counts come from the jobs' returns and run.py's tinv_job.json."""
+def sweep_summary(returns: List[Any], n: int, results_root: str, sweep: str,
+                  wall_s: Optional[float] = None) -> str:
+    """What a person wants at the end of a sweep: how it went, where the time went (per
+    setup: tinv.time_report), where the rows are, and what to run next. Counts come from
+    the jobs' returns and run.py's tinv_job.json."""
+    from tinv.time_report import table
+
     ok = failed = done = 0
+    ran = []        # rows of the jobs this sweep ran (failed ones too: their time was spent)
     for r in returns:
         status = getattr(getattr(r, "status", None), "name", "")
         if status != "COMPLETED":
@@ -138,14 +145,18 @@ def sweep_summary(returns: List[Any], n: int, results_root: str, sweep: str) -> 
         row = getattr(r, "_return_value", None)
         if isinstance(row, dict) and row.get("status") not in (None, "ok"):
             failed += 1
+            ran.append(row)
         elif _done_already(r):
             done += 1
         else:
             ok += 1
+            if isinstance(row, dict):
+                ran.append(row)
     folder = os.path.join(results_root, sweep)
     csv = os.path.join(folder, "results.csv")
     return "\n".join([
         f"sweep {sweep}: {n} jobs: {ok} ok, {failed} failed, {done} done already",
+        table(ran, done, wall_s),
         f"rows in {folder}",
         "next:",
         f"  python analysis/collect.py {folder} -o {csv}",

@@ -33,22 +33,31 @@ def test_a_sweep_gets_its_own_folder_and_says_what_to_run_next(runs):
     name = folder.rsplit("/", 1)[1]
     assert name.startswith("method-image_only__concept-red_star+blue_heart__model-")
     assert "logger" not in name and "," not in name and "=" not in name
-    assert sorted(p.name for p in root.iterdir()) == sorted(["default", name])
+    assert sorted(p.name for p in root.iterdir()) == sorted(["default", name, "jobs"])   # + the job store
     assert f"sweep {folder.rsplit('/', 1)[1]}: 2 jobs: 2 ok, 0 failed, 0 done already" in first
     assert "2 jobs: 0 ok, 0 failed, 2 done already" in again
     assert f"python analysis/collect.py {folder} -o {folder}/results.csv" in first
     assert "python analysis/report.py" in first and "python analysis/plot_tradeoff.py" in first
-    # the single runs keep the default sweep: the sweep did not write there
-    assert len(list((root / "default").glob("*/result.json"))) == 1
+    # the single runs keep the default sweep: the sweep did not write there; the single run
+    # is the sweep's red_star job, so the default sweep's view links to that one folder
+    [single] = (root / "default").glob("*/result.json")
+    assert single.parent.is_symlink() and single.resolve().parent.parent == root / "jobs"
+    assert single.resolve() == next((root / folder.rsplit("/", 1)[1]).glob("red_star-*/result.json")).resolve()
+    assert len(list((root / "jobs").glob("*/result.json"))) == 2
 
 
 def test_collect_reports_nothing_missing_on_every_kind_of_folder(runs, tmp_path):
     root, first, _ = runs
-    [sweep] = [d for d in root.iterdir() if d.name != "default"]
+    [sweep] = [d for d in root.iterdir() if d.name not in ("default", "jobs")]
     multiruns = sorted((sweep / "_hydra").glob("multirun-*"))
     assert multiruns, "Hydra's multirun folders are inside the sweep folder"
-    for folder, n_rows in [(root, 3), (sweep, 2), *[(m, 2) for m in multiruns]]:
+    # the root: one line per job (2: the single run is the sweep's red_star job)
+    for folder, n_rows in [(root, 2), (sweep, 2), (root / "default", 1), *[(m, 2) for m in multiruns]]:
         df, issues = collect.collect([folder])
         assert issues == [], (folder, issues)
         assert len(df) == n_rows and set(df["status"]) == {"ok"}, folder
         assert not any(str(root) in str(j) for j in df["job_dir"])   # relative to the runs root
+        if folder != root:   # a sweep's view reads as the sweep's own rows, as before the store
+            assert set(df["sweep"]) == {folder.name if folder.parent == root else sweep.name}
+            assert all(j.startswith(df["sweep"][0] + "/") for j in df["job_dir"])
+            assert df.attrs["runs_root"] == str(root)

@@ -94,7 +94,7 @@ def test_two_processes_on_one_job_compute_once_and_both_return_the_row(runs):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first = start()
     deadline = time.time() + 300
-    while not list((runs / "default").glob(".*.lock")) and time.time() < deadline:
+    while not list((runs / "jobs").glob(".*.lock")) and time.time() < deadline:
         assert first.poll() is None, first.communicate()[0][-3000:]
         time.sleep(0.1)
     second = start()                      # the first holds the lock: the second must wait
@@ -108,4 +108,4 @@ def test_two_processes_on_one_job_compute_once_and_both_return_the_row(runs):
     assert len(row["attempts"]) == 1 and row["attempts"][0]["pid"] == first.pid   # computed once
     assert row["job_id"] in out1 and row["job_id"] in out2
     assert "reconstruction_clip" in out2 and row["folder"] in out2          # both report the row
-    assert not list((runs / "default").glob(".*.lock"))
+    assert not list((runs / "jobs").glob(".*.lock"))

@@ -20,7 +20,7 @@ from .test_run import check_row
 SWEEP = ["-m", "method=single_word,per_image_tokens,progressive,image_only", "concept=red_star", *FAST,
          "cpu_threads=1"]
 PACKED = ["hydra/launcher=packed", "hydra.launcher.pack=2"]
-PACKED_KEYS = {"packed_invert_s", "packed_with"}
+PACKED_KEYS = {"packed_invert_s", "packed_with", "packed_prep_s"}
 # Embeddings: the packed UNet batch sums in another order; a few float32 ulps after 3 Adam
 # steps. Scores: samples from those embeddings, through the toy CLIP and the oracle.
 EMBED_TOL, SCORE_TOL = 1e-5, 1e-4
@@ -35,12 +35,15 @@ def embeddings(row: dict) -> dict[str, torch.Tensor]:
 
 
 def test_packed_sweep_matches_unpacked_and_reruns_do_nothing(runs):
-    alone = run_cli([*SWEEP, "sweep=alone"], runs)
+    # a results root of its own: in one root the packed sweep would find every job done
+    # (the job store is shared by all sweeps) and pack nothing
+    apart = runs.parent / "runs-alone"
+    alone = run_cli([*SWEEP, "sweep=alone"], apart)
     assert alone.returncode == 0, alone.stderr[-3000:]
     packed = run_cli([*SWEEP, "sweep=packed", *PACKED], runs)
     assert packed.returncode == 0, packed.stderr[-3000:]
     assert (packed.stdout + packed.stderr).count("packed inversion of 2 jobs") == 1
-    a, p = by_method(runs, "alone"), by_method(runs, "packed")
+    a, p = by_method(apart, "alone"), by_method(runs, "packed")
     assert set(a) == set(p) == {"single_word", "per_image_tokens", "progressive", "image_only"}
 
     pair = [m for m, r in p.items() if "packed_with" in r["timings"]]
@@ -71,7 +74,7 @@ def test_packed_sweep_matches_unpacked_and_reruns_do_nothing(runs):
                 assert np.allclose(a[m]["scores"][name], p[m]["scores"][name], rtol=0, atol=SCORE_TOL), (m, name)
 
     # the pair checkpointed to one group folder (a rerun of the same group resumes there)
-    assert len(list((runs / "packed" / "_packed").glob("*/inversion_checkpoint.pt"))) == 1
+    assert len(list((runs / "jobs" / "_packed").glob("*/inversion_checkpoint.pt"))) == 1
 
     before = copy.deepcopy(p)
     again = run_cli([*SWEEP, "sweep=packed", *PACKED], runs)
