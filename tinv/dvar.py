@@ -26,9 +26,16 @@ import torch
 import torch.nn.functional as F
 
 WINDOW = 310        # N, optimizer steps
+AUTHORS_BUDGET = 6100   # their textual inversion's --max_train_steps: N is 310/6100 of the run
 THRESHOLD = 0.15    # alpha
 BATCH = 4           # (image, timestep, noise) pairs in the fixed batch
 SEED = 0            # the fixed batch's draw; the same as fixed_eval_loss's
+
+
+def scaled_window(steps: int, share: float = WINDOW / AUTHORS_BUDGET) -> int:
+    """N for a run of `steps`: the same share of the run as the authors' 310 of 6,100 (the
+    criterion compares variances over spans of the run, so its window is one too)."""
+    return max(2, round(share * steps))
 
 
 def variance_ratio(losses: Sequence[float], window: int) -> float | None:

@@ -67,6 +67,8 @@ def test_dvar_method_differs_from_single_word_only_in_when_it_stops():
     assert differ == {"stop", "dvar_window"}
     sd = job.make_plan(OmegaConf.to_container(_compose("method=single_word_dvar", "model=sd15"), resolve=True), {})
     assert sd.icfg.dvar_window == round(0.0508 * sd.icfg.steps)
+    from tinv import dvar   # the YAML's share is the authors' N over their budget
+    assert sd.icfg.dvar_window == dvar.scaled_window(sd.icfg.steps) and dvar.scaled_window(300) == 15
 
 
 def test_unknown_inversion_field_is_named():
