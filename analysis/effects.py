@@ -38,7 +38,8 @@ REFERENCE = "single_word"
 METRICS = ("reconstruction_clip", "editability_clip_meanemb", "editability_clip_persample",
            "reconstruction_dino", "reconstruction_oracle", "editability_oracle",
            "reconstruction_oracle_named", "reconstruction_oracle_unnamed",
-           "identity_oracle_named", "identity_oracle_unnamed", "embedding_norm", "embedding_dist_init")
+           "identity_oracle_named", "identity_oracle_unnamed", "embedding_norm", "embedding_dist_init",
+           "training.steps")    # what an early stop (stop=dvar) saves
 # The forest plot's panels: the paper's pair (both editability variants), the oracle's.
 FOREST_METRICS = ("reconstruction_clip", "editability_clip_meanemb", "editability_clip_persample",
                   "reconstruction_oracle", "editability_oracle", "reconstruction_oracle_unnamed")

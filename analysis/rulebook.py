@@ -13,7 +13,8 @@ a tenth of that range is the smallest gap that shows as two separate points ther
 because it is a share of the span it scales with the evaluator (the toy CLIP's span is
 0.675 on reconstruction, a real CLIP's a few hundredths to a few tenths). Metrics the
 references lack: the distance to the initializer takes the single word's own distance
-as its span; a rank correlation takes its range, 2 (from -1 to +1), so d = 0.2.
+as its span, the inversion steps (training.steps) the single word's own steps, so an
+early stop must save a tenth of the budget to count; a rank correlation takes its range, 2 (from -1 to +1), so d = 0.2.
 
 Parts. A part compares a setup with a reference on one metric (or ranks setups on two
 metrics) and has a paired 95% interval [lo, hi] of setup - reference (analysis/effects.py):

@@ -20,6 +20,7 @@ class SetupStyle:
 # Insertion order is the legend and table order.
 SETUPS: dict[str, SetupStyle] = {
     "single_word": SetupStyle("Single-word (ours)", "#1f4e9c", "o"),
+    "single_word_dvar": SetupStyle("Single-word + DVAR", "#2c7fb8", "p"),   # the same word, stopped early
     "high_lr": SetupStyle("High-LR", "#5b8fd6", "o"),
     "low_lr": SetupStyle("Low-LR", "#9cc0ee", "o"),
     "two_word": SetupStyle("Two-word", "#e07b1a", "s"),

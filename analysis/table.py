@@ -52,6 +52,7 @@ SHORT_NAMES = {
     "identity_oracle_unnamed": "identity under edits, unnamed (oracle)",
     "embedding_norm": "embedding norm",
     "embedding_dist_init": "distance to initializer ||v - v_init||",
+    "training.steps": "inversion steps",
 }
 
 

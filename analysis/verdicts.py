@@ -25,6 +25,8 @@ SETSIZE = ("concept.n_images", "train_images")   # where a row keeps its number 
 HIGH_GUIDANCE = 5.0     # appendix A: "LDM's typical guidance scales (5-10)" are the high ones
 MAIN, HIGH, LOW, MAX = "main", "high", "low", "max"
 # Where to get the rows an arm needs, for the "rows missing" reason.
+# Metrics the references lack: their span is the single word's own value (rulebook).
+OWN_SPAN = {"embedding_dist_init": "single-word's distance", "training.steps": "single-word's steps"}
 SWEEP_HINT = {GUIDANCE: "a guidance sweep: experiments/guidance_bipartite.yaml, guidance_pivotal.yaml",
               "setsize": "the set-size sweep: experiments/setsize.yaml"}
 
@@ -139,11 +141,11 @@ class Rows:
         return (rows, g, n), ""
 
     def span(self, metric: str) -> float:
-        """|image-only - prompt-only| on the main rows; the distance to the initializer,
-        which the references lack, takes the single word's own."""
+        """|image-only - prompt-only| on the main rows; a metric the references lack
+        (OWN_SPAN: the distance to the initializer, the inversion steps) takes the single word's own."""
         if metric not in self._spans:
             m = self.main
-            if metric == "embedding_dist_init":
+            if metric in OWN_SPAN:
                 rows = m[m[SETUP_COLUMN] == "single_word"]
                 v = float(rows.groupby(CONCEPT_COLUMN)[metric].mean().mean()) if has_metric(rows, metric) else math.nan
             else:
@@ -163,8 +165,8 @@ def describe_at(g, n) -> str:
 
 
 def _missing_d(metric: str) -> str:
-    if metric == "embedding_dist_init":
-        return "rows missing (single_word's distance to its initializer, which sets d)"
+    if metric in OWN_SPAN:
+        return f"rows missing ({OWN_SPAN[metric]} ({metric}), which sets d)"
     return f"rows missing (image_only and prompt_only with {metric}: their span sets d)"
 
 

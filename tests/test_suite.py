@@ -95,3 +95,19 @@ def test_bad_input_is_one_error_line_and_no_files(tmp_path, args, named):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and named in errors[0], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_bench_part_plans_dvar_steps_saved():
+    """The GPU suite's bench section carries DVAR's steps (filled from tinv.bench's result)
+    and suite.md reports them; a bench stopped before its DVAR phase leaves them null."""
+    from tinv.suite.parts import bench_section
+    dvar = {"budget": 300, "window": 15, "threshold": 0.15, "concepts": 2, "steps": {"red_star": 30, "blue_heart": 40},
+            "mean_steps": 35.0, "steps_saved": 265.0, "fewer_x": 300 / 35, "wall_s": 12.0}
+    res = {"model": "sd15-random", "device": "cuda", "dtype": "bfloat16", "ratios": {},
+           "inversion": {"batch_size": 4, "packed_concepts": 8, "timed_steps": 10},
+           "sampling": {"images": 64, "steps": 50}}
+    assert {"dvar_steps_saved", "dvar_steps", "dvar_fewer_x"} <= set(SECTIONS["bench"])
+    sec = bench_section({**res, "dvar": dvar})
+    assert list(sec) == list(SECTIONS["bench"])
+    assert (sec["dvar_steps_saved"], sec["dvar_steps"], sec["dvar_window"]) == (265.0, dvar["steps"], 15)
+    assert all(bench_section(res)[k] is None for k in SECTIONS["bench"] if k.startswith("dvar_"))

@@ -1,6 +1,6 @@
 """Speed, side by side in one run: tinv vs the diffusers baseline (issue 7).
 
-    python -m tinv.bench [--quick] [--model auto|tiny|toy|sd15-random|PATH] [--out FILE]
+    python -m tinv.bench [--quick] [--model auto|tiny|toy|sd15-random|PATH] [--out FILE] [--no-dvar]
 
 Two comparisons, each timed on the same model in the same process:
   * inversion, seconds per concept-step: a training step written like diffusers'
@@ -11,6 +11,11 @@ Two comparisons, each timed on the same model in the same process:
     concepts packed into one batch.
   * sampling N images (default 64, DDIM 50 steps, guidance 7.5): the stock
     StableDiffusionPipeline call vs `tinv.sampling.sample`.
+And what DVAR early stopping (tinv/dvar.py, `inversion.stop=dvar`) saves: single-word on
+the built-in toy concepts (all packed in one run, each stopping on its own), the steps it
+runs against the toy world's fixed budget (300). On the toy model that is the preset
+experiments/dvar.yaml's stop; on the sd15-random GPU model it is the time per step at
+512 px (random weights learn nothing, so there the stop itself means little).
 CPU (default): the toy model if its weights are shipped, else the tiny random model.
 CUDA: an SD-1.5-architecture pipeline with random weights (no download), bf16.
 Results are printed as a table and written as JSON (atomically).
@@ -260,6 +265,36 @@ def compile_unet(parts: Parts, n: int, guidance: float, device: str,
     return compiled, seconds
 
 
+# -------------------------------------------------------------------------- DVAR
+TOY_BUDGET = 300    # conf/model/toyworld.yaml's inversion.steps
+
+
+def dvar_steps(parts: Parts, n_concepts: int, budget: int, batch_size: int, device: str) -> dict:
+    """Where DVAR stops single-word on the first `n_concepts` built-in toy concepts."""
+    from tinv import dvar
+    from tinv.data import load_concept_images
+    from tinv.inversion import InversionConfig, invert_packed
+    from tinv.toyworld.concepts import CONCEPT_DIR, CONCEPTS
+
+    global _run_id
+    _run_id += 1
+    names = list(CONCEPTS)[:n_concepts]
+    window = dvar.scaled_window(budget)
+    jobs = [(load_concept_images(CONCEPT_DIR / name, parts.resolution),
+             InversionConfig(placeholder=f"<dvar{_run_id}-{i}>", initializer_word=CONCEPTS[name]["initializer"],
+                             templates=CONCEPTS[name]["kind"], batch_size=batch_size, steps=budget,
+                             stop="dvar", dvar_window=window))
+            for i, name in enumerate(names)]
+    t0 = time.perf_counter()
+    out = invert_packed(parts, jobs, progress=False)
+    _sync(device)
+    steps = {name: r.steps for name, r in zip(names, out)}
+    mean = sum(steps.values()) / len(steps)
+    return {"budget": budget, "window": window, "threshold": dvar.THRESHOLD, "concepts": len(names),
+            "steps": steps, "mean_steps": mean, "steps_saved": budget - mean, "fewer_x": budget / mean,
+            "wall_s": time.perf_counter() - t0}
+
+
 # ------------------------------------------------------------------------- the run
 def run_bench(args, on_phase=None) -> dict:
     """Time every phase; `on_phase(result so far)` after each one, so that a run stopped
@@ -304,9 +339,14 @@ def run_bench(args, on_phase=None) -> dict:
     res = {"schema": 1, "model": model, "device": device, "dtype": str(dtype).replace("torch.", ""),
            "threads": threads, "quick": q, "command": " ".join(["python -m tinv.bench"] + getattr(args, "argv", sys.argv[1:])),
            "machine": _machine(device), "inversion": inv, "sampling": smp, "ratios": {}}
+    if args.dvar:   # last: a run stopped part-way (a lease's timeout) keeps the speed phases
+        n_dvar = args.dvar_concepts or (2 if q else 10)
+        phases.append((f"DVAR: single-word on {n_dvar} toy concepts, packed", res, "dvar",
+                       lambda: dvar_steps(parts, n_dvar, args.dvar_budget, b, device)))
     for name, where, key, fn in tqdm(phases, desc="bench", unit="phase", file=sys.stderr):
         where[key] = fn()
-        tqdm.write(f"  {name}: {where[key]:.4g} s", file=sys.stderr)
+        shown = dvar_line(where[key]) if key == "dvar" else f"{where[key]:.4g} s"
+        tqdm.write(f"  {name}: {shown}", file=sys.stderr)
         res["ratios"] = _ratios(inv, smp)
         if on_phase is not None:
             on_phase(res)
@@ -329,6 +369,12 @@ def _machine(device: str) -> dict:
     return info
 
 
+def dvar_line(d: dict) -> str:
+    return (f"DVAR (N={d['window']}, alpha={d['threshold']:g}) on {d['concepts']} toy concepts: "
+            f"{d['mean_steps']:.1f} of {d['budget']} steps on average, {d['steps_saved']:.1f} saved "
+            f"({d['fewer_x']:.1f}x fewer; per concept {d['steps']})")
+
+
 def table(res: dict) -> str:
     inv, smp, r = res["inversion"], res["sampling"], res["ratios"]
     rows = [
@@ -346,6 +392,8 @@ def table(res: dict) -> str:
     if "compile_s" in smp:
         lines.append(f"torch.compile of the UNet ({smp.get('compile_backend', 'inductor')}): "
                      f"{smp['compile_s']:.1f} s (not in the tinv time)")
+    if res.get("dvar"):
+        lines.append(dvar_line(res["dvar"]))
     return "\n".join(lines)
 
 
@@ -365,6 +413,9 @@ def main(argv: list[str] | None = None, on_phase=None) -> dict:
     p.add_argument("--compile", action="store_true", help="torch.compile tinv's UNet for sampling")
     p.add_argument("--compile-backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
                    help="torch.compile backend (eager: graph capture only, a quick check on CPU)")
+    p.add_argument("--no-dvar", dest="dvar", action="store_false", help="skip the DVAR steps-saved phase")
+    p.add_argument("--dvar-concepts", type=int, default=None, help="toy concepts DVAR runs on (10; --quick 2)")
+    p.add_argument("--dvar-budget", type=int, default=TOY_BUDGET, help="the fixed budget DVAR is against (300)")
     p.add_argument("--out", default="runs/bench/bench.json", help="JSON result file")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)   # the command as given, also when called

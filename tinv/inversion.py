@@ -8,6 +8,10 @@ progressive unlocking, regularization toward the initializer, per-image tokens.
 `invert_packed` trains several independent configs in one batch through the shared
 frozen model; each set's loss is its own batch mean, so the summed loss gives every
 set exactly the gradient it would get alone.
+
+`stop`: "fixed" runs `steps` optimizer steps (the paper); "dvar" stops a set earlier, at
+the first step where DVAR's criterion (tinv/dvar.py) says its fixed-batch loss has
+flattened. Packed sets stop independently; the rest of the pack runs on.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from tinv import checkpoint
+from tinv import checkpoint, dvar
 from tinv.data import ConceptImages, LatentCache, cache_latents, load_concept_images
 from tinv.embeddings_io import authors_tokens
 from tinv.models import Parts
@@ -28,6 +32,7 @@ from tinv.templates import templates_for
 from tinv.progress import bar as progress_bar
 
 CHECKPOINT_NAME = "inversion_checkpoint.pt"
+PRE_DVAR = {"stop": "fixed", "dvar_window": dvar.WINDOW, "dvar_threshold": dvar.THRESHOLD, "dvar_batch": dvar.BATCH}
 MAX_PER_IMAGE_TOKENS = 21   # the authors' per-image token list has 21 entries
 
 
@@ -46,6 +51,7 @@ class InversionResult:
     notes: dict = field(default_factory=dict)
     embedding_norm: float = float("nan")      # mean L2 norm of S*'s k vectors
     embedding_dist_init: float = float("nan")  # ||V - V_init|| (Frobenius over the k vectors)
+    dvar: dict = field(default_factory=dict)  # stop=dvar: the fixed-batch loss per step, where it stopped
 
 
 class _Set:
@@ -73,7 +79,22 @@ class _Set:
         self.step = 0
         self.losses: list[float] = []
         self.diffusion_losses: list[float] = []
+        self.dvar_losses: list[float] = []        # L_det after each optimizer step (stop=dvar)
+        self.stopped_at: int | None = None        # the step DVAR stopped at
         self.optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.cfg.steps or self.stopped_at is not None
+
+    def fixed_batch(self, parts: Parts) -> tuple[LatentCache, torch.Tensor]:
+        return self.latents, parts.tokenize([expand_prompt(eval_prompt(self.cfg), self.words)], expand=False)
+
+    def track(self, loss: float) -> None:
+        """Log this step's fixed-batch loss; stop when DVAR's criterion says it flattened."""
+        self.dvar_losses.append(loss)
+        if dvar.should_stop(self.dvar_losses, self.cfg.dvar_window, self.cfg.dvar_threshold):
+            self.stopped_at = self.step
 
     @property
     def words(self) -> list[PseudoWord]:
@@ -113,10 +134,12 @@ class _Set:
         return {"placeholder": self.cfg.placeholder, "config": asdict(self.cfg), "step": self.step,
                 "vectors": {w.placeholder: w.vectors.detach().clone() for w in self.words},
                 "optimizer": self.optimizer.state_dict(), "generator": self.gen.get_state(),
-                "losses": list(self.losses), "diffusion_losses": list(self.diffusion_losses)}
+                "losses": list(self.losses), "diffusion_losses": list(self.diffusion_losses),
+                "dvar_losses": list(self.dvar_losses), "stopped_at": self.stopped_at}
 
     def load_state(self, state: dict, path: Path) -> None:
-        if state["config"] != asdict(self.cfg):
+        # A checkpoint from before `stop` existed ran the fixed steps.
+        if {**PRE_DVAR, **state["config"]} != asdict(self.cfg):
             raise ValueError(f"checkpoint {str(path)!r} was written for a different config of "
                              f"{self.cfg.placeholder!r}; use another checkpoint folder or delete it")
         with torch.no_grad():
@@ -126,6 +149,7 @@ class _Set:
         self.gen.set_state(state["generator"])
         self.step = state["step"]
         self.losses, self.diffusion_losses = list(state["losses"]), list(state["diffusion_losses"])
+        self.dvar_losses, self.stopped_at = list(state.get("dvar_losses", [])), state.get("stopped_at")
 
     def result(self, before: float, after: float) -> InversionResult:
         v = self.word.vectors.detach().float()
@@ -139,7 +163,18 @@ class _Set:
             token_ids={w.placeholder: list(w.token_ids) for w in self.words}, config=asdict(self.cfg),
             notes={"progressive_counts": "optimizer steps",
                    "reg_form": self.cfg.reg_form if self.cfg.reg_weight else "none",
-                   "authors_tokens": dict(self.authors_tokens)})
+                   "authors_tokens": dict(self.authors_tokens)},
+            dvar=self.dvar_record())
+
+    def dvar_record(self) -> dict:
+        cfg = self.cfg
+        if cfg.stop != "dvar":
+            return {}
+        return {"window": cfg.dvar_window, "threshold": cfg.dvar_threshold, "batch": cfg.dvar_batch,
+                "max_steps": cfg.steps, "stopped_at": self.stopped_at,
+                "steps_saved": cfg.steps - self.step,
+                "ratio": dvar.variance_ratio(self.dvar_losses, cfg.dvar_window),
+                "losses": list(self.dvar_losses)}
 
 
 def training_scheduler(parts: Parts) -> DDPMScheduler:
@@ -210,12 +245,16 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
         bar = progress_bar(range(start, end), initial=start, total=total,
                    disable=not progress, desc=f"invert {', '.join(s.cfg.placeholder for s in sets)}")
         for step in bar:
-            _optimizer_step(parts, sched, [s for s in sets if s.step < s.cfg.steps])
+            live = [s for s in sets if not s.done]
+            if not live:        # every set stopped early (DVAR)
+                break
+            _optimizer_step(parts, sched, live)
+            _track_dvar(parts, [s for s in live if s.cfg.stop == "dvar"])
             bar.set_postfix(loss=f"{sets[0].losses[-1]:.4f}" if sets[0].losses else "-", refresh=False)
             every = sets[0].cfg.checkpoint_every
             if ckpt_path and every and (step + 1) % every == 0:
                 _save(sets, ckpt_path)
-        if ckpt_path and (end == total or stop_at is not None):
+        if ckpt_path and (all(s.done for s in sets) or stop_at is not None):
             _save(sets, ckpt_path)   # a finished job re-run with the same folder returns at once
         after = [_eval(parts, s) for s in sets]
     return [s.result(b, a) for s, b, a in zip(sets, before, after)]
@@ -253,6 +292,20 @@ def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> Non
         s.step += 1
         s.losses.append(step_loss[i])
         s.diffusion_losses.append(step_diff[i])
+
+
+def _track_dvar(parts: Parts, sets: list[_Set]) -> None:
+    """After each optimizer step: every DVAR set's fixed-batch loss, in one UNet call."""
+    if not sets:
+        return
+    batches = [s.fixed_batch(parts) for s in sets]
+    n_pairs = {s.cfg.dvar_batch for s in sets}
+    if len(n_pairs) == 1:
+        losses = dvar.fixed_batch_losses(parts, batches, n_pairs.pop())
+    else:
+        losses = [dvar.fixed_batch_losses(parts, [b], s.cfg.dvar_batch)[0] for s, b in zip(sets, batches)]
+    for s, loss in zip(sets, losses):
+        s.track(loss)
 
 
 def _as_images(images, cfg: InversionConfig, parts: Parts) -> ConceptImages:

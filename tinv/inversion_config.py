@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tinv import dvar
 from tinv.templates import templates_for
 
 
@@ -32,6 +33,10 @@ class InversionConfig:
     center_crop: bool = False
     flip_p: float = 0.5
     checkpoint_every: int = 0             # optimizer steps; 0 = never
+    stop: str = "fixed"                   # "fixed": all `steps` | "dvar": early stopping (tinv/dvar.py)
+    dvar_window: int = dvar.WINDOW        # N = 310 and alpha = 0.15: the DVAR authors' values for
+    dvar_threshold: float = dvar.THRESHOLD    # textual inversion (arXiv 2302.04841; tinv/dvar.py)
+    dvar_batch: int = dvar.BATCH          # pairs in the fixed batch (their eval batch, 4)
 
     def __post_init__(self):
         bad = []
@@ -45,6 +50,10 @@ class InversionConfig:
             bad.append("num_vectors, batch_size, grad_accum must be >= 1 and steps >= 0")
         if self.progressive_interval is not None and self.progressive_interval < 1:
             bad.append(f"progressive_interval={self.progressive_interval} (None or >= 1)")
+        if self.stop not in ("fixed", "dvar"):
+            bad.append(f"stop={self.stop!r} (use 'fixed' or 'dvar')")
+        if self.dvar_window < 2 or self.dvar_batch < 1 or self.dvar_threshold < 0:
+            bad.append("dvar_window must be >= 2, dvar_batch >= 1 and dvar_threshold >= 0 (0: log, never stop)")
         if not 0.0 <= self.per_image_prob <= 1.0 or not 0.0 <= self.flip_p <= 1.0:
             bad.append("per_image_prob and flip_p are probabilities in [0, 1]")
         templates_for(self.templates)

@@ -317,6 +317,8 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                     "eval_loss_before": result.eval_loss_before, "eval_loss_after": result.eval_loss_after,
                     "embedding_norm": result.embedding_norm, "embedding_dist_init": result.embedding_dist_init,
                     "notes": dict(result.notes)}
+        if result.dvar:     # stop=dvar: where it stopped, and the fixed-batch loss it read
+            training["dvar"] = dict(result.dvar)
         results.write_json_atomic(folder / "losses.json", {"losses": result.losses,
                                                            "diffusion_losses": result.diffusion_losses})
         artifacts["losses"] = "losses.json"

@@ -39,6 +39,10 @@ def inversion_config(cfg: Mapping[str, Any], concept: Concept):
     if method.get("progressive_fraction"):
         steps = int(fields.get("steps", InversionConfig.steps))
         fields["progressive_interval"] = max(1, round(float(method["progressive_fraction"]) * steps))
+    if method.get("dvar_window_fraction"):   # DVAR's window as a share of the budget (single_word_dvar.yaml)
+        steps = int(fields.get("steps", InversionConfig.steps))
+        from tinv.dvar import scaled_window
+        fields["dvar_window"] = scaled_window(steps, float(method["dvar_window_fraction"]))
     try:
         return InversionConfig(**fields)
     except (TypeError, ValueError) as e:

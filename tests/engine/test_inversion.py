@@ -169,3 +169,83 @@ def test_folder_input_with_style_templates_and_finished_rerun(make_parts, concep
     assert first.steps == 3 and len(first.losses) == 3
     again = invert(make_parts("ldm"), concept_dir, cfg, tmp_path, progress=False)   # finished: no new steps
     assert again.losses == first.losses and torch.equal(again.embeds["<S*>"], first.embeds["<S*>"])
+
+
+# ----------------------------------------------------------------------------- DVAR
+def test_dvar_criterion_on_synthetic_series():
+    from tinv.dvar import should_stop, variance_ratio
+    # Still descending: the last 20 of 40 steps hold (20/40)^2 = 1/4 of a line's variance.
+    falling = list(np.linspace(1.0, 0.5, 40))
+    assert variance_ratio(falling, 20) == pytest.approx(np.var(falling[-20:]) / np.var(falling))
+    assert variance_ratio(falling, 20) == pytest.approx(0.25, abs=0.01)
+    assert not should_stop(falling, window=20, threshold=0.15)
+    # A descent that ends in a plateau: the last 20 only jitter around the floor.
+    plateau = falling + [0.5 + 1e-3 * (-1) ** i for i in range(40)]
+    assert should_stop(plateau, window=20, threshold=0.15)
+    assert not should_stop(plateau[:19], window=20, threshold=0.15)   # no decision before a full window
+    assert variance_ratio(plateau[:19], 20) is None
+    assert should_stop([0.7] * 30, window=20, threshold=0.15)         # a loss that never moves is flat
+    assert not should_stop(plateau, window=20, threshold=0.0)         # threshold 0: log, never stop
+    # The criterion is relative: a line long enough against the window reads as flat
+    # ((20/100)^2 = 0.04), which is why the window scales with the run's length.
+    assert should_stop(list(np.linspace(1.0, 0.5, 100)), window=20, threshold=0.15)
+
+
+DVAR = dict(stop="dvar", dvar_window=15, dvar_threshold=0.15)
+
+
+def test_dvar_stops_a_real_inversion_where_its_fixed_batch_loss_flattens(make_parts, concept):
+    from tinv.dvar import should_stop
+    # threshold 0 logs L_det and never stops: the run the criterion is read off
+    logged = invert(make_parts("sd"), concept, InversionConfig(steps=80, **{**DVAR, "dvar_threshold": 0.0}, **BASE),
+                    progress=False)
+    series = logged.dvar["losses"]
+    assert logged.steps == 80 and len(series) == 80 and logged.dvar["stopped_at"] is None
+    first = next(t for t in range(1, 81) if should_stop(series[:t], 15, 0.15))
+    assert first < 80                 # the tiny model's loss flattens within a few dozen steps
+
+    res = invert(make_parts("sd"), concept, InversionConfig(steps=80, **DVAR, **BASE), progress=False)
+    assert res.dvar["stopped_at"] == res.steps == first == len(res.losses) == len(res.dvar["losses"])
+    assert res.dvar["losses"] == series[:first]          # the same run, cut where the criterion fired
+    assert res.dvar["steps_saved"] == 80 - first and res.dvar["ratio"] < 0.15
+
+    fixed = invert(make_parts("sd"), concept, InversionConfig(steps=80, **BASE), progress=False)
+    assert fixed.steps == 80 and fixed.dvar == {}         # the paper's fixed steps stay the default
+    assert fixed.losses[:first] == res.losses             # tracking L_det changes no training step
+
+
+def test_dvar_resumed_job_stops_at_the_same_step(make_parts, concept, tmp_path):
+    cfg = InversionConfig(steps=80, checkpoint_every=5, **DVAR, **BASE)
+    straight = invert(make_parts("sd"), concept, cfg, tmp_path / "a", progress=False)
+    stop = straight.dvar["stopped_at"]
+    assert stop is not None and stop > 10
+    first = invert(make_parts("sd"), concept, cfg, tmp_path / "b", progress=False, stop_at=10)   # preempted
+    assert first.steps == 10 and first.dvar["stopped_at"] is None
+    resumed = invert(make_parts("sd"), concept, cfg, tmp_path / "b", progress=False)
+    assert resumed.dvar == straight.dvar and resumed.losses == straight.losses
+    assert torch.equal(resumed.embeds["<S*>"], straight.embeds["<S*>"])
+    assert checkpoint.load(tmp_path / "b" / CHECKPOINT_NAME)["sets"][0]["stopped_at"] == stop
+    again = invert(make_parts("sd"), concept, cfg, tmp_path / "b", progress=False)      # finished: no new step
+    assert again.steps == stop and again.dvar == straight.dvar
+
+
+def test_packed_sets_stop_at_their_own_steps(make_parts, concept, tmp_path):
+    early = InversionConfig(steps=60, placeholder="<a*>", checkpoint_every=5, **DVAR, **BASE)
+    full = InversionConfig(steps=60, placeholder="<b*>", checkpoint_every=5, **{**BASE, "seed": 7})
+    alone = [invert(make_parts("sd"), concept, c, progress=False) for c in (early, full)]
+    assert alone[0].steps < 60
+    # preempted after the DVAR set stopped, then resumed: each set as if it had run alone
+    invert_packed(make_parts("sd"), [(concept, early), (concept, full)], tmp_path, progress=False,
+                  stop_at=alone[0].steps + 5)
+    packed = invert_packed(make_parts("sd"), [(concept, early), (concept, full)], tmp_path, progress=False)
+    assert [r.steps for r in packed] == [alone[0].steps, 60]
+    assert packed[0].dvar["stopped_at"] == alone[0].dvar["stopped_at"]
+    for solo, pack in zip(alone, packed):
+        assert np.allclose(solo.losses, pack.losses, rtol=1e-4, atol=1e-6)
+        for name in solo.embeds:
+            assert torch.allclose(solo.embeds[name], pack.embeds[name], rtol=1e-4, atol=1e-5), name
+
+
+def test_bad_stop_is_named():
+    with pytest.raises(ValueError, match="stop='early'"):
+        InversionConfig(initializer_word="cat", stop="early")

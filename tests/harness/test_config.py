@@ -57,6 +57,20 @@ def test_method_data_reaches_the_inversion_config():
     assert job.make_plan(cfg, {}).icfg.lr == pytest.approx(2e-2)
 
 
+def test_dvar_method_differs_from_single_word_only_in_when_it_stops():
+    plain, dvar = (job.make_plan(OmegaConf.to_container(_compose(f"method={m}"), resolve=True), {}).icfg
+                   for m in ("single_word", "single_word_dvar"))
+    assert (plain.stop, dvar.stop) == ("fixed", "dvar")
+    # the authors' 310 of 6,100 steps as a share of the toy world's 300; their threshold as is
+    assert (dvar.dvar_window, dvar.dvar_threshold) == (15, 0.15)
+    differ = {k for k in vars(plain) if getattr(plain, k) != getattr(dvar, k)}
+    assert differ == {"stop", "dvar_window"}
+    sd = job.make_plan(OmegaConf.to_container(_compose("method=single_word_dvar", "model=sd15"), resolve=True), {})
+    assert sd.icfg.dvar_window == round(0.0508 * sd.icfg.steps)
+    from tinv import dvar   # the YAML's share is the authors' N over their budget
+    assert sd.icfg.dvar_window == dvar.scaled_window(sd.icfg.steps) and dvar.scaled_window(300) == 15
+
+
 def test_unknown_inversion_field_is_named():
     cfg = OmegaConf.to_container(_compose("+method.inversion.num_vectorz=2"), resolve=True)
     with pytest.raises(job.InputError, match="num_vectorz"):

@@ -194,3 +194,18 @@ def test_plain_python_run_py_finishes_and_writes_a_row(runs, tmp_path):
     assert row["status"] == "ok" and row["choices"]["eval"] == "paper"
     assert all(p["n"] == 64 for p in row["per_prompt"])   # 64 samples per prompt
     print("default job timings:", row["timings"])
+
+
+def test_dvar_job_row_says_where_it_stopped(runs):
+    """single_word_dvar end to end: the row's training.steps is DVAR's stop, and the
+    fixed-batch loss it read is in the row (training.dvar) beside the training losses."""
+    res = run_cli(["method=single_word_dvar", *FAST, "model.inversion.steps=60"], runs)
+    assert res.returncode == 0, res.stderr[-3000:]
+    [row] = rows(runs)
+    check_row(row, Path(row["folder"]))
+    d = row["training"]["dvar"]
+    assert (d["window"], d["threshold"], d["max_steps"]) == (3, 0.15, 60)    # 0.0508 x 60 steps
+    assert d["stopped_at"] == row["training"]["steps"] == len(d["losses"]) < 60
+    assert d["steps_saved"] == 60 - d["stopped_at"] and d["ratio"] < 0.15
+    losses = json.loads((Path(row["folder"]) / "losses.json").read_text())["losses"]
+    assert len(losses) == d["stopped_at"]

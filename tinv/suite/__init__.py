@@ -4,7 +4,8 @@
 
 Five parts, each in its own process with its own timeout, so that one crash, hang or
 out-of-memory loses only that part (tinv/suite/parts.py):
-  bench       python -m tinv.bench --compile: the three speed ratios and compile time
+  bench       python -m tinv.bench --compile: the three speed ratios and compile time, and
+              the steps DVAR early stopping saves per toy concept (at 512 px on the GPU)
   profile     torch.profiler over the packed inversion step: top operators by time
   harness     one job end to end through run.py on the SD-1.5-architecture random
               pipeline saved as a folder: invert/sample/evaluate split, peak memory
@@ -24,7 +25,9 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "bench": ("model", "device", "dtype", "batch_size", "packed_concepts", "inversion_steps",
               "baseline_s_per_step", "tinv_s_per_concept_step", "tinv_packed_s_per_concept_step",
               "samples", "sample_steps", "baseline_sampling_s", "tinv_sampling_s",
-              "compile_backend", "compile_s", "ratio_single", "ratio_packed", "ratio_sampling"),
+              "compile_backend", "compile_s", "ratio_single", "ratio_packed", "ratio_sampling",
+              "dvar_concepts", "dvar_budget", "dvar_window", "dvar_steps", "dvar_mean_steps",
+              "dvar_steps_saved", "dvar_fewer_x", "dvar_wall_s"),
     "profile": ("model", "device", "dtype", "packed_concepts", "batch_size", "profiled_steps",
                 "s_per_step", "s_per_concept_step", "busy_s_per_step", "sort_by", "top_ops"),
     "harness": ("model", "device", "dtype", "resolution", "evaluator", "prompts",

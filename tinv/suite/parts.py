@@ -61,13 +61,15 @@ def _model_parts(quick: bool, device: str):
 
 # ----------------------------------------------------------------------------- bench
 def bench(a) -> dict:
-    """tinv.bench in this process: the three ratios and the compile time. The section is
-    rewritten after every phase, so a timeout keeps the phases that finished."""
+    """tinv.bench in this process: the three ratios, the compile time and DVAR's steps. The
+    section is rewritten after every phase, so a timeout keeps the phases that finished."""
     from tinv import bench as B
     from tinv.results import write_json_atomic
     argv = ["--compile", "--out", str(a.out / "bench.json")]
     if a.quick:   # inductor needs minutes on a CPU; eager still traces the UNet with dynamo
         argv += ["--quick", "--model", "tiny", "--device", "cpu", "--compile-backend", "eager"]
+    else:         # DVAR runs last, packed at 512 px: 4 concepts keep it inside the part's limit (unmeasured)
+        argv += ["--dvar-concepts", "4"]
     return bench_section(B.main(argv, on_phase=lambda res: write_json_atomic(a.result, bench_section(res))))
 
 
@@ -81,7 +83,10 @@ def bench_section(res: dict) -> dict:
             "samples": smp["images"], "sample_steps": smp["steps"], "baseline_sampling_s": smp.get("baseline_s"),
             "tinv_sampling_s": smp.get("tinv_s"), "compile_backend": smp.get("compile_backend"),
             "compile_s": smp.get("compile_s"), "ratio_single": r.get("inversion_single"),
-            "ratio_packed": r.get("inversion_packed"), "ratio_sampling": r.get("sampling")}
+            "ratio_packed": r.get("inversion_packed"), "ratio_sampling": r.get("sampling"),
+            **{f"dvar_{k}": (res.get("dvar") or {}).get(k) for k in ("concepts", "budget", "window", "steps",
+                                                                    "mean_steps", "steps_saved", "fewer_x",
+                                                                    "wall_s")}}
 
 
 # ---------------------------------------------------------------------------- profile

@@ -49,6 +49,11 @@ def markdown(s: dict) -> str:
               f"limit / measured = {_f(pl['limit_over_measured'], '.2f')}."
               + (f" Targets not judged: {t['reason']}." if t["reason"] else "")]
 
+    lines += ["", f"DVAR early stopping (N={_f(b['dvar_window'])}, against {_f(b['dvar_budget'])} steps) on "
+              f"{_f(b['dvar_concepts'])} toy concepts at the model's resolution: {_f(b['dvar_mean_steps'], '.1f')} "
+              f"steps on average, {_f(b['dvar_steps_saved'], '.1f')} saved ({_f(b['dvar_fewer_x'], '.1f', 'x')} "
+              f"fewer), {_f(b['dvar_wall_s'], '.1f', ' s')}; per concept: {_f(b['dvar_steps'])}."]
+
     h = s["harness"]
     lines += ["", f"## One harness job ({_f(h['model'])} on {_f(h['device'])}, {_f(h['dtype'])}, "
               f"{_f(h['resolution'])} px; {_f(h['prompts'])} prompts + reconstruction x "

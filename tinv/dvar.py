@@ -1,0 +1,78 @@
+"""DVAR early stopping (Voronov et al. 2023, "Is This Loss Informative? Faster Text-to-Image
+Customization by Tracking Objective Dynamics", arXiv 2302.04841).
+
+The training loss of textual inversion is too noisy to show convergence: every step draws
+new images, timesteps, noise and captions. DVAR evaluates the same objective on ONE batch
+of (latent, timestep, noise, caption) fixed for the whole run, L_det, after every optimizer
+step, and stops at the first step t >= N where
+
+    Var(L_det[t-N+1 .. t]) / Var(L_det[1 .. t]) < alpha
+
+i.e. once the last N evaluations vary by less than a fraction alpha of how much the whole
+run has varied: the descent is over and what is left is a plateau.
+
+The values are the authors' for Textual Inversion, from their public code
+(github.com/yandex-research/DVAR, README "DVAR": --early_stop_patience 310
+--early_stop_eps 0.15 for --method inversion; early_stopping.py VarEarlyStopper:
+np.var(history[-window:]) / np.var(history) < eps, population variances, checked once
+the history holds a window; --early_stop_freq 1, --eval_batch_size 4).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+WINDOW = 310        # N, optimizer steps
+AUTHORS_BUDGET = 6100   # their textual inversion's --max_train_steps: N is 310/6100 of the run
+THRESHOLD = 0.15    # alpha
+BATCH = 4           # (image, timestep, noise) pairs in the fixed batch
+SEED = 0            # the fixed batch's draw; the same as fixed_eval_loss's
+
+
+def scaled_window(steps: int, share: float = WINDOW / AUTHORS_BUDGET) -> int:
+    """N for a run of `steps`: the same share of the run as the authors' 310 of 6,100 (the
+    criterion compares variances over spans of the run, so its window is one too)."""
+    return max(2, round(share * steps))
+
+
+def variance_ratio(losses: Sequence[float], window: int) -> float | None:
+    """Var(last `window`) / Var(all), population variances; None before a full window.
+
+    A series that never moved has nothing left to learn: its ratio is 0, not 0/0."""
+    if len(losses) < window:
+        return None
+    x = np.asarray(losses, dtype=np.float64)
+    if x.min() == x.max():      # (np.var of equal floats can be rounding noise, not 0)
+        return 0.0
+    return float(x[-window:].var() / x.var())
+
+
+def should_stop(losses: Sequence[float], window: int = WINDOW, threshold: float = THRESHOLD) -> bool:
+    ratio = variance_ratio(losses, window)
+    return ratio is not None and ratio < threshold
+
+
+@torch.no_grad()
+def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pairs: int = BATCH,
+                       seed: int = SEED) -> list[float]:
+    """L_det of several sets in one UNet call: for each (latent cache, prompt ids [1, L]),
+    the diffusion loss on its own fixed pairs. The pairs depend only on the seed, so a set's
+    value does not depend on which sets share the call."""
+    from tinv.inversion import diffusion_target, training_scheduler
+    sched = training_scheduler(parts)
+    zs, ts, noises, conds, targets = [], [], [], [], []
+    for latents, ids in batches:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.arange(n_pairs) % len(latents)
+        z = latents.mean[idx, 0].to(parts.device)
+        t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
+        noise = torch.randn(z.shape, generator=g).to(z)
+        zs.append(sched.add_noise(z, noise, t))
+        ts.append(t)
+        conds.append(parts.encode_text(ids.to(parts.device)).expand(n_pairs, -1, -1))
+        targets.append(diffusion_target(sched, z, noise, t))
+    pred = parts.unet(torch.cat(zs).to(parts.dtype), torch.cat(ts), torch.cat(conds).to(parts.dtype)).sample
+    return [F.mse_loss(p.float(), y.float()).item() for p, y in zip(pred.split(n_pairs), targets)]
