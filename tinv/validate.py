@@ -76,6 +76,8 @@ INVERSION = {
     "reg_weight": number(0.0, None, "0.01"), "reg_form": choice("l2", "gram_mean"),
     "init": choice("word", "random"), "per_image_tokens": FLAG, "per_image_prob": PROBABILITY,
     "center_crop": FLAG, "flip_p": PROBABILITY, "progressive_interval": optional(count(1, 2000)),
+    "stop": choice("fixed", "dvar"), "dvar_window": count(2, 310), "dvar_batch": count(1, 4),
+    "dvar_threshold": number(0.0, None, "0.15", what=" (0: log, never stop)"),
 }
 
 FIELDS: dict[str, Rule] = {
@@ -93,6 +95,8 @@ FIELDS: dict[str, Rule] = {
     "model.evaluator": choice("clip", "toyworld"),
     "model.dino": FLAG,
     "model.oracle": FLAG,
+    "model.style_noun": Rule("one word with no braces (the style templates' medium noun)",
+                             lambda v: isinstance(v, str) and re.fullmatch(r"[^\s{}]+", v) is not None, "painting"),
     "concept.kind": choice("object", "style"),
     "concept.placeholder": PLACEHOLDER,
     "eval.num_samples": count(1, 16, " (samples per prompt)"),
@@ -105,6 +109,7 @@ FIELDS: dict[str, Rule] = {
     "eval.bootstrap.n": count(1, 1000),
     "eval.bootstrap.seed": SEED,
     "method.progressive_fraction": optional(number(0.0, 1.0, "0.4", lo_open=True)),
+    "method.dvar_window_fraction": optional(number(0.0, 1.0, "0.0508", lo_open=True, what=" (DVAR window: share of steps)")),
     "method.pivotal.lr": number(0.0, None, "1e-4", lo_open=True),
     "method.pivotal.steps": count(0, 60),
     "method.pivotal.steps_fraction": optional(number(0.0, 1.0, "0.2", lo_open=True)),
