@@ -74,6 +74,16 @@ def stale_reason(path: Path, owner: dict | None) -> str | None:
     return None
 
 
+def held_elsewhere(folder: Path) -> bool:
+    """Is the lock of `folder` held right now by a live owner other than this process? (A
+    packed inversion leaves such a job out: its owner computes it, and the job, when its
+    turn comes, waits for that owner and finds the result.)"""
+    path = lock_path(folder)
+    owner = _read(path)
+    return path.exists() and owner is not None and owner.get("token") != _TOKEN \
+        and stale_reason(path, owner) is None
+
+
 def _try_create(path: Path, info: dict) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
