@@ -1,9 +1,10 @@
 """One computation per job: a lock file beside the job folder.
 
 `<results_root>/jobs/.<job folder name>.lock` (beside the job's folder in the job store,
-so every sweep that names the job meets the same lock) is created with O_EXCL (atomic on local disks
-and NFS) and holds the owner's host, pid, start time and SLURM job id. While the owner
-runs, a thread touches the file every HEARTBEAT_S. A second process on the same job
+so every sweep that names the job meets the same lock; tinv.learned locks its stored
+inversions the same way) is created with O_EXCL (atomic on local disks and NFS) and
+holds the owner's host, pid, start time and SLURM job id. While the owner runs, a
+thread touches the file every HEARTBEAT_S. A second process on the same job
 logs where the job runs and waits for the lock; the caller then finds the owner's row.
 A lock is stale, and is broken, when its owner is gone: on the same host its pid no
 longer exists; from any host its heartbeat is older than STALE_S; or it belongs to an
