@@ -1,9 +1,10 @@
 """One computation per job: a lock file beside the job folder.
 
 `<results_root>/jobs/.<job folder name>.lock` (beside the job's folder in the job store,
-so every sweep that names the job meets the same lock) is created with O_EXCL (atomic on local disks
-and NFS) and holds the owner's host, pid, start time and SLURM job id. While the owner
-runs, a thread touches the file every HEARTBEAT_S. A second process on the same job
+so every sweep that names the job meets the same lock; tinv.learned locks its stored
+inversions the same way) is created with O_EXCL (atomic on local disks and NFS) and
+holds the owner's host, pid, start time and SLURM job id. While the owner runs, a
+thread touches the file every HEARTBEAT_S. A second process on the same job
 logs where the job runs and waits for the lock; the caller then finds the owner's row.
 A lock is stale, and is broken, when its owner is gone: on the same host its pid no
 longer exists; from any host its heartbeat is older than STALE_S; or it belongs to an
@@ -72,6 +73,16 @@ def stale_reason(path: Path, owner: dict | None) -> str | None:
     if age > STALE_S:
         return f"its heartbeat stopped {age:.0f} s ago"
     return None
+
+
+def held_elsewhere(folder: Path) -> bool:
+    """Is the lock of `folder` held right now by a live owner other than this process? (A
+    packed inversion leaves such a job out: its owner computes it, and the job, when its
+    turn comes, waits for that owner and finds the result.)"""
+    path = lock_path(folder)
+    owner = _read(path)
+    return path.exists() and owner is not None and owner.get("token") != _TOKEN \
+        and stale_reason(path, owner) is None
 
 
 def _try_create(path: Path, info: dict) -> bool:

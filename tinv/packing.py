@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from tinv import learned, preflight, results
+from tinv import joblock, learned, preflight, results
 from tinv.concepts import training_images
 from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, set_cpu_threads
@@ -215,6 +215,8 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
         inversion = learned.key(plan) if plan.icfg is not None else None
         if inversion is None or inversion in seen or learned.stored(plan):
             continue        # learns nothing, or reuses another job's inversion (tinv.learned)
+        if joblock.held_elsewhere(folder) or joblock.held_elsewhere(learned.folder(plan)):
+            continue        # another process computes it now: the job will wait for it
         seen.add(inversion)
         plans.append(plan)
         ids.append(job_id)

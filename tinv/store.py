@@ -19,9 +19,12 @@ resumes from its checkpoint there, a failed one runs again there.
 """
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def view_path(results_root: str | os.PathLike, sweep: str, folder: Path) -> Path:
@@ -54,6 +57,11 @@ def link(results_root: str | os.PathLike, sweep: str, folder: Path) -> Path | No
         # another process linked it meanwhile, or an old runs folder holds the job's own
         # folder here: either way the view shows the job
         pass
+    except OSError as e:
+        # a filesystem without links must not fail the job: its row is in the store
+        log.warning("cannot link %s -> %s (%s): the job is in the store; collect %s instead of %s",
+                    view, target, e, folder.parent.parent, view.parent)
+        return None
     return view
 
 

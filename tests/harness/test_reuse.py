@@ -4,6 +4,7 @@ their timings, and get exactly what a fresh inversion of their own gives; under 
 packed launcher and with two processes at once, too."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -15,9 +16,10 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from tinv import inversion, packing, pivotal
+from tinv import inversion, joblock, learned, packing, pivotal
 from tinv.embeddings_io import read_embeddings
 from tinv.job import run_job
+from tinv.plan import job_location, make_plan
 
 from .conftest import FAST, REPO, rows, run_cli
 from .test_config import _compose
@@ -145,3 +147,27 @@ def test_two_processes_needing_one_inversion_compute_it_once(runs):
     a, b = sorted(rows(runs), key=lambda r: "invert_reused_from" in r["timings"])
     assert a["config"]["eval"]["guidance"] == 5.0 and b["timings"]["invert_reused_from"] == a["job_id"]
     assert not list((runs / "jobs" / "_inversions").glob(".*.lock"))
+
+
+def _hold(folder: str, seconds: float, ready) -> None:
+    with joblock.hold(Path(folder), "elsewhere"):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_a_packed_inversion_leaves_out_a_job_another_process_is_computing(tmp_path):
+    cfgs = [_cfg(tmp_path, "concept=red_star"), _cfg(tmp_path, "concept=blue_heart")]
+    folders = [job_location(c)[1] for c in cfgs]
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    owner = ctx.Process(target=_hold, args=(str(learned.folder(make_plan(cfgs[0], {}))), 120, ready))
+    owner.start()
+    try:
+        assert ready.wait(120)
+        with packing.packed_inversion(cfgs):     # red_star's inversion is being computed elsewhere
+            assert packing.take(folders[0]) is None and packing.take(folders[1]) is None   # nothing packed
+    finally:
+        owner.kill()
+        owner.join(30)
+    with packing.packed_inversion(cfgs):         # its owner is gone: the two are packed
+        assert packing.take(folders[0]) and packing.take(folders[1])

@@ -80,3 +80,25 @@ def test_an_old_runs_folder_is_read_and_its_jobs_stay_there(runs, tmp_path):
     df, issues = collect.collect([old / "old"])
     assert issues == [] and sorted(df["job_id"]) == sorted(r["job_id"] for r in by_concept.values())
     assert set(df["sweep"]) == {"old"} and set(df["status"]) == {"ok"}
+
+
+def test_a_view_link_is_relative_idempotent_and_never_fails_the_job(tmp_path, monkeypatch, caplog):
+    import os
+
+    from tinv import store
+    job = tmp_path / "jobs" / "red_star-single_word-0123456789ab"
+    job.mkdir(parents=True)
+    view = store.link(tmp_path, "fig10", job)
+    assert view == tmp_path / "fig10" / job.name and os.readlink(view) == f"../jobs/{job.name}"
+    assert store.link(tmp_path, "fig10", job) == view and view.resolve() == job.resolve()   # again: the same
+    view.unlink()
+    view.symlink_to(job)                                  # an absolute link (a moved root, another spelling)
+    store.link(tmp_path, "fig10", job)
+    assert os.readlink(view) == f"../jobs/{job.name}"     # made relative, in one rename
+    assert store.link(tmp_path, "jobs", job) is None      # sweep=jobs: the store is its own view
+
+    def refuse(*a, **k):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "symlink", refuse)            # a filesystem without links
+    assert store.link(tmp_path, "lr_sweep", job) is None
+    assert "the job is in the store" in caplog.text
