@@ -134,7 +134,9 @@ def _missing_key(base: Any, key: str) -> str | None:
             keys = sorted(str(k) for k in node.keys())
             owner = f"{here} has no field {part!r}" if here else f"there is no top-level key {part!r}"
             spell = (lambda k: f"{here}.{k}") if here else (lambda k: k)
-            return f"{owner}{_did_you_mean(part, keys, spell)}; valid here: {', '.join(keys)}"
+            launcher = ("; the launcher's fields come with its choice: hydra/launcher=slurm (or packed, local)"
+                        if here == "hydra.launcher" else "")
+            return f"{owner}{_did_you_mean(part, keys, spell)}; valid here: {', '.join(keys)}{launcher}"
         node, path = node._get_node(part), path + [part]
         node = node if isinstance(node, DictConfig) else None
     return None
@@ -178,7 +180,23 @@ def check(argv: list[str], conf_dir: Path, groups: dict[str, Path]) -> None:
                 continue
             if problem:
                 raise InputError(f"{o.input_line}: {problem}")
+    missing = _missing_option(error)
+    if missing:
+        raise InputError(missing)
     raise InputError(f"{' '.join(args)}: {_hydra_message(error)}")
+
+
+def _missing_option(e: BaseException) -> str | None:
+    """Hydra's "Could not find 'group/option'" (a group outside conf/, e.g. hydra/launcher)
+    as the line check_choices gives for tinv's own groups."""
+    text = str(e)
+    found = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    listed = re.search(r"Available options in '[^']+':\n((?:\s+\S+\n?)+)", text)
+    if not found or not listed:
+        return None
+    group, option = found.groups()
+    options = sorted(listed.group(1).split())
+    return f"{group}={option}: no such {group}{_did_you_mean(option, options)}; the options: {', '.join(options)}"
 
 
 def _check_fields(composed: Any, sweep: str | None) -> None:

@@ -70,6 +70,8 @@ def test_an_unknown_option_lists_the_options(runs, override, listed):
     ("method.inversion.lrr=1", "did you mean method.inversion.lr?"),
     ("concept.initializer=star\u2603", "quote the value"),
     ("+concept.initializer=star", "drop the +"),
+    ("hydra/launcher=slurmm", "did you mean slurm?"),
+    ("hydra.launcher.partition=gpu", "hydra/launcher=slurm"),
 ])
 def test_hydras_own_errors_are_one_line_with_a_fix(runs, override, says):
     res = run_cli([override, *FAST], runs)
