@@ -22,8 +22,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 WINDOW = 310        # N, optimizer steps
 AUTHORS_BUDGET = 6100   # their textual inversion's --max_train_steps: N is 310/6100 of the run
@@ -53,26 +51,3 @@ def variance_ratio(losses: Sequence[float], window: int) -> float | None:
 def should_stop(losses: Sequence[float], window: int = WINDOW, threshold: float = THRESHOLD) -> bool:
     ratio = variance_ratio(losses, window)
     return ratio is not None and ratio < threshold
-
-
-@torch.no_grad()
-def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pairs: int = BATCH,
-                       seed: int = SEED) -> list[float]:
-    """L_det of several sets in one UNet call: for each (latent cache, prompt ids [1, L]),
-    the diffusion loss on its own fixed pairs. The pairs depend only on the seed, so a set's
-    value does not depend on which sets share the call."""
-    from tinv.inversion import diffusion_target, training_scheduler
-    sched = training_scheduler(parts)
-    zs, ts, noises, conds, targets = [], [], [], [], []
-    for latents, ids in batches:
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.arange(n_pairs) % len(latents)
-        z = latents.mean[idx, 0].to(parts.device)
-        t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
-        noise = torch.randn(z.shape, generator=g).to(z)
-        zs.append(sched.add_noise(z, noise, t))
-        ts.append(t)
-        conds.append(parts.encode_text(ids.to(parts.device)).expand(n_pairs, -1, -1))
-        targets.append(diffusion_target(sched, z, noise, t))
-    pred = parts.unet(torch.cat(zs).to(parts.dtype), torch.cat(ts), torch.cat(conds).to(parts.dtype)).sample
-    return [F.mse_loss(p.float(), y.float()).item() for p, y in zip(pred.split(n_pairs), targets)]

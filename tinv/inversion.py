@@ -188,6 +188,28 @@ def diffusion_target(sched: DDPMScheduler, latents, noise, t) -> torch.Tensor:
     return noise
 
 
+@torch.no_grad()
+def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pairs: int = dvar.BATCH,
+                       seed: int = dvar.SEED) -> list[float]:
+    """L_det of several sets in one UNet call: for each (latent cache, prompt ids [1, L]),
+    the diffusion loss on its own fixed pairs. The pairs depend only on the seed, so a set's
+    value does not depend on which sets share the call."""
+    sched = training_scheduler(parts)
+    zs, ts, conds, targets = [], [], [], []
+    for latents, ids in batches:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.arange(n_pairs) % len(latents)
+        z = latents.mean[idx, 0].to(parts.device)
+        t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
+        noise = torch.randn(z.shape, generator=g).to(z)
+        zs.append(sched.add_noise(z, noise, t))
+        ts.append(t)
+        conds.append(parts.encode_text(ids.to(parts.device)).expand(n_pairs, -1, -1))
+        targets.append(diffusion_target(sched, z, noise, t))
+    pred = parts.unet(torch.cat(zs).to(parts.dtype), torch.cat(ts), torch.cat(conds).to(parts.dtype)).sample
+    return [F.mse_loss(p.float(), y.float()).item() for p, y in zip(pred.split(n_pairs), targets)]
+
+
 def eval_prompt(cfg: InversionConfig) -> str:
     return templates_for(cfg.templates, cfg.style_noun)[0][0].format(cfg.placeholder)
 
@@ -301,9 +323,9 @@ def _track_dvar(parts: Parts, sets: list[_Set]) -> None:
     batches = [s.fixed_batch(parts) for s in sets]
     n_pairs = {s.cfg.dvar_batch for s in sets}
     if len(n_pairs) == 1:
-        losses = dvar.fixed_batch_losses(parts, batches, n_pairs.pop())
+        losses = fixed_batch_losses(parts, batches, n_pairs.pop())
     else:
-        losses = [dvar.fixed_batch_losses(parts, [b], s.cfg.dvar_batch)[0] for s, b in zip(sets, batches)]
+        losses = [fixed_batch_losses(parts, [b], s.cfg.dvar_batch)[0] for s, b in zip(sets, batches)]
     for s, loss in zip(sets, losses):
         s.track(loss)
 
