@@ -15,7 +15,14 @@ The values are the authors' for Textual Inversion, from their public code
 (github.com/yandex-research/DVAR, README "DVAR": --early_stop_patience 310
 --early_stop_eps 0.15 for --method inversion; early_stopping.py VarEarlyStopper:
 np.var(history[-window:]) / np.var(history) < eps, population variances, checked once
-the history holds a window; --early_stop_freq 1, --eval_batch_size 4).
+the history holds a window; --early_stop_freq 1, --eval_batch_size 4 by default).
+The paper's abstract (v3) reports adaptation "up to 8 times faster with no significant
+drops in quality".
+
+Our fixed batch is fixed_eval_loss's (tinv/inversion.py) at 4 pairs: posterior-mean
+latents, timesteps and noise from one seeded generator, and one prompt (the first
+template); the authors fix one VAE sample per image and captions drawn once from their
+templates. Either way nothing in it changes between steps, which is what DVAR needs.
 """
 from __future__ import annotations
 

@@ -172,7 +172,7 @@ class _Set:
             return {}
         return {"window": cfg.dvar_window, "threshold": cfg.dvar_threshold, "batch": cfg.dvar_batch,
                 "max_steps": cfg.steps, "stopped_at": self.stopped_at,
-                "steps_saved": cfg.steps - self.step,
+                "steps_saved": 0 if self.stopped_at is None else cfg.steps - self.stopped_at,
                 "ratio": dvar.variance_ratio(self.dvar_losses, cfg.dvar_window),
                 "losses": list(self.dvar_losses)}
 

@@ -323,6 +323,8 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                                                            "diffusion_losses": result.diffusion_losses})
         artifacts["losses"] = "losses.json"
         tracker.log_losses(result.losses)
+        if result.dvar:
+            tracker.log_losses(result.dvar["losses"], name="inversion/dvar_fixed_batch_loss")
         exported, artifacts["triggers"] = export_embeddings(result, folder / "embeddings", parts.family)
         artifacts["embeddings"] = {k: str(Path(v).relative_to(folder)) for k, v in exported.items()}
         if plan.pcfg is not None:

@@ -90,3 +90,16 @@ def test_effects_cli_writes_the_figure_and_refuses_a_missing_reference(tradeoff_
     assert effects.main([str(tradeoff_csv), "-o", str(out), "--reference", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "nope" in err[0]
+
+
+def test_paired_effects_show_the_steps_dvar_saves():
+    """training.steps is one value per row: DVAR's saving pairs by concept, beside what
+    stopping early cost in reconstruction and editability (claims_world: 300 vs ~30)."""
+    from tests.analysis import claims_world as w
+    df = w.table(w.world())
+    df = df[(df["concept.kind"] == "object") & (df["eval.guidance"] == 5.0) & (df["concept.n_images"] == 5)]
+    got = effects.paired_effects(df, setups=["single_word_dvar"], n_boot=200).set_index("metric")
+    steps = got.loc[w.STEPS]
+    assert steps["pairing"] == "concepts" and steps["n_concepts"] == len(w.CONCEPTS)
+    assert steps["lo"] <= steps["effect"] <= steps["hi"] < -250
+    assert abs(got.loc[w.REC, "effect"]) < 0.02 and abs(got.loc[w.EDIT, "effect"]) < 0.02

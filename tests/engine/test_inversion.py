@@ -220,7 +220,7 @@ def test_dvar_resumed_job_stops_at_the_same_step(make_parts, concept, tmp_path):
     stop = straight.dvar["stopped_at"]
     assert stop is not None and stop > 10
     first = invert(make_parts("sd"), concept, cfg, tmp_path / "b", progress=False, stop_at=10)   # preempted
-    assert first.steps == 10 and first.dvar["stopped_at"] is None
+    assert first.steps == 10 and first.dvar["stopped_at"] is None and first.dvar["steps_saved"] == 0
     resumed = invert(make_parts("sd"), concept, cfg, tmp_path / "b", progress=False)
     assert resumed.dvar == straight.dvar and resumed.losses == straight.losses
     assert torch.equal(resumed.embeds["<S*>"], straight.embeds["<S*>"])
