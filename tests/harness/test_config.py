@@ -91,6 +91,8 @@ def test_experiment_presets_compose(experiment):
     cfg = _compose(f"+experiment={experiment}", hydra=True)
     assert cfg.sweep == experiment.removesuffix("_references")
     assert cfg.hydra.sweeper.params, experiment   # every preset is a sweep
+    # a preset that names a concept picks the group's option, not a bare string (setsize did)
+    assert OmegaConf.is_dict(cfg.concept), (experiment, cfg.concept)
 
 
 def test_paper_eval_protocol():
