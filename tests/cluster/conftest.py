@@ -126,9 +126,14 @@ def committed_conf(tmp_path: Path) -> Path:
 
 
 def first_step_after_last_start(log: str, total: int) -> int:
-    """The inversion step the LAST attempt's progress bar started at (tqdm's `k/total`)."""
+    """The inversion step the LAST attempt started at: the job's own line ("resuming the
+    inversion from its checkpoint at step k of total"), or a tqdm bar's `k/total` (a task
+    log is no terminal, so the job logs plain progress lines, not a bar)."""
     last = log.split("Starting with JobEnvironment")[-1]
-    m = re.search(rf"invert[^\n\r|]*\|[^|]*\|\s*(\d+)/{total}\b", last)
+    m = (re.search(rf"resuming the inversion from its checkpoint at step (\d+) of {total}\b", last)
+         or re.search(rf"invert[^\n\r|]*\|[^|]*\|\s*(\d+)/{total}\b", last))
     if m is None:
-        raise AssertionError(f"no inversion progress bar in the last attempt's log:\n{last[-2000:]}")
+        if re.search(rf"invert[^\n]*: step \d+/{total}\b", last):
+            return 0    # progress from the start, no resume line: it started over
+        raise AssertionError(f"no inversion progress in the last attempt's log:\n{last[-2000:]}")
     return int(m.group(1))
