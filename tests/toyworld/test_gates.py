@@ -12,15 +12,6 @@ from tinv.toyworld.attributes import NAMED, UNNAMED
 from tinv.toyworld.oracle import load_oracle, oracle_editability, oracle_reconstruction
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Several jobs share this machine's cores; one thread each avoids OpenMP spin-waits.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_weights_ship_inside_the_package_within_25_mb():
     total = sum(f.stat().st_size for f in WEIGHTS_DIR.rglob("*") if f.is_file())
     assert total <= 25 * 2 ** 20, f"shipped weights take {total / 2 ** 20:.1f} MB"

@@ -2,19 +2,10 @@
 and the style gates hold on the shipped weights (`python -m tinv.toyworld.styles` prints the
 same numbers with the same seeds)."""
 import pytest
-import torch
 
 from tinv.templates import STYLE_TEMPLATES, templates_for, with_style_noun
 from tinv.toyworld import styles
 from tinv.toyworld.concepts import CONCEPTS
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_style_noun_replaces_only_the_medium_word():
