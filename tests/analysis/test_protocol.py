@@ -65,12 +65,18 @@ def test_picking_one_protocol_with_where_works(mixed_csv, tmp_path):
                                "--where", "eval=paper"]) == 0
 
 
-def test_objects_and_styles_are_separate(tmp_path):
-    rng = np.random.default_rng(1)
+def _objects_and_styles_csv(tmp_path, seed: int):
+    """A collected table of two object concepts and one style concept."""
+    rng = np.random.default_rng(seed)
     _rows(tmp_path / "runs", ("red_star", "blue_cube"), rng=rng)
     _rows(tmp_path / "runs", ("brick_pixel",), kind="style", rng=rng)
     csv = tmp_path / "r.csv"
     collect.main([str(tmp_path / "runs"), "-o", str(csv)])
+    return csv
+
+
+def test_objects_and_styles_are_separate(tmp_path):
+    csv = _objects_and_styles_csv(tmp_path, seed=1)
     df = load_results(csv)
     with pytest.raises(protocol.IncomparableRows, match=r"concept kind .*--where concept.kind=object"):
         plot_tradeoff.plot_tradeoff(df)
@@ -91,11 +97,7 @@ def test_a_guidance_sweep_is_its_own_protocol_except_for_its_figure(results_csv)
 
 def test_tradeoff_draws_one_panel_per_group_titled_with_its_protocol(tmp_path, capsys):
     """Objects and styles in one table: two panels, each with its own setups' points; no pooling."""
-    rng = np.random.default_rng(2)
-    _rows(tmp_path / "runs", ("red_star", "blue_cube"), rng=rng)
-    _rows(tmp_path / "runs", ("brick_pixel",), kind="style", rng=rng)
-    csv = tmp_path / "r.csv"
-    collect.main([str(tmp_path / "runs"), "-o", str(csv)])
+    csv = _objects_and_styles_csv(tmp_path, seed=2)
     df = load_results(csv)
     fig, summary = plot_tradeoff.plot_tradeoff_groups(df, n_boot=50)
     panels = [ax for ax in fig.axes if ax.get_visible()]

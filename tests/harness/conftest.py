@@ -93,3 +93,12 @@ def job_folders(runs: Path, sweep: str = "default") -> list[Path]:
     """Job folders under the sweep (Hydra's own _hydra logs are not one)."""
     folder = runs / sweep
     return [p for p in folder.iterdir() if p.is_dir() and p.name != "_hydra"] if folder.is_dir() else []
+
+
+def one_error(res, runs: Path) -> str:
+    """The one `error:` line of a run refused at once: exit 2, no traceback, no job, no row."""
+    assert res.returncode == 2, res.stderr[-3000:]
+    [line] = error_lines(res.stderr)
+    assert "Traceback" not in res.stderr
+    assert not job_folders(runs) and not list(runs.rglob("result.json"))
+    return line

@@ -16,7 +16,7 @@ from tinv import tokens, validate
 from tinv.errors import InputError
 from tinv.models import tiny_bert_tokenizer, tiny_clip_tokenizer
 
-from .conftest import FAST, REPO, TOY, error_lines, job_folders, run_cli
+from .conftest import FAST, REPO, TOY, one_error, run_cli
 from .test_config import METHODS, MODELS, _compose
 
 # Fields a user sets that are not numbers or flags: checked where they are used, by
@@ -136,12 +136,6 @@ def test_a_pipeline_of_the_other_family_is_named(tmp_path, found, want, says):
 
 
 # ----------------------------------------------------------------------------- end to end
-def _fails_at_once(res, runs: Path) -> str:
-    assert res.returncode == 2, res.stderr[-3000:]
-    [line] = error_lines(res.stderr)
-    assert "Traceback" not in res.stderr
-    assert not job_folders(runs) and not list(runs.rglob("result.json"))
-    return line
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +156,7 @@ def saved_with_an_embedding(tmp_path_factory) -> Path:
 @pytest.mark.skipif(not TOY, reason="needs the toy world's shipped weights")
 def test_a_placeholder_clash_stops_before_the_model_and_the_advice_runs(runs, saved_with_an_embedding):
     res = run_cli([f"model.path={saved_with_an_embedding}", *FAST], runs)
-    line = _fails_at_once(res, runs)
+    line = one_error(res, runs)
     assert "concept.placeholder='<S*>'" in line and "'<s*>'" in line and "could not load" not in line
     advice = shlex.split(line.rsplit("e.g. ", 1)[1])
     res = run_cli([f"model.path={saved_with_an_embedding}", *advice, *FAST], runs)

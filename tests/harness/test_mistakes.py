@@ -18,18 +18,10 @@ from PIL import Image
 
 from tinv.data import ConceptError, load_concept_images, load_image
 
-from .conftest import FAST, REPO, catches_sigint, error_lines, job_folders, rows, run_cli, start_cli
+from .conftest import FAST, REPO, catches_sigint, one_error, rows, run_cli, start_cli
 
 TINY_LDM = ["model=tiny_ldm", "eval.clip.model=tinv-tiny-clip", "eval.clip.pretrained=null", "model.dino=false",
             "eval=fast", "eval.steps=2", "logger=none", "model.inversion.steps=3", "progress=false"]
-
-
-def _one_error(res, runs: Path) -> str:
-    assert res.returncode == 2, res.stderr[-3000:]
-    [line] = error_lines(res.stderr)
-    assert "Traceback" not in res.stderr
-    assert not job_folders(runs) and not list(runs.rglob("result.json"))
-    return line
 
 
 @pytest.fixture
@@ -43,13 +35,13 @@ def cat_folder(tmp_path) -> Path:
 
 def test_a_multi_token_initializer(runs, cat_folder):
     res = run_cli(["concept=folder", f"concept.path={cat_folder}", "concept.initializer=stuffed animal", *FAST], runs)
-    line = _one_error(res, runs)
+    line = one_error(res, runs)
     assert "'stuffed animal'" in line and "2 tokens" in line
 
 
 def test_an_initializer_ldm_bert_reads_as_unk(runs, cat_folder):
     res = run_cli(["concept=folder", f"concept.path={cat_folder}", "concept.initializer='cat☃'", *TINY_LDM], runs)
-    line = _one_error(res, runs)
+    line = one_error(res, runs)
     assert "'cat☃'" in line and "[UNK]" in line
 
 
@@ -60,7 +52,7 @@ def test_an_initializer_ldm_bert_reads_as_unk(runs, cat_folder):
                                               ("+experiment=fig11", "fig10")])
 def test_an_unknown_option_lists_the_options(runs, override, listed):
     res = run_cli([override, *FAST], runs)
-    line = _one_error(res, runs)
+    line = one_error(res, runs)
     assert override.split("=")[1] in line and listed in line
 
 
@@ -75,7 +67,7 @@ def test_an_unknown_option_lists_the_options(runs, override, listed):
 ])
 def test_hydras_own_errors_are_one_line_with_a_fix(runs, override, says):
     res = run_cli([override, *FAST], runs)
-    line = _one_error(res, runs)
+    line = one_error(res, runs)
     assert says in line and override.split("=")[0].lstrip("+") in line
     assert "+concept.initializr" not in line and "HYDRA_FULL_ERROR" not in res.stderr
     assert not (runs / "default").exists()            # not even Hydra's _hydra/ log folder
@@ -84,21 +76,21 @@ def test_hydras_own_errors_are_one_line_with_a_fix(runs, override, says):
 def test_a_run_that_makes_no_job_leaves_no_log_folder(runs, tmp_path):
     # found inside the job, after Hydra made its log folder: the folder goes again
     res = run_cli([f"concept.path={tmp_path / 'nothing_here'}", *FAST], runs)
-    assert "does not exist" in _one_error(res, runs)
+    assert "does not exist" in one_error(res, runs)
     assert not (runs / "default").exists(), list(runs.rglob("*"))
 
 
 @pytest.mark.parametrize("args", [["eval.num_samples=abc"], ["-m", "eval.num_samples=4,abc"]])
 def test_a_bad_field_is_found_before_hydra_starts_even_in_a_later_job_of_a_sweep(runs, args):
     res = run_cli([*args, *FAST], runs)
-    line = _one_error(res, runs)
+    line = one_error(res, runs)
     assert "eval.num_samples='abc'" in line and "e.g. eval.num_samples=16" in line
     assert not runs.exists(), list(runs.rglob("*"))       # job 0 did not run first
 
 
 def test_an_unknown_option_in_a_sweep_is_named(runs):
     res = run_cli(["-m", "method=single_word,singleword", *FAST], runs)
-    line = _one_error(res, runs)
+    line = one_error(res, runs)
     assert "method=singleword" in line and "did you mean single_word" in line
 
 
@@ -107,7 +99,7 @@ def test_every_junk_file_is_named(runs, cat_folder):
     (cat_folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (cat_folder / "captions.yaml").write_text("short: [a cat]\n")     # belongs there: not junk
     res = run_cli(["concept=folder", f"concept.path={cat_folder}", "concept.initializer=cat", *FAST], runs)
-    line = _one_error(res, runs)
+    line = one_error(res, runs)
     assert "2 unusable file(s)" in line and "notes.txt" in line and "broken.png" in line
     assert "captions.yaml" not in line
 
