@@ -69,14 +69,19 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
     return out
 
 
+def difficulty(asked: dict) -> str:
+    """A prompt's level by how many changes it asks: "d1", "d2", "d3" for three or more."""
+    return f"d{min(len(asked), 3)}"
+
+
 def difficulty_levels(plan, edit_cells: list) -> dict[str, list[int]]:
-    """Edit cells by how many changes their prompt asks ("d1", "d2", "d3" for three or more),
-    as the paper's prompts vary in difficulty; empty where prompts say nothing they ask."""
+    """Edit cells by their prompt's difficulty, as the paper's prompts vary in it; empty where
+    prompts say nothing they ask."""
     out: dict[str, list[int]] = {}
     for i, c in enumerate(edit_cells):
-        n = len(plan.prompts[c.prompt].attributes)
-        if n:
-            out.setdefault(f"d{min(n, 3)}", []).append(i)
+        asked = plan.prompts[c.prompt].attributes
+        if asked:
+            out.setdefault(difficulty(asked), []).append(i)
     return dict(sorted(out.items()))
 
 

@@ -251,6 +251,7 @@ def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample
     from tinv import PACKAGE_DIR, sampling
     from tinv.data import load_concept_images
     from tinv.inversion import invert_packed
+    from tinv.metrics.protocol import difficulty
     from tinv.models import load_parts
     from tinv.prompts import fill
     from .oracle import oracle_editability
@@ -288,7 +289,7 @@ def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample
 
     base = scores(len(words) - 1)
     prompt_only = float(np.mean(base))
-    level = [f"d{min(len(p['attributes']), 3)}" for p in prompts]   # changes asked: 1, 2, 3+
+    level = [difficulty(p["attributes"]) for p in prompts]
 
     def by_level(values: list[float]) -> dict[str, float]:
         return {lv: float(np.mean([v for v, x in zip(values, level) if x == lv])) for lv in sorted(set(level))}

@@ -336,8 +336,7 @@ def compound_vector(table: torch.Tensor, tokenizer, scene: dict, side: float = 0
 def style_vector(table: torch.Tensor, tokenizer, scene: dict, side: float = SIDE_SCALE) -> torch.Tensor:
     """The one input vector [D] that says `scene`'s look: its style and background words
     merged, plus its unnamed outline along the same side direction as an object's."""
-    vector, length = _merge(table, tokenizer, [captions.STYLE_WORD[scene["style"]],
-                                               captions.BACKGROUND_WORD[scene["background"]]])
+    vector, length = _merge(table, tokenizer, captions.style_words(scene))
     return vector + side * length * side_directions(table.shape[1])["outline", scene["outline"]]
 
 
@@ -367,7 +366,7 @@ class Compounds:
     a style only as a prefix ("pixel art of") and a background only as a phrase ("by a brick
     wall"), so no single input vector could carry a look, and "in the style of" meant
     nothing: the paper's style inversion (section 4.3) learned nothing here (issue 19,
-    docs/toyworld.md, `python -m tinv.toyworld.style_probe`).
+    docs/toyworld.md, `python -m tinv.toyworld.styles --only diagnosis`).
     """
 
     def __init__(self, tokenizer, attrs: torch.Tensor, p: float, side: float = 0.0, style: float = 0.0):
