@@ -66,8 +66,9 @@ def test_a_tiny_packed_sweep_says_where_its_time_went(runs):
         assert got["total"] == pytest.approx(sum(t["total_s"] for t in mine) + wait, abs=0.051)
     assert table["single_word"]["reused"] == 2 and table["single_word"]["pack wait"] > 0
     assert table["image_only"]["invert"] == table["image_only"]["pack wait"] == 0
+    # three numbers each printed to 0.1: the printed sum may be one step off the sum of the printed parts
     assert table["all"]["total"] == pytest.approx(table["single_word"]["total"] + table["image_only"]["total"],
-                                                  abs=0.051)
+                                                  abs=0.11)
     assert wall == pytest.approx(table["all"]["total"] + outside, abs=0.11) and outside > 0
 
     again = run_cli(sweep, runs)                 # every job done: no time to account for
