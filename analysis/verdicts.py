@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from analysis import rulebook as rb
 from analysis import style
@@ -206,7 +205,8 @@ def decide_part(rows: Rows, part: Part, n_boot: int = N_BOOT, seed: int = SEED) 
 
 def _spearman_cols(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's rho down each column of x and y (setups x replicates), ties averaged."""
-    rx, ry = rankdata(x, axis=0), rankdata(y, axis=0)
+    # pandas ranks as scipy.stats.rankdata does (ties averaged); scipy is not a dependency
+    rx, ry = (pd.DataFrame(a).rank(axis=0, method="average").to_numpy() for a in (x, y))
     rx, ry = rx - rx.mean(axis=0), ry - ry.mean(axis=0)
     den = np.sqrt((rx ** 2).sum(axis=0) * (ry ** 2).sum(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):

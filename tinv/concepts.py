@@ -188,8 +188,11 @@ def _render_toy_concept(concept: Concept, n: int, results_root: Path, have: int)
         tmp.mkdir(parents=True)
         for i in range(n):   # seeds as tinv.toyworld.concepts.write: the first five match
             render(toy.image_attributes(concept.name, i), seed=1000 + i).save(tmp / f"{i:02d}.png")
-        if folder.exists():
-            import shutil
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+        import shutil
+        if folder.exists() and len(list(folder.glob("*.png"))) != n:
+            shutil.rmtree(folder, ignore_errors=True)     # a partial folder of an older layout
+        try:
+            tmp.rename(folder)
+        except OSError:     # another worker of the sweep rendered the same images first
+            shutil.rmtree(tmp)
     return folder

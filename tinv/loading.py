@@ -36,6 +36,9 @@ def set_cpu_threads(setting, device: str) -> int:
         import os
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         setting = max(1, cores - int(os.getloadavg()[0] + 0.5))
+        share = os.environ.get("TINV_CPU_SHARE")    # a sweep worker's cores (tinv.workers)
+        if share:
+            setting = min(setting, max(1, int(share)))
     torch.set_num_threads(int(setting))
     return int(setting)
 

@@ -63,9 +63,9 @@ def _key(folder: Path) -> str:
 
 def check_pack(size: int) -> int:
     """`hydra.launcher.pack` as an int, or a ValueError naming it (every launcher's check)."""
-    if int(size) < 1:
-        raise ValueError(f"hydra.launcher.pack must be >= 1, got {size}")
-    return int(size)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"hydra.launcher.pack={size!r} (an integer >= 1)")
+    return size
 
 
 def take(folder: Path) -> Packed | None:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
-from tinv.cluster import TinvLauncherMixin, check_pack
+from tinv.cluster import TinvLauncherMixin, check_pack, refuse
 
 log = logging.getLogger(__name__)
 
@@ -28,28 +28,40 @@ class LocalLauncher(TinvLauncherMixin, submitit_launcher.LocalLauncher):
 
 
 class PackedLauncher(BasicLauncher):
-    """Hydra's basic launcher (jobs one after another in this process) with the inversions
-    of up to `pack` compatible learning jobs done together in one UNet batch
-    (tinv.packing); each job then samples, scores and writes its own row."""
+    """Hydra's basic launcher with the inversions of up to `pack` compatible learning jobs
+    done together in one UNet batch (tinv.packing); each job then samples, scores and writes
+    its own row. The units (packed groups, lone jobs) run in `workers` local processes
+    (tinv.workers; 1: one after another in this process)."""
 
-    def __init__(self, pack: int = 8) -> None:
+    def __init__(self, pack: int = 8, workers: Any = 1) -> None:
         super().__init__()
-        self.pack = check_pack(pack)
+        from tinv.workers import check_workers
+        bad = []
+        for name, check, value in (("pack", check_pack, pack), ("workers", check_workers, workers)):
+            try:
+                setattr(self, name, check(value))
+            except (TypeError, ValueError) as e:
+                bad.append(str(e))
+        if bad:
+            refuse("bad launcher settings: " + "; ".join(bad))
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
         from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
 
-        from tinv import packing
+        from tinv import packing, workers
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs, tasks = packing.resolve_tasks(self, job_overrides, initial_job_idx)
         units = packing.schedule(tasks, self.pack)
+        n = workers.count(self.workers, len(units), tasks)
         log.info(f"Launching {len(configs)} jobs locally, inversions packed up to {self.pack} "
-                 f"at a time: {sum(len(u) > 1 for u in units)} packed groups")
-        runs = {}
-        for unit in units:
+                 f"at a time: {sum(len(u) > 1 for u in units)} packed groups"
+                 + (f", in {n} worker processes" if n > 1 else ""))
+
+        def run_unit(unit: list[int]) -> dict[int, Any]:
+            runs = {}
             with packing.packed_inversion([tasks[i] for i in unit]):
                 for i in unit:
                     log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}")
@@ -57,4 +69,7 @@ class PackedLauncher(BasicLauncher):
                                       config=configs[i], job_dir_key="hydra.sweep.dir",
                                       job_subdir_key="hydra.sweep.subdir")
                     configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            return runs
+
+        runs = workers.run(units, run_unit, n)
         return [runs[i] for i in range(len(configs))]

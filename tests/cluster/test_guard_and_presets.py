@@ -68,7 +68,7 @@ def test_slurm_provenance_array_task_and_attempt():
 
 def test_chunks_keep_order_and_reject_bad_pack():
     assert chunks([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
-    with pytest.raises(ValueError, match="pack must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"hydra.launcher.pack=0 \(an integer >= 1\)"):
         chunks([1], 0)
 
 
