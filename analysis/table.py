@@ -10,14 +10,15 @@ replacement). A concept's samples are the `scores.<metric>` lists of all its row
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+# one way to write a file whole (tables, reports, figures): the library's
+from tinv.atomic import replacing as atomic_file, write_text as atomic_write_text  # noqa: F401 (re-exported)
 
 SEED = 0            # bootstrap seed: figures are reproducible bit for bit
 N_BOOT = 2000
@@ -242,21 +243,10 @@ def save_figure(fig, out: str | Path) -> list[Path]:
         raise ValueError(f"figure path {out} must end in .png or .pdf")
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out, out.with_suffix(".pdf" if out.suffix.lower() == ".png" else ".png")]
-    for p in paths:  # temp file, then rename: a reader never sees half a figure
-        tmp = p.with_name(f".{p.name}.tmp")
-        fig.savefig(tmp, format=p.suffix[1:].lower(), dpi=150, bbox_inches="tight")
-        os.replace(tmp, p)
+    for p in paths:  # a reader never sees half a figure
+        with atomic_file(p, suffix=p.suffix) as tmp:
+            fig.savefig(tmp, format=p.suffix[1:].lower(), dpi=150, bbox_inches="tight")
     return paths
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Temp file in the same folder, then rename: a reader never sees half a table or report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; tables and reports are for everyone
-    os.replace(tmp, path)
 
 
 def fail(error: Exception | str) -> int:

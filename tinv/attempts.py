@@ -15,21 +15,21 @@ import socket
 import time
 from pathlib import Path
 
-from tinv.results import now, slurm_provenance, write_json_atomic
+from tinv.atomic import write_json
+from tinv.results import now, slurm_provenance
 
 log = logging.getLogger(__name__)
 
 FILE = "attempts.json"
-CHECKPOINT = Path("checkpoint") / "inversion_checkpoint.pt"   # tinv.inversion.CHECKPOINT_NAME in the job folder
 
 
 def checkpoint_step(folder: Path) -> int | None:
     """The inversion step the job's checkpoint holds (None: no checkpoint)."""
-    path = Path(folder) / CHECKPOINT
+    from tinv import checkpoint
+    path = checkpoint.inversion_file(checkpoint.job_dir(folder))
     if not path.is_file():
         return None
     try:
-        from tinv import checkpoint
         return int(min(s["step"] for s in checkpoint.load(path)["sets"]))
     except (ValueError, KeyError, TypeError):
         return None
@@ -66,7 +66,7 @@ class Attempts:
 
     def save(self) -> None:
         self.mine["alive_s"] = round(time.perf_counter() - self.t0, 3)
-        write_json_atomic(self.folder / FILE, self.all)
+        write_json(self.folder / FILE, self.all)
 
     def close(self, status: str) -> list[dict]:
         self.mine.update(status=status, end=now(), timings=dict(self.timings))

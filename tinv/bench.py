@@ -419,14 +419,14 @@ def main(argv: list[str] | None = None, on_phase=None) -> dict:
     p.add_argument("--out", default="runs/bench/bench.json", help="JSON result file")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)   # the command as given, also when called
-    from tinv.results import write_json_atomic
+    from tinv.atomic import write_json
 
     def partial(res: dict) -> None:
-        write_json_atomic(args.out, res)
+        write_json(args.out, res)
         if on_phase is not None:
             on_phase(res)
     res = run_bench(args, partial)
-    write_json_atomic(args.out, res)
+    write_json(args.out, res)
     print(table(res))
     print(f"wrote {args.out}")
     return res

@@ -1,16 +1,29 @@
-"""Atomic checkpoint files and the process-wide RNG states they carry."""
+"""Checkpoint files (written through tinv.atomic) and the process-wide RNG states they carry."""
 from __future__ import annotations
 
 import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
+
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from tinv.results import as_created
+
+
+# Where an inversion checkpoints: `<ckpt_dir>/inversion_checkpoint.pt`; a job's ckpt_dir is
+# `<job folder>/checkpoint`, a packed group's `<results_root>/jobs/_packed/<hash>` (tinv.packing).
+INVERSION_FILE = "inversion_checkpoint.pt"
+
+
+def inversion_file(ckpt_dir: str | os.PathLike) -> Path:
+    return Path(ckpt_dir) / INVERSION_FILE
+
+
+def job_dir(job_folder: str | os.PathLike) -> Path:
+    """The folder a job's own inversion checkpoints to."""
+    return Path(job_folder) / "checkpoint"
 
 
 def global_rng_state() -> dict[str, Any]:
@@ -21,22 +34,6 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-
-
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        as_created(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

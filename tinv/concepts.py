@@ -3,14 +3,13 @@ the concept's training images at the model's resolution."""
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
-from tinv import PACKAGE_DIR
+from tinv import PACKAGE_DIR, atomic
 from tinv.errors import InputError
 
 if TYPE_CHECKING:
@@ -184,15 +183,11 @@ def _render_toy_concept(concept: Concept, n: int, results_root: Path, have: int)
                          f"in {str(concept.folder)!r}")
     folder = results_root / "_cache" / "toyworld_concepts" / f"{concept.name}-{n}"
     if len(list(folder.glob("*.png"))) != n:
-        tmp = folder.with_name(folder.name + f".{time.time_ns()}.tmp")
-        tmp.mkdir(parents=True)
-        for i in range(n):   # seeds as tinv.toyworld.concepts.write: the first five match
-            render(toy.image_attributes(concept.name, i), seed=1000 + i).save(tmp / f"{i:02d}.png")
         import shutil
-        if folder.exists() and len(list(folder.glob("*.png"))) != n:
+        if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)     # a partial folder of an older layout
-        try:
-            tmp.rename(folder)
-        except OSError:     # another worker of the sweep rendered the same images first
-            shutil.rmtree(tmp)
+        # keep_existing: another worker of the sweep rendered the same images first
+        with atomic.replacing_dir(folder, keep_existing=True) as tmp:
+            for i in range(n):   # seeds as tinv.toyworld.concepts.write: the first five match
+                render(toy.image_attributes(concept.name, i), seed=1000 + i).save(tmp / f"{i:02d}.png")
     return folder

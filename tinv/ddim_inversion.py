@@ -62,7 +62,7 @@ def ddim_invert(parts, latents: torch.Tensor, prompt: str, steps: int = 50,
         raise ValueError(f"latents must be [N, {', '.join(map(str, sampling.latent_shape(parts)))}]"
                          f" scaled VAE latents, got shape {tuple(latents.shape)}")
     sched = _inverse_scheduler(parts, steps)
-    cond = sampling.encode_prompts(parts, [prompt]).expand(len(latents), -1, -1)
+    cond = sampling.encode_prompts(parts, [prompt]).expand(len(latents))
     x = latents.to(parts.unet.device, torch.float32)
     for t in progress_bar(sched.timesteps, desc="ddim inversion", disable=not progress):
         eps = sampling.guided_eps(parts.unet, x, t, cond, None, 1.0)
@@ -83,8 +83,8 @@ def regenerate(parts, x_T: torch.Tensor, prompt: str, guidance: float, steps: in
     """
     cond = sampling.encode_prompts(parts, [prompt, ""])
     n = len(x_T)
-    uncond = cond[1:].expand(n, -1, -1) if guidance != 1.0 else None
-    latents = sampling.denoise(parts, x_T, cond[:1].expand(n, -1, -1), uncond, steps, guidance)
+    uncond = cond[1:].expand(n) if guidance != 1.0 else None
+    latents = sampling.denoise(parts, x_T, cond[:1].expand(n), uncond, steps, guidance)
     return sampling.decode_latents(parts, latents) if decode else latents
 
 

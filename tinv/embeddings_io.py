@@ -25,13 +25,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from tinv import checkpoint
+from tinv import atomic
 from tinv.models import Parts
 from tinv.pseudo_words import PseudoWord, set_vectors
 
@@ -83,24 +82,15 @@ def authors_tokens(tokenizer, n_images: int = 0) -> dict[str, int]:
 
 def save_diffusers(vectors: torch.Tensor, placeholder: str, path: str | os.PathLike) -> Path:
     """Write `learned_embeds.safetensors` for one placeholder (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".safetensors.tmp")
-    os.close(fd)
-    try:
+    with atomic.replacing(path) as tmp:
         save_file({placeholder: _k_by_d(vectors).contiguous().cpu()}, tmp)
-        checkpoint.as_created(tmp)   # mkstemp's 0600 would hide it from the group sharing the folder
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return Path(path)
 
 
 def save_a1111(vectors: torch.Tensor, placeholder: str, path: str | os.PathLike, step: int = 0) -> Path:
     obj = {"string_to_token": {"*": A1111_STAR_ID}, "string_to_param": {"*": _k_by_d(vectors).cpu()},
            "name": placeholder, "step": int(step), "sd_checkpoint": None, "sd_checkpoint_name": None}
-    return checkpoint.save_atomic(obj, path)
+    return atomic.save_torch(path, obj)
 
 
 def save_authors(embeds: dict[str, torch.Tensor], token_ids: dict[str, int], path: str | os.PathLike,
@@ -112,7 +102,7 @@ def save_authors(embeds: dict[str, torch.Tensor], token_ids: dict[str, int], pat
                {s: torch.nn.Parameter(_k_by_d(v).cpu(), requires_grad=False) for s, v in embeds.items()})}
     if names:
         obj["tinv_names"] = dict(names)
-    return checkpoint.save_atomic(obj, path)
+    return atomic.save_torch(path, obj)
 
 
 def export_result(result, folder: str | os.PathLike, family: str = "sd") -> dict[str, Path]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from tinv import checkpoint, dvar
+from tinv import atomic, checkpoint, conditioning, dvar
 from tinv.data import ConceptImages, LatentCache, cache_latents, load_concept_images
 from tinv.embeddings_io import authors_tokens
 from tinv.models import Parts
@@ -31,7 +31,7 @@ from tinv.inversion_config import InversionConfig
 from tinv.templates import templates_for
 from tinv.progress import bar as progress_bar
 
-CHECKPOINT_NAME = "inversion_checkpoint.pt"
+CHECKPOINT_NAME = checkpoint.INVERSION_FILE
 PRE_DVAR = {"stop": "fixed", "dvar_window": dvar.WINDOW, "dvar_threshold": dvar.THRESHOLD, "dvar_batch": dvar.BATCH}
 MAX_PER_IMAGE_TOKENS = 21   # the authors' per-image token list has 21 entries
 
@@ -204,9 +204,10 @@ def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pair
         noise = torch.randn(z.shape, generator=g).to(z)
         zs.append(sched.add_noise(z, noise, t))
         ts.append(t)
-        conds.append(parts.encode_text(ids.to(parts.device)).expand(n_pairs, -1, -1))
+        conds.append(conditioning.encode(parts, ids.to(parts.device)).expand(n_pairs))
         targets.append(diffusion_target(sched, z, noise, t))
-    pred = parts.unet(torch.cat(zs).to(parts.dtype), torch.cat(ts), torch.cat(conds).to(parts.dtype)).sample
+    pred = conditioning.eps(parts.unet, torch.cat(zs).to(parts.dtype), torch.cat(ts),
+                            conditioning.cat(conds).to(parts.dtype))
     return [F.mse_loss(p.float(), y.float()).item() for p, y in zip(pred.split(n_pairs), targets)]
 
 
@@ -226,8 +227,8 @@ def fixed_eval_loss(parts: Parts, latents: LatentCache, prompt_ids: torch.Tensor
     z = latents.mean[idx, 0].to(parts.device)
     t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
     noise = torch.randn(z.shape, generator=g).to(z)
-    cond = parts.encode_text(prompt_ids.to(parts.device)).expand(n_pairs, -1, -1)
-    pred = parts.unet(sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype)).sample
+    cond = conditioning.encode(parts, prompt_ids.to(parts.device)).expand(n_pairs)
+    pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype))
     return F.mse_loss(pred.float(), diffusion_target(sched, z, noise, t).float()).item()
 
 
@@ -253,7 +254,7 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
     _check_pack(jobs)
     sets = [_Set(parts, _as_images(img, cfg, parts), cfg) for img, cfg in jobs]
     words = [w for s in sets for w in s.words]
-    ckpt_path = Path(ckpt_dir) / CHECKPOINT_NAME if ckpt_dir else None
+    ckpt_path = checkpoint.inversion_file(ckpt_dir) if ckpt_dir else None
     sched = training_scheduler(parts)
     with learning(parts, words):
         for s in sets:
@@ -297,8 +298,8 @@ def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> Non
         t = torch.cat([torch.randint(sched.config.num_train_timesteps, (s.cfg.batch_size,), generator=s.gen)
                        for s in sets]).to(parts.device)
         noise = torch.cat([torch.randn(d[0].shape, generator=s.gen) for s, d in zip(sets, drawn)]).to(z)
-        cond = parts.encode_text(parts.tokenize(prompts, expand=False))
-        pred = parts.unet(sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype)).sample
+        cond = conditioning.encode(parts, parts.tokenize(prompts, expand=False))
+        pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype))
         target = diffusion_target(sched, z, noise, t)
         losses = 0.0
         for i, (s, p, y) in enumerate(zip(sets, pred.float().split([s.cfg.batch_size for s in sets]),
@@ -349,8 +350,8 @@ def _check_pack(jobs) -> None:
 
 
 def _save(sets: list[_Set], path: Path) -> None:
-    checkpoint.save_atomic({"format": 1, "sets": [s.state() for s in sets],
-                            "rng": checkpoint.global_rng_state()}, path)
+    atomic.save_torch(path, {"format": 1, "sets": [s.state() for s in sets],
+                             "rng": checkpoint.global_rng_state()})
 
 
 def _resume(sets: list[_Set], path: Path) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from tinv import joblock, preflight, prompts as P, results, store, tokens, validate
+from tinv import atomic, joblock, preflight, prompts as P, results, store, tokens, validate
 from tinv.attempts import Attempts, checkpoint_step
 from tinv.concepts import resolve_concept, scan_images, training_images
 from tinv.errors import InputError
@@ -76,10 +76,8 @@ def prompt_only_cached(plan: Plan, parts, texts: list[str], cache_dir: Path,
         log.info("prompt-only: sampling %d uncached prompt(s)", len(missing))
         for t, imgs in zip(missing, generate(plan, parts, missing, progress)):
             cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = files[t].with_suffix(f".{time.time_ns()}.tmp")
             # uint8 as an image file holds it; +0.5 on load makes the round trip exact
-            torch.save({"spec": {**spec, "text": t}, "images": (imgs * 255).to(torch.uint8)}, tmp)
-            tmp.replace(files[t])
+            atomic.save_torch(files[t], {"spec": {**spec, "text": t}, "images": (imgs * 255).to(torch.uint8)})
     return [(torch.load(files[t])["images"].float() + 0.5) / 255 for t in texts]
 
 
@@ -284,7 +282,7 @@ def usage_lines(row: dict) -> list[str]:
 def _write_row(row: dict, folder: Path, device: str, start: str) -> None:
     row["provenance"] = {**results.provenance(device, start, weights=model_fingerprint(row["config"]["model"])),
                          "concept_files": concept_fingerprint(row["config"]["concept"])}
-    results.write_json_atomic(folder / results.ROW_NAME, row)
+    atomic.write_json(folder / results.ROW_NAME, row)
 
 
 def _total_s(timings: dict, t0: float) -> float:
@@ -319,7 +317,7 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                     "notes": dict(result.notes)}
         if result.dvar:     # stop=dvar: where it stopped, and the fixed-batch loss it read
             training["dvar"] = dict(result.dvar)
-        results.write_json_atomic(folder / "losses.json", {"losses": result.losses,
+        atomic.write_json(folder / "losses.json", {"losses": result.losses,
                                                            "diffusion_losses": result.diffusion_losses})
         artifacts["losses"] = "losses.json"
         tracker.log_losses(result.losses)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinv import joblock, results
+from tinv import atomic, joblock, results
 from tinv.loading import model_fingerprint
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,11 @@ def obtain(plan, parts, images, job_folder: Path, job_id: str, progress: bool, p
 
 
 def _compute(plan, parts, images, job_folder: Path, packed, progress: bool) -> Learned:
-    from tinv import inversion, pivotal
+    from tinv import checkpoint, inversion, pivotal
     if packed:
         result = install(parts, packed.result)
     else:
-        result = inversion.invert(parts, images, plan.icfg, ckpt_dir=job_folder / "checkpoint", progress=progress)
+        result = inversion.invert(parts, images, plan.icfg, ckpt_dir=checkpoint.job_dir(job_folder), progress=progress)
     piv = pivotal.pivotal_tune(parts, images, plan.pcfg, progress=progress) if plan.pcfg is not None else None
     return Learned(result, piv, packed)
 
@@ -103,13 +103,12 @@ def _compute(plan, parts, images, job_folder: Path, packed, progress: bool) -> L
 def _store(where: Path, learned: Learned, job_id: str, parts, pcfg) -> None:
     """The tuned UNet tensors first (pivotal_unet.safetensors, as a job exports them), then
     learned.pt, whose presence says the artifact is whole; both written atomically."""
-    from tinv import checkpoint, pivotal
+    from tinv import pivotal
     if learned.pivotal is not None:
         pivotal.save_tuned(parts, learned.pivotal, where, pcfg)
-    checkpoint.save_atomic({"format": FORMAT, "made_by": job_id, "made": results.now(),
-                            "result": dataclasses.asdict(learned.result),
-                            "pivotal": dataclasses.asdict(learned.pivotal) if learned.pivotal else None},
-                           where / FILE)
+    atomic.save_torch(where / FILE, {"format": FORMAT, "made_by": job_id, "made": results.now(),
+                                     "result": dataclasses.asdict(learned.result),
+                                     "pivotal": dataclasses.asdict(learned.pivotal) if learned.pivotal else None})
 
 
 def _installed(parts, where: Path) -> Learned | None:

@@ -23,6 +23,8 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DiffusionPipeline, LDMTextT
 from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
 from transformers import BertTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from tinv import atomic
+
 FAMILIES = ("sd", "ldm")
 # Both public families condition on 77 token positions.
 MAX_TOKENS = 77
@@ -214,13 +216,9 @@ def _clip_vocab_files() -> Path:
     byte_chars = list(bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    tmp = Path(tempfile.mkdtemp(dir=out.parent))
-    (tmp / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    try:
-        tmp.rename(out)  # atomic: a concurrent builder loses the race harmlessly
-    except OSError:
-        pass
+    with atomic.replacing_dir(out, keep_existing=True) as tmp:   # a concurrent builder loses harmlessly
+        (tmp / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+        (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     return out
 
 
@@ -247,9 +245,7 @@ def tiny_bert_tokenizer() -> BertTokenizer:
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-*<>_")
         pieces = ["##" + c for c in chars]
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text("\n".join(specials + chars + pieces + _BERT_WORDS) + "\n")
-        tmp.replace(out)
+        atomic.write_text(out, "\n".join(specials + chars + pieces + _BERT_WORDS) + "\n")
     return BertTokenizer(vocab=str(out), model_max_length=MAX_TOKENS)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from tinv import sampling
+from tinv import atomic, conditioning, sampling
 from tinv.data import ConceptImages, LatentCache, cache_latents
 from tinv.inversion import diffusion_target, fixed_eval_loss, training_scheduler
 from tinv.progress import bar as progress_bar
@@ -102,7 +102,7 @@ def pivotal_tune(parts, images: ConceptImages | LatentCache, cfg: PivotalConfig,
     ids = pivot_prompt_ids(parts, cfg)
     latents = images if isinstance(images, LatentCache) else cache_latents(parts, images)
     with torch.no_grad():  # the pivot: conditioning computed once, no text gradients
-        cond = parts.encode_text(ids).to(parts.dtype).expand(cfg.batch_size, -1, -1)
+        cond = conditioning.encode(parts, ids).to(parts.dtype).expand(cfg.batch_size)
     sched = training_scheduler(parts)
     gen = torch.Generator().manual_seed(cfg.seed)
     result = PivotalResult(tuned=sorted(chosen),
@@ -120,7 +120,7 @@ def pivotal_tune(parts, images: ConceptImages | LatentCache, cfg: PivotalConfig,
             t = torch.randint(sched.config.num_train_timesteps, (cfg.batch_size,),
                               generator=gen).to(parts.device)
             noise = torch.randn(z.shape, generator=gen).to(z)
-            pred = unet(sched.add_noise(z, noise, t).to(parts.dtype), t, cond).sample
+            pred = conditioning.eps(unet, sched.add_noise(z, noise, t).to(parts.dtype), t, cond)
             loss = F.mse_loss(pred.float(), diffusion_target(sched, z, noise, t).float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -138,12 +138,10 @@ def save_tuned(parts, result: PivotalResult, out_dir: str | os.PathLike,
     """Write only the tuned UNet tensors to `out_dir/pivotal_unet.safetensors`, atomically,
     with the config in the file's metadata; `out_dir` is the embedding's folder."""
     path = Path(out_dir) / TUNED_FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
     params = dict(parts.unet.named_parameters())
     tensors = {n: params[n].detach().cpu().contiguous() for n in result.tuned}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, tmp, metadata={"tinv_pivotal": json.dumps(asdict(cfg))})
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        save_file(tensors, tmp, metadata={"tinv_pivotal": json.dumps(asdict(cfg))})
     return path
 
 

@@ -15,7 +15,6 @@ import os
 import platform
 import socket
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -46,43 +45,6 @@ def job_folder(results_root: str | os.PathLike, concept: str, method: str, job_i
     """<results_root>/jobs/<concept>-<method>-<job_id>: readable, unique by the hash, and
     the same for every sweep that names the job."""
     return Path(results_root) / STORE / f"{concept}-{method}-{job_id}"
-
-
-def _umask() -> int:
-    try:   # Linux states it; reading it elsewhere means setting it, briefly
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def as_created(tmp: str | os.PathLike) -> None:
-    """Give a temp file the mode a plainly created file gets (0666 less the umask): mkstemp
-    makes it 0600, which would leave rows and embeddings unreadable to the group sharing
-    a results folder."""
-    os.chmod(tmp, 0o666 & ~_umask())
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON to a temp file in the same folder, then rename: readers never see half a row."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        as_created(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_row(folder: str | os.PathLike) -> dict | None:

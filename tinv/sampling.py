@@ -8,7 +8,8 @@ evaluation grid (64 samples x every prompt x every setup x every concept) makes 
   * each distinct prompt is encoded once, not once per batch;
   * x_T depends on the seed alone (drawn on the CPU in float32), so every setup, prompt
     and device sees identical starting noise and setups are compared on the same draws.
-The same code serves both families: `Parts.encode_text` hides CLIP vs LDM-BERT, and
+The same code serves both families: `Parts.encode_text` hides CLIP vs LDM-BERT (behind
+tinv.conditioning, the one text-to-UNet seam, which a per-layer word also goes through), and
 `vae.decode(...).sample` is shared by `AutoencoderKL` and `VQModel`.
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from diffusers import DDIMScheduler
 
+from tinv import conditioning
+from tinv.conditioning import Cond
 from tinv.pseudo_words import PseudoWord, expand_prompt, token_names
 from tinv.progress import bar as progress_bar
 
@@ -54,11 +57,11 @@ def tokenize(parts, prompts: Sequence[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_prompts(parts, prompts: Sequence[str]) -> torch.Tensor:
-    """Conditioning [P, L, D] for each prompt, in the UNet's dtype and on its device."""
+def encode_prompts(parts, prompts: Sequence[str]) -> Cond:
+    """Conditioning (a Cond of [P, L, D]) for each prompt, in the UNet's dtype and on its device."""
     if isinstance(prompts, str):
         raise TypeError(f"prompts must be a list of strings, got the string {prompts!r}")
-    return parts.encode_text(tokenize(parts, prompts)).to(parts.device, parts.dtype)
+    return conditioning.encode(parts, tokenize(parts, prompts)).to(parts.device, parts.dtype)
 
 
 def latent_shape(parts) -> tuple[int, int, int]:
@@ -90,19 +93,17 @@ def ddim_scheduler(parts, steps: int, **overrides) -> DDIMScheduler:
     return sched
 
 
-def guided_eps(unet, x: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor | None,
-               guidance: float) -> torch.Tensor:
+def guided_eps(unet, x: torch.Tensor, t, cond: Cond, uncond: Cond | None, guidance: float) -> torch.Tensor:
     """eps = uncond + g * (cond - uncond), both halves in ONE UNet call; g == 1 skips uncond."""
     if guidance == 1.0 or uncond is None:
-        return unet(x.to(unet.dtype), t, encoder_hidden_states=cond).sample.float()
-    both = unet(torch.cat([x, x]).to(unet.dtype), t,
-                encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
+        return conditioning.eps(unet, x.to(unet.dtype), t, cond).float()
+    both = conditioning.eps(unet, torch.cat([x, x]).to(unet.dtype), t, conditioning.cat([uncond, cond])).float()
     eps_uncond, eps_cond = both.chunk(2)
     return eps_uncond + guidance * (eps_cond - eps_uncond)
 
 
 @torch.no_grad()
-def denoise(parts, x_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
+def denoise(parts, x_T: torch.Tensor, cond: Cond, uncond: Cond | None,
             steps: int, guidance: float, eta: float = 0.0,
             generators: list[torch.Generator] | None = None, bar=None) -> torch.Tensor:
     """Run DDIM from x_T [B, C, h, w] to x_0 latents (float32); cond/uncond are [B, L, D].
@@ -163,7 +164,7 @@ def sample(parts, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
     for start in range(0, total, batch_size):
         idx = torch.arange(start, min(start + batch_size, total))
         cond = table[which[idx // n_seeds]]
-        uncond = table[-1:].expand_as(cond)
+        uncond = table[-1:].expand(len(cond))
         # a seed's generator is shared by its prompts, so eta > 0 noise is cloned per image
         batch_gens = [_clone(gens[i % n_seeds]) for i in idx.tolist()] if eta > 0 else None
         latents = denoise(parts, x_T[idx % n_seeds], cond, uncond, steps, guidance, eta,

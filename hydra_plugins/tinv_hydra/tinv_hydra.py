@@ -24,6 +24,8 @@ from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
+from tinv.results import NON_IDENTITY_KEYS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 EXPERIMENT_GROUP = "experiment"
@@ -90,9 +92,10 @@ class TinvSweeper(BasicSweeper):
         return out
 
 
-# Overrides that say how a job runs, not what it computes (tinv.results.NON_IDENTITY_KEYS):
-# they stay out of a sweep's name.
-HOUSEKEEPING = ("logger", "progress", "cpu_threads", "device", "results_root", "launcher", "cluster")
+# Overrides that stay out of a sweep's name: how a job runs, not what it computes
+# (tinv.results.NON_IDENTITY_KEYS; `sweep` and `hydra.*` are handled on their own), and the
+# device, which a sweep moved to a GPU keeps its name through.
+HOUSEKEEPING = (*(k for k in NON_IDENTITY_KEYS if k not in ("sweep", "hydra")), "device")
 # The config's `sweep` when nothing names one (conf/config.yaml).
 DEFAULT_SWEEP = "default"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")

@@ -249,7 +249,7 @@ def test_dirty_tree_is_refused_before_anything_is_submitted(tmp_path):
     the file and the override named; no SLURM job exists afterwards."""
     conf = committed_conf(tmp_path)
     (conf / "method" / "single_word.yaml").write_text(
-        (conf / "method" / "single_word.yaml").read_text().replace("lr: 5.0e-3", "lr: 5.0e-2"))
+        (conf / "method" / "single_word.yaml").read_text() + "inversion:\n  lr: 5.0e-2\n")
     args = [a for a in sweep_args(tmp_path / "results", "dirty", tmp_path / "hydra", CONCEPTS[:1], METHODS[:1])
             if a != "hydra.launcher.allow_dirty=true"]
     proc = run_py("--config-path", str(conf), *args, check=False, timeout=300)

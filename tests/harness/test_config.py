@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from tinv import job, prompts, results
+from tinv import atomic, job, prompts, results
 
 from .conftest import REPO
 
@@ -131,7 +131,7 @@ def test_identity_ignores_where_and_how_a_job_runs():
 
 def test_atomic_row_round_trip(tmp_path: Path):
     row = {"status": "ok", "metrics": {"reconstruction_clip": 0.5}, "nan": float("nan")}
-    results.write_json_atomic(tmp_path / "result.json", row)
+    atomic.write_json(tmp_path / "result.json", row)
     back = results.read_row(tmp_path)
     assert back["metrics"] == row["metrics"] and back["nan"] != back["nan"]
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]   # no temp file left

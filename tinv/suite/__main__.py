@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from tinv.results import write_json_atomic
+from tinv.atomic import replacing, write_json, write_text
 from tinv.suite import COMMON, PARTS, PHYSICAL_LIMIT_S_PER_CONCEPT_STEP, SECTIONS, TARGETS, run_killable
 from tinv.suite.report import markdown
 
@@ -168,20 +168,16 @@ def run_part(name: str, a: argparse.Namespace, timeout: float, work: Path, env: 
 
 def write(suite: dict, out: Path) -> None:
     suite["targets"] = targets(suite)
-    write_json_atomic(out / "suite.json", suite)
-    tmp = out / ".suite.md.tmp"
-    tmp.write_text(markdown(suite))
-    tmp.replace(out / "suite.md")
+    write_json(out / "suite.json", suite)
+    write_text(out / "suite.md", markdown(suite))
 
 
 def pack(work: Path, out: Path) -> None:
     """Rows, configs and logs of OUT/work into OUT/details.tar.gz; samples and weights stay out."""
-    tmp = out / ".details.tar.gz.tmp"
-    with tarfile.open(tmp, "w:gz") as tar:
+    with replacing(out / "details.tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
         for f in sorted(work.rglob("*")):
             if f.is_file() and f.suffix in PACKED_SUFFIXES and f.stat().st_size < 4 * 2 ** 20:
                 tar.add(f, arcname=str(f.relative_to(work)))
-    tmp.replace(out / "details.tar.gz")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,13 +64,13 @@ def bench(a) -> dict:
     """tinv.bench in this process: the three ratios, the compile time and DVAR's steps. The
     section is rewritten after every phase, so a timeout keeps the phases that finished."""
     from tinv import bench as B
-    from tinv.results import write_json_atomic
+    from tinv.atomic import write_json
     argv = ["--compile", "--out", str(a.out / "bench.json")]
     if a.quick:   # inductor needs minutes on a CPU; eager still traces the UNet with dynamo
         argv += ["--quick", "--model", "tiny", "--device", "cpu", "--compile-backend", "eager"]
     else:         # DVAR runs last, packed at 512 px: 4 concepts keep it inside the part's limit (unmeasured)
         argv += ["--dvar-concepts", "4"]
-    return bench_section(B.main(argv, on_phase=lambda res: write_json_atomic(a.result, bench_section(res))))
+    return bench_section(B.main(argv, on_phase=lambda res: write_json(a.result, bench_section(res))))
 
 
 def bench_section(res: dict) -> dict:
@@ -348,8 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds this part is given")
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
-    from tinv.results import write_json_atomic
-    write_json_atomic(a.result, PARTS[a.part](a))
+    from tinv.atomic import write_json
+    write_json(a.result, PARTS[a.part](a))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from tinv import atomic
+
 from . import attributes, captions, evaluator, nets, oracle
 from .concepts import EXCLUDE
 from .render import render_array
@@ -39,17 +41,8 @@ N_CAPTIONS = 4
 # ------------------------------------------------------------------ helpers
 def _atomic_dir(final: Path, write) -> None:
     """Write a folder through `write(tmp)` then swap it in, so readers never see half of it."""
-    final = Path(final)
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic.replacing_dir(final) as tmp:
+        write(tmp)
 
 
 def _to_images(u8: torch.Tensor) -> torch.Tensor:
@@ -448,8 +441,7 @@ def train_joint(joint: Joint, lat_mean, lat_std, ids, empty_ids, sched, steps: i
         loss = joint_step(joint, sched, z, noise, t, cond, min_snr)
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)   # the bar redraws at its own interval
         if joint.step % ckpt_every == 0 or joint.step == steps:
-            torch.save(joint.state(), ckpt_path.with_suffix(".tmp"))
-            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+            atomic.save_torch(ckpt_path, joint.state())
         if joint.step % export_every == 0 or joint.step == steps:
             on_export(joint)
             joint.unet.train()

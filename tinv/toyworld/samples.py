@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from tinv import atomic
+
 from . import MODEL_DIR
 
 PROMPTS = ("a photo of a red star on grass", "a photo of a blue heart in the sky",
@@ -70,10 +72,8 @@ def main(argv=None) -> None:
     for r in rows:
         grid.paste(r, (0, y))
         y += r.height
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp.png")
-    grid.save(tmp)
-    tmp.replace(args.out)
+    with atomic.replacing(args.out, suffix=".png") as tmp:
+        grid.save(tmp)
     print(f"wrote {args.out}")
 
 
