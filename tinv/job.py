@@ -26,8 +26,6 @@ attempts (tinv.attempts). The stages:
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 import traceback
@@ -43,7 +41,8 @@ from tinv.errors import InputError
 from tinv.loading import choose_device, load_model, model_fingerprint, set_cpu_threads
 from tinv.progress import third_party as third_party_bars
 from tinv.plan import (Cell, Plan, _plain, concept_fingerprint, default_choices,
-                       effective_config, finished_row, job_location, make_plan, seeds)
+                       effective_config, finished_row, job_location, make_plan)
+from tinv.methods import seeds
 
 # Names tests and callers reach through tinv.job (the job's public face).
 __all__ = ["InputError", "default_choices", "job_location", "make_plan", "resolve_concept", "run_job"]
@@ -52,35 +51,6 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- stages
-def generate(plan: Plan, parts, texts: list[str], progress: bool) -> list[torch.Tensor]:
-    from tinv.sampling import sample
-    e = plan.cfg["eval"]
-    s = seeds(plan.cfg)
-    images = sample(parts, texts, s, steps=int(e["steps"]), guidance=float(e["guidance"]),
-                    eta=float(e["eta"]), batch_size=int(e["batch_size"]), progress=progress)
-    return list(images.split(len(s)))
-
-
-def prompt_only_cached(plan: Plan, parts, texts: list[str], cache_dir: Path,
-                       progress: bool) -> list[torch.Tensor]:
-    """Prompt-only samples do not depend on the concept or setup: one file per
-    (model weights, text, seeds, sampler settings), shared by every job under results_root."""
-    e = plan.cfg["eval"]
-    spec = {"model": model_fingerprint(plan.cfg["model"]), "dtype": str(plan.cfg["model"].get("dtype")),
-            "device": str(parts.device.type), "seeds": seeds(plan.cfg),
-            **{k: e[k] for k in ("steps", "guidance", "eta")}}
-    files = {t: cache_dir / (hashlib.sha256(json.dumps({**spec, "text": t}, sort_keys=True)
-                                            .encode()).hexdigest()[:20] + ".pt") for t in texts}
-    missing = [t for t in texts if not files[t].exists()]
-    if missing:
-        log.info("prompt-only: sampling %d uncached prompt(s)", len(missing))
-        for t, imgs in zip(missing, generate(plan, parts, missing, progress)):
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            # uint8 as an image file holds it; +0.5 on load makes the round trip exact
-            atomic.save_torch(files[t], {"spec": {**spec, "text": t}, "images": (imgs * 255).to(torch.uint8)})
-    return [(torch.load(files[t])["images"].float() + 0.5) / 255 for t in texts]
-
-
 def pivotal_moved(before: float, after: float) -> float:
     """Relative fall of the fixed-batch loss over the pivotal stage (negative if it rose)."""
     return (before - after) / before if before and before == before else float("nan")
@@ -296,7 +266,7 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
     """invert -> sample -> evaluate; returns the row's metrics, artifacts, ...; fills
     `timings` stage by stage, so a failed row shows how far the job got. The inversion is
     reused when a job differing only in eval.* made it already (tinv.learned)."""
-    cfg, method = plan.cfg, plan.cfg["method"]
+    cfg = plan.cfg
     artifacts: dict[str, Any] = {}
     training: dict[str, Any] = {}
     train01 = (images.pixels + 1) / 2
@@ -348,27 +318,7 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
 
     t = time.perf_counter()
     cells = plan.cells()
-    texts = [c.text for c in cells]
-    if method.get("reference") == "image_only":
-        for c in cells:
-            c.images = train01
-    elif method.get("bipartite"):
-        from tinv.data import cache_latents
-        from tinv.ddim_inversion import bipartite
-        t_inv = time.perf_counter()
-        latents = cache_latents(parts, images).mean[:, 0]
-        res = bipartite(parts, latents, texts, [float(cfg["eval"]["guidance"])], plan.icfg.placeholder,
-                        steps=int(cfg["eval"]["steps"]), progress=progress, source_prompt=plan.recon.template)
-        for c, imgs in zip(cells, res.images[0]):
-            c.images = imgs
-        training["bipartite_s"] = time.perf_counter() - t_inv
-    elif method.get("reference") == "prompt_only":
-        cache = Path(cfg["results_root"]) / "_cache" / "prompt_only"
-        for c, imgs in zip(cells, prompt_only_cached(plan, parts, texts, cache, progress)):
-            c.images = imgs
-    else:
-        for c, imgs in zip(cells, generate(plan, parts, texts, progress)):
-            c.images = imgs
+    plan.kind.sample(plan, parts, images, cells, progress, training)
     grids = save_grids(cells, folder / "samples")
     artifacts["samples"] = {k: str(p.relative_to(folder)) for k, p in grids.items()}
     tracker.log_images(grids)

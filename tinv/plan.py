@@ -12,6 +12,7 @@ from tinv import prompts as P, results, store
 from tinv.concepts import Concept, resolve_concept
 from tinv.errors import InputError
 from tinv.loading import model_fingerprint
+from tinv.methods import Kind, kind_of
 from tinv.prompts import EvalPrompt
 from tinv.validate import DEFAULT_PLACEHOLDER, placeholder
 
@@ -86,6 +87,7 @@ class Plan:
     fillers: list[str | None]       # what replaces {}: [placeholder], captions, or [""]
     icfg: Any = None                # InversionConfig when the method learns
     pcfg: Any = None                # PivotalConfig for pivotal tuning
+    kind: Kind = field(default_factory=Kind)    # what the method does (tinv.methods)
     choices: dict = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
@@ -93,7 +95,7 @@ class Plan:
         for p_i, p in enumerate([self.recon] + self.prompts):
             for c_i, filler in enumerate(self.fillers):
                 text = p.fill(filler) if filler is not None else p.template
-                caption = c_i if self.cfg["method"].get("captions") else None
+                caption = c_i if self.kind.captions else None
                 out.append(Cell(p_i - 1, caption, text))
         return out
 
@@ -112,24 +114,12 @@ def make_plan(cfg: dict, choices: dict) -> Plan:
         raise InputError(str(e)) from e
     if not prompts:
         raise InputError(f"prompt list {P.prompt_set_name(cfg)!r} is empty")
-    if method.get("captions"):
-        which = method["captions"]
-        caps = (concept.captions or {}).get(which)
-        if not caps:
-            raise InputError(f"method {method['name']!r} needs {which} captions for concept "
-                             f"{concept.name!r}: add concept.captions.{which} (or a captions.yaml "
-                             f"in {str(concept.folder)!r})")
-        fillers = list(caps)
-    elif method.get("reference") == "prompt_only":
-        fillers = [""]
-    elif method.get("reference") == "image_only":
-        fillers = [None]
-    else:
-        fillers = [placeholder(cfg)]
-    plan = Plan(cfg, concept, recon, prompts, fillers, choices=choices)
-    if method.get("learns"):
+    kind = kind_of(method)
+    plan = Plan(cfg, concept, recon, prompts, kind.fillers(method, concept, placeholder(cfg)), kind=kind,
+                choices=choices)
+    if kind.learns:
         plan.icfg = inversion_config(cfg, concept)
-        if method.get("pivotal"):
+        if kind.tunes:
             plan.pcfg = pivotal_config(cfg, plan.icfg, recon)
     return plan
 
@@ -156,13 +146,6 @@ def check_initializer(plan: Plan, tokenizer) -> None:
     if tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id:
         raise InputError(f"concept.initializer={word!r} is not in this model's vocabulary (its tokenizer "
                          f"reads it as {tokenizer.unk_token}); give a word the model knows (cat, toy, sculpture)")
-
-
-# ----------------------------------------------------------------------------- seeds
-def seeds(cfg: Mapping[str, Any]) -> list[int]:
-    """The same noise seeds for every setup, prompt and concept (section 5.1)."""
-    e = cfg["eval"]
-    return list(range(int(e["seed"]), int(e["seed"]) + int(e["num_samples"])))
 
 
 # ----------------------------------------------------------------------------- where the job lands

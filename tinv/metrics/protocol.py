@@ -14,12 +14,12 @@ from tinv.metrics import encoders, oracle, scores as S
 
 def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
     """metrics, metrics_ci, per_prompt, scores: the protocol of section 5.1 (see docs/harness.md)."""
-    cfg, e, m = plan.cfg, plan.cfg["eval"], plan.cfg["model"]
+    e, m = plan.cfg["eval"], plan.cfg["model"]
     boot = dict(n_boot=int(e["bootstrap"]["n"]), seed=int(e["bootstrap"]["seed"]))
     # Image-only's samples ARE the training images, and bipartite inversion's are each
     # training image regenerated from its own inverted noise: either way sample i is a
     # copy of training image i, so the (i, i) pair is left out of reconstruction.
-    exclude_self = cfg["method"].get("reference") == "image_only" or bool(cfg["method"].get("bipartite"))
+    exclude_self = plan.kind.exclude_self
     clip = (encoders.cached(encoders.ClipEncoder.toyworld, device) if m["evaluator"] == "toyworld"
             else encoders.cached(encoders.ClipEncoder.from_open_clip, e["clip"]["model"],
                                  e["clip"]["pretrained"], device))

@@ -1,0 +1,74 @@
+"""The method registry (tinv/methods.py): every method YAML is one kind, read in one place;
+the YAMLs inherit a base; and a setup added through the registry alone runs end to end."""
+from __future__ import annotations
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from tinv import methods
+from tinv.errors import InputError
+from tinv.plan import make_plan
+
+from .conftest import FAST, REPO, rows, run_cli
+from .test_config import METHODS, _compose
+
+KIND = {"single_word": "learned word", "two_word": "learned word", "three_word": "learned word",
+        "progressive": "learned word", "regularized": "learned word", "per_image_tokens": "learned word",
+        "high_lr": "learned word", "low_lr": "learned word", "single_word_dvar": "learned word",
+        "pivotal_tuning": "tuned generator", "bipartite_inversion": "bipartite inversion",
+        "human_captions_short": "human captions", "human_captions_long": "human captions",
+        "image_only": "image-only", "prompt_only": "prompt-only", "initializer_word": "initializer word"}
+
+
+def test_every_method_yaml_is_one_kind_and_every_kind_is_used():
+    assert set(METHODS) == set(KIND)
+    for m in METHODS:
+        cfg = OmegaConf.to_container(_compose(f"method={m}"), resolve=True)
+        assert methods.kind_of(cfg["method"]).name == KIND[m], m
+    assert set(KIND.values()) == set(methods.KINDS)
+
+
+def test_method_yamls_inherit_a_base_and_state_only_what_differs():
+    bases = {b: yaml.safe_load((REPO / "conf" / "method" / "base" / f"{b}.yaml").read_text())
+             for b in ("learned", "fixed")}
+    for m in METHODS:
+        own = yaml.safe_load((REPO / "conf" / "method" / f"{m}.yaml").read_text())
+        [base] = [d.split("/")[1].split("@")[0] for d in own.pop("defaults") if d != "_self_"]
+        for key, value in own.items():
+            if key == "inversion":
+                for k, v in value.items():      # an inversion field restated with the base's value
+                    assert bases[base]["inversion"].get(k) != v, (m, k)
+            else:
+                assert bases[base].get(key, object()) != value, (m, key)
+    assert "inversion" not in bases["fixed"]        # references and captions carry no inversion block
+
+
+def test_flags_that_name_no_kind_are_refused():
+    with pytest.raises(InputError, match="reference='images' is none of image_only, initializer, prompt_only"):
+        methods.kind_of({"name": "x", "learns": False, "reference": "images"})
+    with pytest.raises(InputError, match="learns nothing and names no reference or captions"):
+        methods.kind_of({"name": "x", "learns": False})
+
+
+def test_the_initializer_word_fills_the_prompts_with_the_concepts_coarse_word():
+    cfg = OmegaConf.to_container(_compose("method=initializer_word", "concept=red_star"), resolve=True)
+    plan = make_plan(cfg, {})
+    assert plan.icfg is None and plan.fillers == [cfg["concept"]["initializer"]]
+    texts = [c.text for c in plan.cells()]
+    assert all(cfg["concept"]["initializer"] in t and "<" not in t for t in texts), texts
+
+
+def test_a_setup_added_through_the_registry_runs_and_differs_from_its_neighbours(tmp_path):
+    res = run_cli(["-m", "method=initializer_word,prompt_only,single_word", "concept=red_star", *FAST,
+                   "sweep=kinds"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    by = {r["choices"]["method"]: r for r in rows(tmp_path, "kinds")}
+    assert set(by) == {"initializer_word", "prompt_only", "single_word"}
+    init = by["initializer_word"]
+    assert init["status"] == "ok" and "embeddings" not in init["artifacts"]     # nothing learned
+    key = "reconstruction_clip"
+    assert key in init["metrics"]
+    # its samples are its own: not prompt-only's, not the learned word's
+    assert init["metrics"][key] != by["prompt_only"]["metrics"][key]
+    assert init["metrics"][key] != by["single_word"]["metrics"][key]

@@ -1,0 +1,203 @@
+"""The method registry: what each kind of setup does, in one place.
+
+A setup's YAML (conf/method/) is data: its flags say which kind it is, and `kind_of` is the
+only reader of those flags. A kind says whether the setup learns a word (tinv.learned runs
+the inversion, the InversionConfig coming from the YAML's `inversion` block), what fills the
+placeholder of the evaluation prompts, how the samples of each prompt are made, and whether
+they are the training images themselves (scored without pairing an image with itself):
+
+| kind | YAML flags | fills `{}` with | samples |
+| --- | --- | --- | --- |
+| learned word | learns | the learned word | DDIM from the seeds |
+| tuned generator | learns, pivotal | the learned word | DDIM from the seeds, tuned UNet |
+| bipartite inversion | learns, bipartite | the learned word | DDIM-inverted training images, regenerated |
+| human captions | captions: short/long | each caption | DDIM from the seeds, per caption |
+| image-only | reference: image_only | nothing | the training images |
+| prompt-only | reference: prompt_only | "" | DDIM from the seeds, shared by all jobs |
+| initializer word | reference: initializer | the concept's initializer | DDIM from the seeds |
+
+A new setup of an existing kind is a YAML; a new kind is a class here plus its YAML
+(docs/DESIGN.md, "Adding a method"). This module stays light to import (the config check
+builds plans before any model loads): the sampling code is imported where a kind samples.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from tinv.errors import InputError
+
+log = logging.getLogger("tinv.job")    # its lines are the job's
+
+
+def seeds(cfg: Mapping[str, Any]) -> list[int]:
+    """The same noise seeds for every setup, prompt and concept (section 5.1)."""
+    e = cfg["eval"]
+    return list(range(int(e["seed"]), int(e["seed"]) + int(e["num_samples"])))
+
+
+def generate(plan, parts, texts: list[str], progress: bool) -> list:
+    """Each text's samples [S, 3, H, W] from the protocol's seeds (eval.*)."""
+    from tinv.sampling import sample
+    e = plan.cfg["eval"]
+    s = seeds(plan.cfg)
+    images = sample(parts, texts, s, steps=int(e["steps"]), guidance=float(e["guidance"]),
+                    eta=float(e["eta"]), batch_size=int(e["batch_size"]), progress=progress)
+    return list(images.split(len(s)))
+
+
+def prompt_only_cached(plan, parts, texts: list[str], cache_dir, progress: bool) -> list:
+    """Prompt-only samples do not depend on the concept or setup: one file per
+    (model weights, text, seeds, sampler settings), shared by every job under results_root."""
+    import hashlib
+    import json
+
+    import torch
+
+    from tinv import atomic
+    from tinv.loading import model_fingerprint
+    e = plan.cfg["eval"]
+    spec = {"model": model_fingerprint(plan.cfg["model"]), "dtype": str(plan.cfg["model"].get("dtype")),
+            "device": str(parts.device.type), "seeds": seeds(plan.cfg),
+            **{k: e[k] for k in ("steps", "guidance", "eta")}}
+    files = {t: cache_dir / (hashlib.sha256(json.dumps({**spec, "text": t}, sort_keys=True)
+                                            .encode()).hexdigest()[:20] + ".pt") for t in texts}
+    missing = [t for t in texts if not files[t].exists()]
+    if missing:
+        log.info("prompt-only: sampling %d uncached prompt(s)", len(missing))
+        for t, imgs in zip(missing, generate(plan, parts, missing, progress)):
+            # uint8 as an image file holds it; +0.5 on load makes the round trip exact
+            atomic.save_torch(files[t], {"spec": {**spec, "text": t}, "images": (imgs * 255).to(torch.uint8)})
+    return [(torch.load(files[t])["images"].float() + 0.5) / 255 for t in texts]
+
+
+class Kind:
+    """A learned word sampled from the seeds: the paper's setups and the default."""
+    name = "learned word"
+    learns = True            # tinv.learned runs (or reuses) the inversion
+    tunes = False            # pivotal tuning after the inversion
+    captions = False         # one filler per human caption, scores averaged over them
+    exclude_self = False     # the samples are (regenerations of) the training images
+
+    def fillers(self, method: Mapping, concept, placeholder: str) -> list[str | None]:
+        """What replaces `{}` in each prompt (None: the prompt is not sampled at all)."""
+        return [placeholder]
+
+    def sample(self, plan, parts, images, cells, progress: bool, training: dict) -> None:
+        """Give every cell its images; `training` takes what the row should say about it."""
+        for c, imgs in zip(cells, generate(plan, parts, [c.text for c in cells], progress)):
+            c.images = imgs
+
+
+class Tuned(Kind):
+    """Pivotal tuning (appendix A): the learned word, then the UNet tuned around it; the
+    job's parts hold the tuned UNet when it samples."""
+    name = "tuned generator"
+    tunes = True
+
+
+class Bipartite(Kind):
+    """Appendix A's bipartite inversion: the training images DDIM-inverted under the
+    reconstruction prompt, then regenerated under every prompt."""
+    name = "bipartite inversion"
+    exclude_self = True
+
+    def sample(self, plan, parts, images, cells, progress, training):
+        import time
+
+        from tinv.data import cache_latents
+        from tinv.ddim_inversion import bipartite
+        t = time.perf_counter()
+        latents = cache_latents(parts, images).mean[:, 0]
+        e = plan.cfg["eval"]
+        res = bipartite(parts, latents, [c.text for c in cells], [float(e["guidance"])], plan.icfg.placeholder,
+                        steps=int(e["steps"]), progress=progress, source_prompt=plan.recon.template)
+        for c, imgs in zip(cells, res.images[0]):
+            c.images = imgs
+        training["bipartite_s"] = time.perf_counter() - t
+
+
+class Captions(Kind):
+    """Human captions replace S* (section 5.2): no learning, one filler per caption."""
+    name = "human captions"
+    learns = False
+    captions = True
+
+    def fillers(self, method, concept, placeholder):
+        which = method["captions"]
+        caps = (concept.captions or {}).get(which)
+        if not caps:
+            raise InputError(f"method {method['name']!r} needs {which} captions for concept "
+                             f"{concept.name!r}: add concept.captions.{which} (or a captions.yaml "
+                             f"in {str(concept.folder)!r})")
+        return list(caps)
+
+
+class ImageOnly(Kind):
+    """Figure 10's upper reference: the training images scored as every prompt's samples."""
+    name = "image-only"
+    learns = False
+    exclude_self = True
+
+    def fillers(self, method, concept, placeholder):
+        return [None]
+
+    def sample(self, plan, parts, images, cells, progress, training):
+        for c in cells:
+            c.images = (images.pixels + 1) / 2
+
+
+class PromptOnly(Kind):
+    """Figure 10's other reference: the prompt with S* deleted. Its samples depend on
+    neither concept nor setup, so every job under a results root shares one cache."""
+    name = "prompt-only"
+    learns = False
+
+    def fillers(self, method, concept, placeholder):
+        return [""]
+
+    def sample(self, plan, parts, images, cells, progress, training):
+        from pathlib import Path
+        cache = Path(plan.cfg["results_root"]) / "_cache" / "prompt_only"
+        for c, imgs in zip(cells, prompt_only_cached(plan, parts, [c.text for c in cells], cache, progress)):
+            c.images = imgs
+
+
+class InitializerWord(Kind):
+    """The word the inversion starts from, untrained: the concept's initializer in place of
+    S* (step 0 of the single word). What the optimization adds is the gap to it."""
+    name = "initializer word"
+    learns = False
+
+    def fillers(self, method, concept, placeholder):
+        if not concept.initializer:
+            raise InputError(f"method {method['name']!r} needs the concept's initializer word: set "
+                             f"concept.initializer for {concept.name!r}")
+        return [concept.initializer]
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (Kind(), Tuned(), Bipartite(), Captions(), ImageOnly(),
+                                               PromptOnly(), InitializerWord())}
+REFERENCES: dict[str, Kind] = {"image_only": KINDS["image-only"], "prompt_only": KINDS["prompt-only"],
+                               "initializer": KINDS["initializer word"]}
+
+
+def kind_of(method: Mapping) -> Kind:
+    """The kind a method YAML describes (the module table); an InputError for flags that
+    name none."""
+    if method.get("captions"):
+        return KINDS["human captions"]
+    ref = method.get("reference")
+    if ref:
+        if ref not in REFERENCES:
+            raise InputError(f"method {method['name']!r}: reference={ref!r} is none of "
+                             f"{', '.join(sorted(REFERENCES))}")
+        return REFERENCES[ref]
+    if not method.get("learns"):
+        raise InputError(f"method {method['name']!r} learns nothing and names no reference or captions")
+    if method.get("bipartite"):
+        return KINDS["bipartite inversion"]
+    if method.get("pivotal"):
+        return KINDS["tuned generator"]
+    return KINDS["learned word"]
+
