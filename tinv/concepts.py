@@ -5,15 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import yaml
 
 from tinv import PACKAGE_DIR, atomic
 from tinv.errors import InputError
-
-if TYPE_CHECKING:
-    from tinv.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +109,9 @@ def resolve_concept(c: Mapping[str, Any]) -> Concept:
 
 
 # ----------------------------------------------------------------------------- images
-def training_images(plan: Plan, parts, results_root: Path):
+def training_images(plan, parts, results_root: Path):
     """The concept's images at the model's resolution; `train_images=N` keeps the first N.
+    `plan` is a tinv.plan.Plan (not imported: the plan imports this module).
 
     A built-in toy concept asked for more images than it ships renders the extra ones the
     way its own five were made (appendix B's set-size sweep goes to 25)."""
@@ -149,7 +147,7 @@ def _warn_small(paths: list[Path], resolution: int) -> None:
                     resolution, ", ".join(small))
 
 
-def scan_images(plan: Plan) -> int:
+def scan_images(plan) -> int:
     """Read every file of the concept folder (junk named at once) before any model loads, and
     check `train_images`; returns how many images the job will train on."""
     from tinv.data import ConceptError, load_concept_images

@@ -257,7 +257,7 @@ def _write_row(row: dict, folder: Path, device: str, start: str) -> None:
 
 def _total_s(timings: dict, t0: float) -> float:
     """Wall time since the job started, plus its share of a packed inversion (run before)."""
-    from tinv.packing import share_s
+    from tinv.learned import share_s
     return time.perf_counter() - t0 + share_s(timings)
 
 
@@ -274,10 +274,10 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
     t = time.perf_counter()
     got = None
     if plan.icfg is not None:
-        from tinv import learned, packing
+        from tinv import learned
         # stored by a job of the same inversion, or computed here (alone, or this job's share
         # of a packed inversion: tinv/packing.py) and stored
-        got = learned.obtain(plan, parts, images, folder, job_id, progress, packed=packing.take(folder))
+        got = learned.obtain(plan, parts, images, folder, job_id, progress, packed=learned.take(folder))
         result = got.result
         training = {"steps": result.steps, "lr_effective": result.lr_effective, "lr_rule": result.lr_rule,
                     "loss_first": result.losses[0] if result.losses else None,
@@ -314,7 +314,8 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
         # no inversion ran for this row: its time went to reading the stored one
         timings.update(invert_s=0.0, invert_reused_from=got.reused_from, invert_load_s=got.load_s)
     elif got and got.packed:
-        timings.update(packing.timings(got.packed, timings["invert_s"]))
+        from tinv.learned import packed_timings
+        timings.update(packed_timings(got.packed, timings["invert_s"]))
 
     t = time.perf_counter()
     cells = plan.cells()

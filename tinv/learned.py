@@ -44,7 +44,7 @@ class Learned:
     """What a learning job gets: its word (already in `parts`), its tuned UNet (ditto)."""
     result: Any                    # InversionResult
     pivotal: Any = None            # PivotalResult, for pivotal tuning
-    packed: Any = None             # the packing.Packed share the result came from, if any
+    packed: Any = None             # the Packed share the result came from, if any
     reused_from: str | None = None  # the job id that computed it, when this job did not
     load_s: float = 0.0            # time to install a reused artifact
 
@@ -73,7 +73,7 @@ def stored(plan) -> bool:
 def obtain(plan, parts, images, job_folder: Path, job_id: str, progress: bool, packed=None) -> Learned:
     """The job's learned word (and tuned UNet) in `parts`: the stored one when a job of the
     same inversion made it, else computed here (from `packed`, this job's share of a packed
-    inversion (tinv.packing.Packed), or by inverting) and stored for the jobs that differ
+    inversion (Packed, from tinv.packing), or by inverting) and stored for the jobs that differ
     only in eval.*."""
     where = folder(plan)
     found = _installed(parts, where)
@@ -148,3 +148,55 @@ def install(parts, result):
     with torch.random.fork_rng(devices=[]):     # set_vectors draws a throwaway random init
         words = [set_vectors(parts, name, vec) for name, vec in result.embeds.items()]
     return dataclasses.replace(result, token_ids={w.placeholder: list(w.token_ids) for w in words})
+
+
+# ----------------------------------------------------------------------------- packed shares
+# A launcher that inverts several jobs in one UNet batch (tinv.packing) hands each job its
+# share here, keyed by the job's folder; the job takes it where it would invert. A registry,
+# because a Hydra task function receives nothing but its config.
+@dataclass
+class Packed:
+    """One job's share of a packed inversion."""
+    job_id: str
+    result: Any                  # InversionResult, already under the job's own placeholder
+    group_s: float               # wall time of the whole packed inversion
+    jobs: list[str]              # job ids of the group, in packing order (this one included)
+    prep_s: float = 0.0          # the group's wait before inverting: loading the model and images
+
+
+_READY: dict[str, Packed] = {}
+
+
+def _key(folder) -> str:
+    return str(Path(folder).resolve())
+
+
+def offer(folder, packed: Packed) -> None:
+    _READY[_key(folder)] = packed
+
+
+def forget(folder) -> None:
+    _READY.pop(_key(folder), None)
+
+
+def take(folder) -> Packed | None:
+    """The packed inversion waiting for the job in `folder`, if any (removed once taken)."""
+    return _READY.pop(_key(folder), None)
+
+
+def packed_timings(packed: Packed, own_s: float) -> dict:
+    """A packed job's row timings: `invert_s` is an even share of the group's packed
+    inversion (`packed_invert_s`, shared with the jobs `packed_with`) plus what this job
+    did alone (installing the vectors, pivotal tuning). `packed_prep_s` is the group's wait
+    before its inversion (loading the model and images), in no job's stages: the sweep
+    summary counts it as the pack's waiting (tinv.time_report)."""
+    t = {"packed_invert_s": packed.group_s, "packed_with": [j for j in packed.jobs if j != packed.job_id],
+         "packed_prep_s": packed.prep_s}
+    return {"invert_s": share_s(t) + own_s, **t}
+
+
+def share_s(timings: dict) -> float:
+    """A row's even share of its packed inversion; 0 for a job that inverted alone."""
+    if "packed_with" not in timings:
+        return 0.0
+    return timings["packed_invert_s"] / (len(timings["packed_with"]) + 1)

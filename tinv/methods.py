@@ -55,9 +55,8 @@ def prompt_only_cached(plan, parts, texts: list[str], cache_dir, progress: bool)
     import torch
 
     from tinv import atomic
-    from tinv.loading import model_fingerprint
     e = plan.cfg["eval"]
-    spec = {"model": model_fingerprint(plan.cfg["model"]), "dtype": str(plan.cfg["model"].get("dtype")),
+    spec = {"model": plan.weights, "dtype": str(plan.cfg["model"].get("dtype")),
             "device": str(parts.device.type), "seeds": seeds(plan.cfg),
             **{k: e[k] for k in ("steps", "guidance", "eta")}}
     files = {t: cache_dir / (hashlib.sha256(json.dumps({**spec, "text": t}, sort_keys=True)

@@ -4,7 +4,8 @@ The frozen model is shared, so K concepts (or setups) learn in one UNet batch of
 batch_size for about the price of a few single ones (docs/speed.md). Everything after the
 inversion stays per job: `tinv.job.run_job` samples, scores and writes the row exactly as
 for an unpacked job. The hand-over is a registry keyed by job folder: `packed_inversion`
-fills it, `take` (called where the job would invert) empties it. A registry, because a
+fills it (tinv.learned.offer), `tinv.learned.take` (called where the job would invert)
+empties it. A registry, because a
 Hydra task function receives nothing but its config.
 
 Equivalence: each set draws from its own generator and is trained under its own
@@ -26,7 +27,6 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,33 +44,11 @@ log = logging.getLogger(__name__)
 _SHARED_INVERSION = ("grad_accum", "checkpoint_every")
 
 
-@dataclass
-class Packed:
-    """One job's share of a packed inversion."""
-    job_id: str
-    result: Any                  # InversionResult, already under the job's own placeholder
-    group_s: float               # wall time of the whole packed inversion
-    jobs: list[str]              # job ids of the group, in packing order (this one included)
-    prep_s: float = 0.0          # the group's wait before inverting: loading the model and images
-
-
-_READY: dict[str, Packed] = {}
-
-
-def _key(folder: Path) -> str:
-    return str(Path(folder).resolve())
-
-
 def check_pack(size: int) -> int:
     """`hydra.launcher.pack` as an int, or a ValueError naming it (every launcher's check)."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"hydra.launcher.pack={size!r} (an integer >= 1)")
     return size
-
-
-def take(folder: Path) -> Packed | None:
-    """The packed inversion waiting for the job in `folder`, if any (removed once taken)."""
-    return _READY.pop(_key(folder), None)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -165,30 +143,6 @@ def renamed(result, i: int, icfg):
     return dataclasses.replace(result, embeds=embeds, config=dataclasses.asdict(icfg), token_ids={})
 
 
-def adopt(parts, packed: Packed):
-    """Put the packed job's learned words into this job's freshly loaded model, as `invert`
-    leaves them (same tokens, same order), and return its InversionResult."""
-    return learned.install(parts, packed.result)
-
-
-def timings(packed: Packed, own_s: float) -> dict:
-    """A packed job's row timings: `invert_s` is an even share of the group's packed
-    inversion (`packed_invert_s`, shared with the jobs `packed_with`) plus what this job
-    did alone (installing the vectors, pivotal tuning). `packed_prep_s` is the group's wait
-    before its inversion (loading the model and images), in no job's stages: the sweep
-    summary counts it as the pack's waiting (tinv.time_report)."""
-    t = {"packed_invert_s": packed.group_s, "packed_with": [j for j in packed.jobs if j != packed.job_id],
-         "packed_prep_s": packed.prep_s}
-    return {"invert_s": share_s(t) + own_s, **t}
-
-
-def share_s(timings: dict) -> float:
-    """A row's even share of its packed inversion; 0 for a job that inverted alone."""
-    if "packed_with" not in timings:
-        return 0.0
-    return timings["packed_invert_s"] / (len(timings["packed_with"]) + 1)
-
-
 @contextmanager
 def packed_inversion(cfgs: list[dict]) -> Iterator[None]:
     """Invert the jobs of `cfgs` (plain configs of one group) together; within the block,
@@ -203,7 +157,7 @@ def packed_inversion(cfgs: list[dict]) -> Iterator[None]:
         yield
     finally:
         for f in folders:
-            _READY.pop(f, None)
+            learned.forget(f)
 
 
 def _invert_group(cfgs: list[dict]) -> list[str]:
@@ -220,7 +174,7 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
         seen.add(inversion)
         plans.append(plan)
         ids.append(job_id)
-        folders.append(_key(folder))
+        folders.append(folder)
     if len(plans) < 2:      # nothing to pack: the job inverts alone, as unpacked
         return []
     t0 = time.perf_counter()
@@ -240,5 +194,5 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
     out = invert_packed(parts, sets, ckpt_dir=ckpt, progress=bool(first.get("progress", True)))
     group_s = time.perf_counter() - t
     for i, (res, plan, folder) in enumerate(zip(out, plans, folders)):
-        _READY[folder] = Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0)
+        learned.offer(folder, learned.Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0))
     return folders

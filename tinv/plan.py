@@ -90,6 +90,11 @@ class Plan:
     kind: Kind = field(default_factory=Kind)    # what the method does (tinv.methods)
     choices: dict = field(default_factory=dict)
 
+    @property
+    def weights(self) -> str:
+        """The model's fingerprint (tinv.loading.model_fingerprint): what its samples depend on."""
+        return model_fingerprint(self.cfg["model"])
+
     def cells(self) -> list[Cell]:
         out = []
         for p_i, p in enumerate([self.recon] + self.prompts):

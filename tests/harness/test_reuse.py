@@ -165,9 +165,9 @@ def test_a_packed_inversion_leaves_out_a_job_another_process_is_computing(tmp_pa
     try:
         assert ready.wait(120)
         with packing.packed_inversion(cfgs):     # red_star's inversion is being computed elsewhere
-            assert packing.take(folders[0]) is None and packing.take(folders[1]) is None   # nothing packed
+            assert learned.take(folders[0]) is None and learned.take(folders[1]) is None   # nothing packed
     finally:
         owner.kill()
         owner.join(30)
     with packing.packed_inversion(cfgs):         # its owner is gone: the two are packed
-        assert packing.take(folders[0]) and packing.take(folders[1])
+        assert learned.take(folders[0]) and learned.take(folders[1])
