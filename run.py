@@ -38,8 +38,8 @@ GROUPS = {"model": REPO / "conf" / "model", "method": REPO / "conf" / "method",
 def main(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
 
-    from tinv.job import InputError, interrupted, run_job
-    from tinv.logs import quiet_third_party
+    from tinv.harness.job import InputError, interrupted, run_job
+    from tinv.harness.logs import quiet_third_party
     quiet_third_party()
     choices = {k: v for k, v in HydraConfig.get().runtime.choices.items()
                if "/" not in k and v is not None}   # top-level groups only
@@ -102,8 +102,8 @@ def _argv(argv: list[str]) -> list[str]:
     # Hydra composes the command line before the sweeper sees it, so the rewrite happens here
     # (the tinv sweeper does the same for hydra.sweeper.params in experiment presets).
     argv = [expand_all(a) for a in argv]
-    from tinv.errors import InputError
-    from tinv.overrides import check
+    from tinv.core.errors import InputError
+    from tinv.harness.overrides import check
     try:
         check(argv, REPO / "conf", GROUPS)    # Hydra's own errors, as one line each
     except InputError as e:

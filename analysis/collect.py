@@ -4,7 +4,7 @@
 
 FOLDER: a runs root, a sweep folder (runs/<sweep>) or a Hydra multirun folder
 (runs/<sweep>/_hydra/multirun-*: the rows of its own jobs, from the sweep folder above).
-One line per job. A sweep folder is a view of the job store (runs/jobs/, tinv/store.py):
+One line per job. A sweep folder is a view of the job store (runs/jobs/, tinv/harness/store.py):
 its jobs are links there, read as the sweep's own (`sweep` and `job_dir` name the sweep,
 whichever sweep computed the job); old sweep folders holding the job folders themselves
 are read as they are. Columns (see docs/analysis.md):
@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # run as a script: make `analysis` importable
 from analysis.table import atomic_write_text  # noqa: E402
 
 ROW_FILE = "result.json"
-STORE = "jobs"   # tinv.results.STORE: the job store under the runs root
+STORE = "jobs"   # tinv.harness.results.STORE: the job store under the runs root
 # A log line that says a job died; plain "error" words in config dumps must not count.
 # Hydra's log format is "[time][logger][LEVEL] - message".
 _ERROR_LINE = re.compile(r"^(Traceback \(most recent call last\)|\S*(Error|Exception)\b.*:|.*\bCUDA out of memory"

@@ -3,7 +3,7 @@
     python analysis/gallery.py results.csv -o galleries/ [--setups ...] [--prompts 4] [--samples 2]
 
 Unlike the plots this needs the images, so it follows each row's `job_dir` and
-`artifacts` (paths relative to the job folder), as tinv/job.py writes them:
+`artifacts` (paths relative to the job folder), as tinv/harness/job.py writes them:
   artifacts["samples"]  {cell key: grid PNG}; keys "reconstruction", "p00", "p01", ... (and
                         "p00_c0", ... for caption setups: the first caption is shown); each
                         grid is torchvision's save_image of `eval.num_samples` images (the
@@ -39,7 +39,7 @@ from analysis import style  # noqa: E402
 from analysis.table import CONCEPT_COLUMN, SETUP_COLUMN, load_results  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-GRID_PADDING, GRID_PER_ROW = 1, 8    # torchvision save_image as tinv/job.py calls it
+GRID_PADDING, GRID_PER_ROW = 1, 8    # torchvision save_image as tinv/harness/job.py calls it
 # A sample: an image file, or a (left, top, right, bottom) box inside a grid file.
 Sample = tuple[Path, tuple[int, int, int, int] | None]
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 # one way to write a file whole (tables, reports, figures): the library's
-from tinv.atomic import replacing as atomic_file, write_text as atomic_write_text  # noqa: F401 (re-exported)
+from tinv.core.atomic import replacing as atomic_file, write_text as atomic_write_text  # noqa: F401 (re-exported)
 
 SEED = 0            # bootstrap seed: figures are reproducible bit for bit
 N_BOOT = 2000

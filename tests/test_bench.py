@@ -1,4 +1,4 @@
-"""`python -m tinv.bench --quick` runs end to end on the tiny model and reports its ratios
+"""`python -m tinv.tools.bench --quick` runs end to end on the tiny model and reports its ratios
 and the steps DVAR saves.
 
 No timing is asserted: the numbers depend on the machine and its load."""
@@ -7,12 +7,12 @@ import math
 import subprocess
 import sys
 
-from tinv.bench import table
+from tinv.tools.bench import table
 
 
 def test_quick_bench_writes_ratios(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "tinv.bench", "--quick", "--model", "tiny",
+    proc = subprocess.run([sys.executable, "-m", "tinv.tools.bench", "--quick", "--model", "tiny",
                            "--device", "cpu", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

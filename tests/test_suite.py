@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tinv.suite import COMMON, PARTS, SECTIONS
+from tinv.tools.suite import COMMON, PARTS, SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 # values that are null by design on the CPU
@@ -25,7 +25,7 @@ def _env() -> dict:
 
 
 def _suite(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tinv.suite", *args], cwd=REPO, env=_env(),
+    return subprocess.run([sys.executable, "-m", "tinv.tools.suite", *args], cwd=REPO, env=_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -48,7 +48,7 @@ def test_quick_suite_writes_every_key(tmp_path):
     assert b["device"] == "cpu" and b["compile_backend"] == "eager" and b["compile_s"] > 0
     assert math.isclose(b["ratio_packed"], b["baseline_s_per_step"] / b["tinv_packed_s_per_concept_step"])
     assert math.isclose(b["ratio_sampling"], b["baseline_sampling_s"] / b["tinv_sampling_s"])
-    assert json.loads((out / "bench.json").read_text())["command"].startswith("python -m tinv.bench --compile")
+    assert json.loads((out / "bench.json").read_text())["command"].startswith("python -m tinv.tools.bench --compile")
     t = suite["targets"]   # a tiny CPU model says nothing about the GPU targets
     assert not t["applies"] and "--quick" in t["reason"] and t["inversion_packed"]["meets_target"] is None
 
@@ -98,9 +98,9 @@ def test_bad_input_is_one_error_line_and_no_files(tmp_path, args, named):
 
 
 def test_the_bench_part_plans_dvar_steps_saved():
-    """The GPU suite's bench section carries DVAR's steps (filled from tinv.bench's result)
+    """The GPU suite's bench section carries DVAR's steps (filled from tinv.tools.bench's result)
     and suite.md reports them; a bench stopped before its DVAR phase leaves them null."""
-    from tinv.suite.parts import bench_section
+    from tinv.tools.suite.parts import bench_section
     dvar = {"budget": 300, "window": 15, "threshold": 0.15, "concepts": 2, "steps": {"red_star": 30, "blue_heart": 40},
             "mean_steps": 35.0, "steps_saved": 265.0, "fewer_x": 300 / 35, "wall_s": 12.0}
     res = {"model": "sd15-random", "device": "cuda", "dtype": "bfloat16", "ratios": {},

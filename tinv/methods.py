@@ -1,7 +1,7 @@
 """The method registry: what each kind of setup does, in one place.
 
 A setup's YAML (conf/method/) is data: its flags say which kind it is, and `kind_of` is the
-only reader of those flags. A kind says whether the setup learns a word (tinv.learned runs
+only reader of those flags. A kind says whether the setup learns a word (tinv.harness.learned runs
 the inversion, the InversionConfig coming from the YAML's `inversion` block), what fills the
 placeholder of the evaluation prompts, how the samples of each prompt are made, and whether
 they are the training images themselves (scored without pairing an image with itself):
@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from tinv.errors import InputError
+from tinv.core.errors import InputError
 
-log = logging.getLogger("tinv.job")    # its lines are the job's
+log = logging.getLogger("tinv.harness.job")    # its lines are the job's
 
 
 def seeds(cfg: Mapping[str, Any]) -> list[int]:
@@ -38,7 +38,7 @@ def seeds(cfg: Mapping[str, Any]) -> list[int]:
 
 def generate(plan, parts, texts: list[str], progress: bool) -> list:
     """Each text's samples [S, 3, H, W] from the protocol's seeds (eval.*)."""
-    from tinv.sampling import sample
+    from tinv.engine.sampling import sample
     e = plan.cfg["eval"]
     s = seeds(plan.cfg)
     images = sample(parts, texts, s, steps=int(e["steps"]), guidance=float(e["guidance"]),
@@ -54,7 +54,7 @@ def prompt_only_cached(plan, parts, texts: list[str], cache_dir, progress: bool)
 
     import torch
 
-    from tinv import atomic
+    from tinv.core import atomic
     e = plan.cfg["eval"]
     spec = {"model": plan.weights, "dtype": str(plan.cfg["model"].get("dtype")),
             "device": str(parts.device.type), "seeds": seeds(plan.cfg),
@@ -73,7 +73,7 @@ def prompt_only_cached(plan, parts, texts: list[str], cache_dir, progress: bool)
 class Kind:
     """A learned word sampled from the seeds: the paper's setups and the default."""
     name = "learned word"
-    learns = True            # tinv.learned runs (or reuses) the inversion
+    learns = True            # tinv.harness.learned runs (or reuses) the inversion
     tunes = False            # pivotal tuning after the inversion
     captions = False         # one filler per human caption, scores averaged over them
     exclude_self = False     # the samples are (regenerations of) the training images
@@ -104,8 +104,8 @@ class Bipartite(Kind):
     def sample(self, plan, parts, images, cells, progress, training):
         import time
 
-        from tinv.data import cache_latents
-        from tinv.ddim_inversion import bipartite
+        from tinv.engine.data import cache_latents
+        from tinv.engine.ddim_inversion import bipartite
         t = time.perf_counter()
         latents = cache_latents(parts, images).mean[:, 0]
         e = plan.cfg["eval"]

@@ -1,8 +1,8 @@
 """The launchers of `hydra/launcher=slurm|local|packed` (conf/hydra/launcher/).
 
 Hydra only instantiates launcher classes defined under the `hydra_plugins` package, so
-they are declared here; what they add to hydra-submitit-launcher's lives in tinv.cluster,
-what `packed` adds to Hydra's basic launcher in tinv.packing.
+they are declared here; what they add to hydra-submitit-launcher's lives in tinv.launch.cluster,
+what `packed` adds to Hydra's basic launcher in tinv.launch.packing.
 Imported by Hydra's plugin scan in every Hydra process: keep it light (no torch).
 """
 import logging
@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
-from tinv.cluster import TinvLauncherMixin, check_pack, refuse
+from tinv.launch.cluster import TinvLauncherMixin, check_pack, refuse
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,13 @@ class LocalLauncher(TinvLauncherMixin, submitit_launcher.LocalLauncher):
 
 class PackedLauncher(BasicLauncher):
     """Hydra's basic launcher with the inversions of up to `pack` compatible learning jobs
-    done together in one UNet batch (tinv.packing); each job then samples, scores and writes
+    done together in one UNet batch (tinv.launch.packing); each job then samples, scores and writes
     its own row. The units (packed groups, lone jobs) run in `workers` local processes
-    (tinv.workers; 1: one after another in this process)."""
+    (tinv.launch.workers; 1: one after another in this process)."""
 
     def __init__(self, pack: int = 8, workers: Any = 1) -> None:
         super().__init__()
-        from tinv.workers import check_workers
+        from tinv.launch.workers import check_workers
         bad = []
         for name, check, value in (("pack", check_pack, pack), ("workers", check_workers, workers)):
             try:
@@ -48,7 +48,7 @@ class PackedLauncher(BasicLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
         from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
 
-        from tinv import packing, workers
+        from tinv.launch import packing, workers
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)

@@ -24,7 +24,7 @@ from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-from tinv.results import NON_IDENTITY_KEYS
+from tinv.harness.results import NON_IDENTITY_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
@@ -82,7 +82,7 @@ class TinvSweeper(BasicSweeper):
             returns.extend(out)
             return out
         self.launcher.launch = launch_and_keep
-        # A sweep whose jobs failed ends in the launcher's own summary (tinv.sweep_watch: which
+        # A sweep whose jobs failed ends in the launcher's own summary (tinv.launch.sweep_watch: which
         # failed, why, and the command that reruns them) and exits there; this one is for the
         # sweep that got through, so it is printed only then.
         t0 = time.perf_counter()
@@ -93,7 +93,7 @@ class TinvSweeper(BasicSweeper):
 
 
 # Overrides that stay out of a sweep's name: how a job runs, not what it computes
-# (tinv.results.NON_IDENTITY_KEYS; `sweep` and `hydra.*` are handled on their own), and the
+# (tinv.harness.results.NON_IDENTITY_KEYS; `sweep` and `hydra.*` are handled on their own), and the
 # device, which a sweep moved to a GPU keeps its name through.
 HOUSEKEEPING = (*(k for k in NON_IDENTITY_KEYS if k not in ("sweep", "hydra")), "device")
 # The config's `sweep` when nothing names one (conf/config.yaml).
@@ -134,9 +134,9 @@ def _readable(value: str) -> str:
 def sweep_summary(returns: List[Any], n: int, results_root: str, sweep: str,
                   wall_s: Optional[float] = None) -> str:
     """What a person wants at the end of a sweep: how it went, where the time went (per
-    setup: tinv.time_report), where the rows are, and what to run next. Counts come from
+    setup: tinv.harness.time_report), where the rows are, and what to run next. Counts come from
     the jobs' returns and run.py's tinv_job.json."""
-    from tinv.time_report import table
+    from tinv.harness.time_report import table
 
     ok = failed = done = 0
     ran = []        # rows of the jobs this sweep ran (failed ones too: their time was spent)

@@ -31,4 +31,4 @@ if ! "$PY" -c "$NEEDED"; then
   echo "suite.sh: installed $(ls "$WHEELS"/*.whl | wc -l) wheels into $SITE in $((SECONDS - t0)) s" >&2
 fi
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
-exec "$PY" -m tinv.suite "$@"
+exec "$PY" -m tinv.tools.suite "$@"

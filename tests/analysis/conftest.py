@@ -32,7 +32,7 @@ NOISE = 0.03
 def make_row(method: str, concept: str, seed: int = 23, rng=None, rec_mean=None, edit_mean=None,
              status: str = "ok", num_images: int = 5, guidance: float = 5.0, artifacts=None,
              concept_folder: str | None = None) -> dict:
-    """A result row as tinv/job.py writes it, with per-sample scores."""
+    """A result row as tinv/harness/job.py writes it, with per-sample scores."""
     rng = rng or np.random.default_rng(0)
     r0, e0 = TRUTH.get(method, (0.7, 0.25))
     r0 = r0 if rec_mean is None else rec_mean
@@ -95,7 +95,7 @@ def _save_training(folder: Path, n: int, ci: int) -> None:
 
 
 def _save_grids(job: Path, ci: int) -> dict[str, str]:
-    """Sample grids exactly as tinv/job.py's save_grids writes them."""
+    """Sample grids exactly as tinv/harness/job.py's save_grids writes them."""
     from torchvision.utils import save_image
     (job / "samples").mkdir(parents=True, exist_ok=True)
     out = {}

@@ -165,7 +165,7 @@ def test_reruns_on_a_runs_root_leave_nothing_missing(tmp_path):
         (hyd / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {
             "method": "single_word", "concept": "red_star", "model": "toyworld", "eval": "paper",
             "logger": "none", "hydra/launcher": "basic"}}}}))
-        (hyd / "run.log").write_text("[2026-01-01][tinv.job][INFO] - job abc is done already\n")
+        (hyd / "run.log").write_text("[2026-01-01][tinv.harness.job][INFO] - job abc is done already\n")
         if pointer:
             (hyd / "tinv_job.json").write_text(json.dumps({"job_dir": str(job), "done_already": True}))
     df, issues = collect.collect([runs])

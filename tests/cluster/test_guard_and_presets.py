@@ -1,4 +1,4 @@
-"""tinv.cluster without a SLURM: the dirty-tree guard, provenance, packing groups, presets."""
+"""tinv.launch.cluster without a SLURM: the dirty-tree guard, provenance, packing groups, presets."""
 import os
 import subprocess
 import time
@@ -6,8 +6,8 @@ import time
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tinv import cluster
-from tinv.cluster import DirtyTreeError, PackedJobs, check_clean_tree, chunks, slurm_provenance
+from tinv.launch import cluster
+from tinv.launch.cluster import DirtyTreeError, PackedJobs, check_clean_tree, chunks, slurm_provenance
 
 CONF_DIR = str(cluster.REPO_ROOT / "conf")
 

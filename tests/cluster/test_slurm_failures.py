@@ -22,7 +22,7 @@ import pytest
 from tests.cluster.conftest import (REPO, committed_conf, first_step_after_last_start, job_env, rows, start_run_py,
                                     submitit_tasks, task_log, wait_for)
 from tests.cluster.test_slurm_sweeps import STEPS, sweep_args
-from tinv.inversion import CHECKPOINT_NAME
+from tinv.engine.inversion import CHECKPOINT_NAME
 from tinv.toyworld import MODEL_DIR
 
 pytestmark = pytest.mark.slurm

@@ -21,9 +21,9 @@ import torch
 
 from tests.cluster.conftest import (committed_conf, first_step_after_last_start, job_env, rows, run_py,
                                     sacct_times, start_run_py, submitit_tasks, task_log, wait_for)
-from tinv import checkpoint
-from tinv.embeddings_io import read_embeddings
-from tinv.inversion import CHECKPOINT_NAME
+from tinv.engine import checkpoint
+from tinv.engine.embeddings_io import read_embeddings
+from tinv.engine.inversion import CHECKPOINT_NAME
 from tinv.toyworld import MODEL_DIR
 
 pytestmark = pytest.mark.slurm

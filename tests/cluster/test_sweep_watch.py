@@ -1,4 +1,4 @@
-"""tinv.sweep_watch and the launchers' refusals, without a SLURM: stand-in submitit jobs
+"""tinv.launch.sweep_watch and the launchers' refusals, without a SLURM: stand-in submitit jobs
 that finish, fail or are cancelled; the settings checks on the real launcher presets."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from tinv import cluster, sweep_watch
-from tinv.sweep_watch import CANCELLED, FAILED, OK
+from tinv.launch import cluster, sweep_watch
+from tinv.launch.sweep_watch import CANCELLED, FAILED, OK
 
 CONF_DIR = str(cluster.REPO_ROOT / "conf")
 # what submitit raises for a task that wrote no result (messages as seen on the test SLURM)

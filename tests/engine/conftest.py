@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tinv.data import load_concept_images
-from tinv.models import tiny_ldm_parts, tiny_sd_parts
+from tinv.engine.data import load_concept_images
+from tinv.engine.models import tiny_ldm_parts, tiny_sd_parts
 
 BUILDERS = {"sd": tiny_sd_parts, "ldm": tiny_ldm_parts}
 

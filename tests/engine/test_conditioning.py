@@ -1,4 +1,4 @@
-"""The one text-to-UNet seam (tinv/conditioning.py): per-layer text reaches exactly the
+"""The one text-to-UNet seam (tinv/engine/conditioning.py): per-layer text reaches exactly the
 cross-attention layer it names, on the toy model and on tiny SD / LDM pipelines; without
 it the UNet computes what it computed before; and every caller goes through it."""
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinv import conditioning, ddim_inversion, inversion, pivotal, sampling
-from tinv.conditioning import Cond
-from tinv.inversion_config import InversionConfig
-from tinv.models import load_parts
-from tinv.pivotal import PivotalConfig
+from tinv.engine import conditioning, ddim_inversion, inversion, pivotal, sampling
+from tinv.engine.conditioning import Cond
+from tinv.engine.inversion_config import InversionConfig
+from tinv.engine.models import load_parts
+from tinv.engine.pivotal import PivotalConfig
 
 PROMPTS = ["a photo of a red star", "a blue heart on grass", "a sketch of a tree", "moonlit water",
            "a green cross", "pixel art of a brick wall"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tinv.data import ConceptError, cache_latents, load_concept_images, load_image
+from tinv.engine.data import ConceptError, cache_latents, load_concept_images, load_image
 
 from .conftest import draw_concept
 

@@ -13,9 +13,9 @@ latent, same prompt, guidance 1, same steps):
 import pytest
 import torch
 
-from tinv.ddim_inversion import bipartite, ddim_invert, regenerate
-from tinv.models import tiny_ldm_parts, tiny_sd_parts
-from tinv.pseudo_words import add_pseudo_word
+from tinv.engine.ddim_inversion import bipartite, ddim_invert, regenerate
+from tinv.engine.models import tiny_ldm_parts, tiny_sd_parts
+from tinv.engine.pseudo_words import add_pseudo_word
 
 PROMPT = "a photo of a star"
 

@@ -26,13 +26,13 @@ import pytest
 import torch
 from torch import nn
 
-from tinv.embeddings_io import (AUTHORS_PLACEHOLDER, a1111_trigger, authors_tokens, diffusers_token,
+from tinv.engine.embeddings_io import (AUTHORS_PLACEHOLDER, a1111_trigger, authors_tokens, diffusers_token,
                                 export_result, import_embeddings, read_embeddings)
-from tinv.inversion import InversionConfig, invert
-from tinv.models import MAX_TOKENS, load_parts, save_parts
-from tinv.pseudo_words import expand_prompt
+from tinv.engine.inversion import InversionConfig, invert
+from tinv.engine.models import MAX_TOKENS, load_parts, save_parts
+from tinv.engine.pseudo_words import expand_prompt
 
-PLACEHOLDER = "<S*>"                      # tinv.job's placeholder
+PLACEHOLDER = "<S*>"                      # tinv.harness.job's placeholder
 PROMPT = "a photo of {} on the moon"
 TOL = 1e-6
 CASES = {
@@ -48,7 +48,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def stock(tmp_path_factory):
     """{family: folder} of tiny random pipelines saved as a user's model folder."""
-    from tinv.models import tiny_ldm_parts, tiny_sd_parts
+    from tinv.engine.models import tiny_ldm_parts, tiny_sd_parts
     root = tmp_path_factory.mktemp("stock")
     return {"sd": save_parts(tiny_sd_parts(seed=0), root / "sd"),
             "ldm": save_parts(tiny_ldm_parts(seed=0), root / "ldm")}
@@ -62,7 +62,7 @@ def trained(stock, tmp_path_factory):
     """(family, case) -> the engine after inversion, its exports and its encoding of PROMPT."""
     def get(family: str, case: str):
         if (family, case) not in _TRAINED:
-            from tinv.data import ConceptImages
+            from tinv.engine.data import ConceptImages
             engine = load_parts(stock[family])
             images = ConceptImages(pixels=torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1,
                                    paths=[])
@@ -258,7 +258,7 @@ def test_every_format_round_trips_through_import(stock, trained, fmt):
 
 
 def test_authors_star_placeholder_needs_a_new_name(make_parts, tmp_path):
-    from tinv.embeddings_io import save_authors
+    from tinv.engine.embeddings_io import save_authors
     vec = torch.randn(1, 32)
     save_authors({"*": vec}, {"*": 265}, tmp_path / "embeddings.pt")
     parts = make_parts("sd")

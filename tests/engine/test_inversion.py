@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from tinv import checkpoint
-from tinv.data import cache_latents, load_concept_images
-from tinv.inversion import (CHECKPOINT_NAME, InversionConfig, eval_prompt, fixed_eval_loss, invert,
+from tinv.engine import checkpoint
+from tinv.engine.data import cache_latents, load_concept_images
+from tinv.engine.inversion import (CHECKPOINT_NAME, InversionConfig, eval_prompt, fixed_eval_loss, invert,
                             invert_packed)
-from tinv.pseudo_words import PseudoWord, expand_prompt, initializer_embedding
+from tinv.engine.pseudo_words import PseudoWord, expand_prompt, initializer_embedding
 
 # Tiny-model settings: batch 2, a few images; the setups are the paper's, as data.
 BASE = dict(initializer_word="cat", batch_size=2, lr=5e-3, seed=23)
@@ -72,7 +72,7 @@ def test_regularization_keeps_vectors_near_initializer(make_parts, concept):
 
 
 def test_two_regularizer_forms_agree_for_one_vector_and_differ_for_two():
-    from tinv.inversion import _Set
+    from tinv.engine.inversion import _Set
     d = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
     fake = _Set.__new__(_Set)
     fake.word = PseudoWord("<S*>", ["<S*>", "<S*>_1"], [0, 1], torch.zeros(2, 2), "cat", torch.nn.Parameter(d))
@@ -173,7 +173,7 @@ def test_folder_input_with_style_templates_and_finished_rerun(make_parts, concep
 
 # ----------------------------------------------------------------------------- DVAR
 def test_dvar_criterion_on_synthetic_series():
-    from tinv.dvar import should_stop, variance_ratio
+    from tinv.engine.dvar import should_stop, variance_ratio
     # Still descending: the last 20 of 40 steps hold (20/40)^2 = 1/4 of a line's variance.
     falling = list(np.linspace(1.0, 0.5, 40))
     assert variance_ratio(falling, 20) == pytest.approx(np.var(falling[-20:]) / np.var(falling))
@@ -195,7 +195,7 @@ DVAR = dict(stop="dvar", dvar_window=15, dvar_threshold=0.15)
 
 
 def test_dvar_stops_a_real_inversion_where_its_fixed_batch_loss_flattens(make_parts, concept):
-    from tinv.dvar import should_stop
+    from tinv.engine.dvar import should_stop
     # threshold 0 logs L_det and never stops: the run the criterion is read off
     logged = invert(make_parts("sd"), concept, InversionConfig(steps=80, **{**DVAR, "dvar_threshold": 0.0}, **BASE),
                     progress=False)

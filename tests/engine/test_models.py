@@ -8,7 +8,7 @@ import torch
 from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertModel
 from transformers import BertTokenizer, CLIPTextModel, CLIPTokenizer
 
-from tinv.models import detect_family, load_parts, save_parts
+from tinv.engine.models import detect_family, load_parts, save_parts
 
 PROMPT = ["a photo of a cat on the moon"]
 

@@ -3,11 +3,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tinv.data import ConceptImages, cache_latents
-from tinv.models import tiny_ldm_parts, tiny_sd_parts
-from tinv.pivotal import (TUNED_FILENAME, PivotalConfig, load_tuned, pivotal_tune, save_tuned,
+from tinv.engine.data import ConceptImages, cache_latents
+from tinv.engine.models import tiny_ldm_parts, tiny_sd_parts
+from tinv.engine.pivotal import (TUNED_FILENAME, PivotalConfig, load_tuned, pivotal_tune, save_tuned,
                           select_params)
-from tinv.pseudo_words import add_pseudo_word
+from tinv.engine.pseudo_words import add_pseudo_word
 
 PLACEHOLDER = "<s*>"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinv.pseudo_words import PseudoWordError, add_pseudo_word, expand_prompt, initializer_embedding
+from tinv.engine.pseudo_words import PseudoWordError, add_pseudo_word, expand_prompt, initializer_embedding
 
 
 @pytest.mark.parametrize("family", ["sd", "ldm"])

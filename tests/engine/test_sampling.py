@@ -3,9 +3,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, LDMTextToImagePipeline, StableDiffusionPipeline
 
-from tinv.models import tiny_ldm_parts, tiny_sd_parts
-from tinv.pseudo_words import add_pseudo_word
-from tinv.sampling import initial_noise, sample
+from tinv.engine.models import tiny_ldm_parts, tiny_sd_parts
+from tinv.engine.pseudo_words import add_pseudo_word
+from tinv.engine.sampling import initial_noise, sample
 
 PROMPTS = ["a photo of a star", "an oil painting of a cat"]
 SEEDS = [0, 1, 2]

@@ -1,4 +1,4 @@
-"""tinv.atomic, the one way anything is written: whole or not at all, with a plain file's mode."""
+"""tinv.core.atomic, the one way anything is written: whole or not at all, with a plain file's mode."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tinv import atomic
+from tinv.core import atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):

@@ -9,7 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from tinv import atomic, job, prompts, results
+from tinv.core import atomic
+
+from tinv.harness import job, prompts, results
 
 from .conftest import REPO
 
@@ -67,7 +69,7 @@ def test_dvar_method_differs_from_single_word_only_in_when_it_stops():
     assert differ == {"stop", "dvar_window"}
     sd = job.make_plan(OmegaConf.to_container(_compose("method=single_word_dvar", "model=sd15"), resolve=True), {})
     assert sd.icfg.dvar_window == round(0.0508 * sd.icfg.steps)
-    from tinv import dvar   # the YAML's share is the authors' N over their budget
+    from tinv.engine import dvar  # the YAML's share is the authors' N over their budget
     assert sd.icfg.dvar_window == dvar.scaled_window(sd.icfg.steps) and dvar.scaled_window(300) == 15
 
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tinv import tokens, validate
-from tinv.errors import InputError
-from tinv.models import tiny_bert_tokenizer, tiny_clip_tokenizer
+from tinv.harness import tokens, validate
+from tinv.core.errors import InputError
+from tinv.engine.models import tiny_bert_tokenizer, tiny_clip_tokenizer
 
 from .conftest import FAST, REPO, TOY, one_error, run_cli
 from .test_config import METHODS, MODELS, _compose
 
 # Fields a user sets that are not numbers or flags: checked where they are used, by
-# tinv.preflight (weights, paths), tinv.concepts (folders, captions), tinv.prompts (lists).
+# tinv.harness.preflight (weights, paths), tinv.harness.concepts (folders, captions), tinv.harness.prompts (lists).
 CHECKED_ELSEWHERE = ("model.name", "model.path", "model.prompt_set", "method.name", "method.reference",
                      "method.captions", "method.pivotal", "concept.", "eval.name", "eval.prompt_set",
                      "eval.prompt_sets.", "eval.clip.", "eval.dino.", "logger.", "results_root")
@@ -49,7 +49,7 @@ def test_every_field_a_user_sets_has_a_rule_and_every_shipped_config_passes(mode
 
 
 def test_the_pivotal_parameter_sets_are_the_engines():
-    from tinv.pivotal import PARAM_SETS
+    from tinv.engine.pivotal import PARAM_SETS
     assert validate.PIVOTAL_PARAMS.ok("attn2") and not validate.PIVOTAL_PARAMS.ok("unet")
     assert {p for p in PARAM_SETS} == {p for p in ("all", "attn", "attn2", "unet") if validate.PIVOTAL_PARAMS.ok(p)}
 
@@ -79,7 +79,7 @@ def test_a_bad_value_is_named_with_a_fix_that_passes(override, field):
 
 
 def test_the_default_placeholder_keeps_job_ids_and_another_makes_a_new_job():
-    from tinv import plan
+    from tinv.harness import plan
     cfg = _cfg()
     assert cfg["concept"]["placeholder"] == "<S*>"
     bare = {**cfg, "concept": {k: v for k, v in cfg["concept"].items() if k != "placeholder"}}
@@ -111,7 +111,7 @@ def test_a_placeholder_the_tokenizer_holds_in_any_folding_is_refused_with_advice
 def test_the_initializer_hint_names_a_word_only_when_one_is_known(word, hint):
     from types import SimpleNamespace
 
-    from tinv.plan import check_initializer
+    from tinv.harness.plan import check_initializer
     plan = SimpleNamespace(icfg=SimpleNamespace(init="word", initializer_word=word))
     with pytest.raises(InputError) as e:
         check_initializer(plan, tiny_clip_tokenizer())
@@ -169,7 +169,7 @@ _TIMED = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
 from hydra import compose, initialize_config_dir
-import tinv.job as job
+import tinv.harness.job as job
 with initialize_config_dir(config_dir={conf!r}, version_base="1.3"):
     cfg = compose(config_name="config", overrides=sys.argv[1:])
 wall, cpu = time.perf_counter(), time.process_time()

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tinv import plan
+from tinv.harness import plan
 
 from .test_config import _compose
 

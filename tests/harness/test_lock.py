@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tinv import joblock
+from tinv.harness import joblock
 
 from .conftest import FAST, REPO, rows
 from .test_run import check_row

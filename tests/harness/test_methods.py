@@ -7,8 +7,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from tinv import methods
-from tinv.errors import InputError
-from tinv.plan import make_plan
+from tinv.core.errors import InputError
+from tinv.harness.plan import make_plan
 
 from .conftest import FAST, REPO, rows, run_cli
 from .test_config import METHODS, _compose

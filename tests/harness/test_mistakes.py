@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinv.data import ConceptError, load_concept_images, load_image
+from tinv.engine.data import ConceptError, load_concept_images, load_image
 
 from .conftest import FAST, REPO, catches_sigint, one_error, rows, run_cli, start_cli
 
@@ -209,7 +209,7 @@ def test_help_has_the_groups_their_options_and_examples():
 def test_ldm_bert_reads_cat_as_cat_so_they_are_one_job():
     from omegaconf import OmegaConf
 
-    from tinv.plan import job_location
+    from tinv.harness.plan import job_location
 
     from .test_config import _compose
 
@@ -232,10 +232,10 @@ def test_an_ldm_job_exports_only_the_format_that_loads_it_and_says_its_word(runs
 def test_a_tiny_image_trains_with_a_warning(tmp_path, caplog):
     import logging
 
-    from tinv.concepts import _warn_small
+    from tinv.harness.concepts import _warn_small
     Image.new("RGB", (1, 1), "red").save(tmp_path / "dot.png")
     Image.new("RGB", (32, 32), "red").save(tmp_path / "fine.png")
-    with caplog.at_level(logging.WARNING, logger="tinv.concepts"):
+    with caplog.at_level(logging.WARNING, logger="tinv.harness.concepts"):
         _warn_small(sorted(tmp_path.glob("*.png")), 32)
     [record] = caplog.records
     assert "dot.png (1x1)" in record.getMessage() and "fine.png" not in record.getMessage()

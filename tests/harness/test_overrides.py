@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinv.overrides import closest, edit_distance
+from tinv.harness.overrides import closest, edit_distance
 
 MODELS = ["ldm14", "sd15", "sd21", "tiny_ldm", "tiny_sd", "toyworld"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinv.embeddings_io import read_embeddings
+from tinv.engine.embeddings_io import read_embeddings
 
 from .conftest import FAST, rows, run_cli
 from .test_run import check_row

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tinv import preflight
+from tinv.harness import preflight
 
 from .conftest import FAST, error_lines, job_folders, rows, run_cli
 
@@ -20,7 +20,7 @@ LIMIT_S = 15
 @pytest.fixture(scope="module")
 def tiny_sd_folder(tmp_path_factory) -> Path:
     """An SD-1.5-layout diffusers folder with random tiny weights, as a user would have one."""
-    from tinv.models import save_parts, tiny_sd_parts
+    from tinv.engine.models import save_parts, tiny_sd_parts
     return save_parts(tiny_sd_parts(), tmp_path_factory.mktemp("models") / "tiny-sd15")
 
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 import re
 
-from tinv import progress
+from tinv.engine import progress
 
 from .conftest import FAST, run_cli
 
 
 def _lines(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "tinv.progress"]
+    return [r.getMessage() for r in caplog.records if r.name == "tinv.engine.progress"]
 
 
 def test_a_stage_says_each_tenth_once_with_its_loss_rate_and_eta(caplog, monkeypatch):
     monkeypatch.setattr(progress, "on_terminal", lambda: False)
-    caplog.set_level(logging.INFO, logger="tinv.progress")
+    caplog.set_level(logging.INFO, logger="tinv.engine.progress")
     bar = progress.bar(range(250), total=250, desc="invert <S*>")
     for i in bar:
         bar.set_postfix(loss=f"{1 / (i + 1):.4f}", refresh=False)
@@ -28,7 +28,7 @@ def test_a_stage_says_each_tenth_once_with_its_loss_rate_and_eta(caplog, monkeyp
 
 def test_a_resumed_or_stopped_stage_does_not_repeat_and_says_where_it_stopped(caplog, monkeypatch):
     monkeypatch.setattr(progress, "on_terminal", lambda: False)
-    caplog.set_level(logging.INFO, logger="tinv.progress")
+    caplog.set_level(logging.INFO, logger="tinv.engine.progress")
     bar = progress.bar(range(50, 80), initial=50, total=100, desc="invert")
     for _ in bar:
         pass

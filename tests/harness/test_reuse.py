@@ -1,4 +1,4 @@
-"""A sweep over evaluation settings only inverts each concept once (tinv/learned.py): jobs
+"""A sweep over evaluation settings only inverts each concept once (tinv/harness/learned.py): jobs
 that differ only in eval.* reuse one stored inversion (and pivotal-tuned UNet), say so in
 their timings, and get exactly what a fresh inversion of their own gives; under the
 packed launcher and with two processes at once, too."""
@@ -16,10 +16,14 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from tinv import inversion, joblock, learned, packing, pivotal
-from tinv.embeddings_io import read_embeddings
-from tinv.job import run_job
-from tinv.plan import job_location, make_plan
+from tinv.engine import inversion, pivotal
+
+from tinv.harness import joblock, learned
+
+from tinv.launch import packing
+from tinv.engine.embeddings_io import read_embeddings
+from tinv.harness.job import run_job
+from tinv.harness.plan import job_location, make_plan
 
 from .conftest import FAST, REPO, rows, run_cli
 from .test_config import _compose

@@ -85,7 +85,7 @@ def test_an_old_runs_folder_is_read_and_its_jobs_stay_there(runs, tmp_path):
 def test_a_view_link_is_relative_idempotent_and_never_fails_the_job(tmp_path, monkeypatch, caplog):
     import os
 
-    from tinv import store
+    from tinv.harness import store
     job = tmp_path / "jobs" / "red_star-single_word-0123456789ab"
     job.mkdir(parents=True)
     view = store.link(tmp_path, "fig10", job)

@@ -1,12 +1,12 @@
 """The sweep summary says where the time went: per setup, inversion / sampling /
-evaluation wall time, the rest of the jobs' time and the packs' waiting (tinv/time_report.py)."""
+evaluation wall time, the rest of the jobs' time and the packs' waiting (tinv/harness/time_report.py)."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from tinv import time_report
+from tinv.harness import time_report
 
 from .conftest import FAST, rows, run_cli
 

@@ -1,10 +1,10 @@
-"""A local sweep on every core (tinv/workers.py): the packed launcher's units in worker
+"""A local sweep on every core (tinv/launch/workers.py): the packed launcher's units in worker
 processes give the rows one process with one thread gives, and bad settings stop at once."""
 from __future__ import annotations
 
 import pytest
 
-from tinv import workers
+from tinv.launch import workers
 
 from .conftest import FAST, one_error, rows, run_cli
 
@@ -60,7 +60,7 @@ def test_worker_count_follows_the_cores_and_the_units():
 def test_worker_threads_are_capped_at_their_share(monkeypatch):
     import torch
 
-    from tinv.loading import set_cpu_threads
+    from tinv.harness.loading import set_cpu_threads
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv(workers.SHARE_ENV, "1")

@@ -1,6 +1,6 @@
 """The issue's acceptance gates, measured on the shipped weights with fixed seeds.
 
-Thresholds are the issue's; `python -m tinv.toyworld.gates` prints the same numbers.
+Thresholds are the issue's; `python -m tinv.tools.gates` prints the same numbers.
 """
 import json
 
@@ -21,7 +21,7 @@ def test_weights_ship_inside_the_package_within_25_mb():
 
 
 def test_pipeline_loads_as_parts():
-    from tinv.models import load_parts
+    from tinv.engine.models import load_parts
     parts = load_parts(MODEL_DIR)
     assert parts.family == "sd" and parts.resolution == 32
     assert parts.tokenizer.convert_ids_to_tokens(parts.tokenizer("star").input_ids)[1] == "star</w>"

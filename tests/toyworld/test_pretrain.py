@@ -18,7 +18,7 @@ def test_render_pool_is_deterministic_and_excludes_concepts():
 
 
 def test_pretrain_tiny_end_to_end_and_resume(tmp_path):
-    from tinv.models import load_parts
+    from tinv.engine.models import load_parts
     from tinv.toyworld.evaluator import NAME, load_evaluator
     from tinv.toyworld.oracle import load_oracle
     args = ["--out", str(tmp_path), "--pool", "64", "--oracle-steps", "2", "--ae-steps", "2", "--decoder-steps", "1",
@@ -60,7 +60,7 @@ def test_style_compound_caption_says_the_object_and_hides_the_look():
 
 
 def test_style_vector_carries_the_outline_and_differs_by_look():
-    from tinv.models import tiny_clip_tokenizer
+    from tinv.engine.models import tiny_clip_tokenizer
     tok = tiny_clip_tokenizer()
     table = torch.randn(len(tok), 64)
     look = dict(style="pixel", background="brick", outline="black")
@@ -82,7 +82,7 @@ def test_compound_caption_puts_one_mark_where_the_look_words_were():
 
 
 def test_compounds_splice_the_merged_vector_into_the_chosen_rows_only():
-    from tinv.models import tiny_clip_tokenizer
+    from tinv.engine.models import tiny_clip_tokenizer
     from tinv.toyworld import nets
     tok = tiny_clip_tokenizer()
     torch.manual_seed(0)

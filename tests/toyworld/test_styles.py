@@ -1,9 +1,9 @@
 """Styles on the toy world (section 4.3, issue 19): the cause that was found, stays fixed,
-and the style gates hold on the shipped weights (`python -m tinv.toyworld.styles` prints the
+and the style gates hold on the shipped weights (`python -m tinv.tools.styles` prints the
 same numbers with the same seeds)."""
 import pytest
 
-from tinv.templates import STYLE_TEMPLATES, templates_for, with_style_noun
+from tinv.engine.templates import STYLE_TEMPLATES, templates_for, with_style_noun
 from tinv.toyworld import styles
 from tinv.toyworld.concepts import CONCEPTS
 
@@ -18,8 +18,8 @@ def test_style_noun_replaces_only_the_medium_word():
 
 
 def test_toy_world_jobs_train_and_score_styles_with_its_neutral_noun():
-    from tinv.prompts import reconstruction_prompt
-    from tinv.toyworld.gates import composed, default_inversion
+    from tinv.harness.prompts import reconstruction_prompt
+    from tinv.tools.gates import composed, default_inversion
     assert reconstruction_prompt(composed("concept=brick_pixel"), "style").template == "A picture in the style of {}"
     assert default_inversion("brick_pixel").style_noun == "picture"
     # a real model keeps the paper's words

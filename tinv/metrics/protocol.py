@@ -1,7 +1,7 @@
 """A job's samples -> its metrics: the evaluation protocol of section 5.1 (docs/harness.md).
 
-`evaluate(plan, cells, train, device)` takes the job plan (tinv.plan.Plan: config, concept,
-prompts) and its cells (tinv.plan.Cell: a prompt or prompt x caption with its samples) and
+`evaluate(plan, cells, train, device)` takes the job plan (tinv.harness.plan.Plan: config, concept,
+prompts) and its cells (tinv.harness.plan.Cell: a prompt or prompt x caption with its samples) and
 returns the row's `metrics`, `metrics_ci`, `scores` and `per_prompt`.
 """
 from __future__ import annotations

@@ -36,7 +36,7 @@ def register(config_file: Path = CONFIG_FILE) -> str:
     config_file = Path(config_file)
     if not config_file.exists():
         raise FileNotFoundError(f"toy-world evaluator config {config_file} is missing; "
-                                "regenerate it with `python -m tinv.toyworld.pretrain`")
+                                "regenerate it with `python -m tinv.tools.pretrain`")
     import open_clip    # here, not at the top: the preflight reads WEIGHTS_FILE and must stay fast
     open_clip.add_model_config(config_file)
     return NAME
@@ -55,7 +55,7 @@ def load_evaluator(device: str = "cpu", weights: Path = WEIGHTS_FILE):
     weights = Path(weights)
     if not weights.exists():
         raise FileNotFoundError(f"toy-world evaluator weights {weights} are missing; "
-                                "regenerate them with `python -m tinv.toyworld.pretrain`")
+                                "regenerate them with `python -m tinv.tools.pretrain`")
     name = register(weights.with_suffix(".json"))
     import open_clip
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(weights), device=device)

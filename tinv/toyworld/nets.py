@@ -1,7 +1,7 @@
 """Model definitions of the toy world, sized for training on 2 CPU cores.
 
 The diffusion pipeline uses the libraries' own classes so that `StableDiffusionPipeline`
-(and `tinv.models.load_parts`) load it like any Stable Diffusion folder:
+(and `tinv.engine.models.load_parts`) load it like any Stable Diffusion folder:
 * AutoencoderKL with factor-2 downsampling: 32 px pictures -> 16x16x4 latents. A factor-4
   autoencoder blurred shapes in the feasibility run; factor 2 keeps them at little cost.
 * UNet2DConditionModel (32, 64, 64), one layer per block, cross-attention only at 4x4 and

@@ -48,7 +48,7 @@ def load_oracle(device: str = "cpu", folder: Path = WEIGHTS_DIR) -> Oracle:
     folder = Path(folder)
     if not (folder / "oracle.safetensors").exists():
         raise FileNotFoundError(f"toy-world oracle weights are missing in {folder}; "
-                                "regenerate them with `python -m tinv.toyworld.pretrain`")
+                                "regenerate them with `python -m tinv.tools.pretrain`")
     vocab = {k: tuple(v) for k, v in json.loads((folder / "vocab.json").read_text()).items()}
     net = OracleNet(vocab)
     net.load_state_dict({k: v.float() for k, v in load_file(folder / "oracle.safetensors").items()})

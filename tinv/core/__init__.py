@@ -1,0 +1,1 @@
+"""The ground floor: errors and atomic writes; imports nothing of tinv."""

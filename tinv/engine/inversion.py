@@ -1,0 +1,367 @@
+"""Textual Inversion (Eq. 2): the one loop, with every learned-word setup as data.
+
+    v* = argmin_v  E_{z~E(x), y, eps~N(0,1), t} || eps - eps_theta(z_t, t, c_theta(y)) ||^2
+
+Only the pseudo-words' vectors learn; the text encoder, UNet and VAE are frozen. The
+setups of section 5.2 / appendix A are fields of `InversionConfig`: k vectors,
+progressive unlocking, regularization toward the initializer, per-image tokens.
+`invert_packed` trains several independent configs in one batch through the shared
+frozen model; each set's loss is its own batch mean, so the summed loss gives every
+set exactly the gradient it would get alone.
+
+`stop`: "fixed" runs `steps` optimizer steps (the paper); "dvar" stops a set earlier, at
+the first step where DVAR's criterion (tinv/engine/dvar.py) says its fixed-batch loss has
+flattened. Packed sets stop independently; the rest of the pack runs on.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from tinv.core import atomic
+
+from tinv.engine import checkpoint, conditioning, dvar
+from tinv.engine.data import ConceptImages, LatentCache, cache_latents, load_concept_images
+from tinv.engine.embeddings_io import authors_tokens
+from tinv.engine.models import Parts
+from tinv.engine.pseudo_words import PseudoWord, add_pseudo_word, expand_prompt, learning
+from tinv.engine.inversion_config import InversionConfig
+from tinv.engine.templates import templates_for
+from tinv.engine.progress import bar as progress_bar
+
+CHECKPOINT_NAME = checkpoint.INVERSION_FILE
+PRE_DVAR = {"stop": "fixed", "dvar_window": dvar.WINDOW, "dvar_threshold": dvar.THRESHOLD, "dvar_batch": dvar.BATCH}
+MAX_PER_IMAGE_TOKENS = 21   # the authors' per-image token list has 21 entries
+
+
+@dataclass
+class InversionResult:
+    embeds: dict[str, torch.Tensor]       # placeholder -> [k, D] (per-image tokens included)
+    losses: list[float]                   # training loss (diffusion + reg) per optimizer step
+    lr_effective: float
+    steps: int
+    lr_rule: str = ""
+    diffusion_losses: list[float] = field(default_factory=list)
+    eval_loss_before: float = float("nan")    # fixed_eval_loss at the start and the end
+    eval_loss_after: float = float("nan")
+    token_ids: dict[str, list[int]] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+    embedding_norm: float = float("nan")      # mean L2 norm of S*'s k vectors
+    embedding_dist_init: float = float("nan")  # ||V - V_init|| (Frobenius over the k vectors)
+    dvar: dict = field(default_factory=dict)  # stop=dvar: the fixed-batch loss per step, where it stopped
+
+
+class _Set:
+    """One independent pseudo-word set under training: its words, data, RNG and optimizer."""
+
+    def __init__(self, parts: Parts, images: ConceptImages, cfg: InversionConfig):
+        self.cfg = cfg
+        self.images = images
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        word = cfg.initializer_word if cfg.init == "word" else None
+        self.word = add_pseudo_word(parts, cfg.placeholder, cfg.num_vectors, word, self.gen)
+        self.image_words: list[PseudoWord] = []
+        if cfg.per_image_tokens:
+            if len(images) > MAX_PER_IMAGE_TOKENS:
+                raise ValueError(f"{cfg.placeholder!r}: per-image tokens allow at most "
+                                 f"{MAX_PER_IMAGE_TOKENS} images, got {len(images)}")
+            base = cfg.placeholder.strip("<>")
+            self.image_words = [add_pseudo_word(parts, f"<{base}-img{i}>", 1, None, self.gen)
+                                for i in range(len(images))]
+        # The authors' file names words by tokens of the STOCK vocabulary: chosen here, where
+        # the tokenizer is (exports only see the result).
+        self.authors_tokens = authors_tokens(parts.tokenizer, len(self.image_words))
+        self.plain, self.dual = templates_for(cfg.templates, cfg.style_noun)
+        self.latents: LatentCache = cache_latents(parts, images)
+        self.step = 0
+        self.losses: list[float] = []
+        self.diffusion_losses: list[float] = []
+        self.dvar_losses: list[float] = []        # L_det after each optimizer step (stop=dvar)
+        self.stopped_at: int | None = None        # the step DVAR stopped at
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.cfg.steps or self.stopped_at is not None
+
+    def fixed_batch(self, parts: Parts) -> tuple[LatentCache, torch.Tensor]:
+        return self.latents, parts.tokenize([expand_prompt(eval_prompt(self.cfg), self.words)], expand=False)
+
+    def track(self, loss: float) -> None:
+        """Log this step's fixed-batch loss; stop when DVAR's criterion says it flattened."""
+        self.dvar_losses.append(loss)
+        if dvar.should_stop(self.dvar_losses, self.cfg.dvar_window, self.cfg.dvar_threshold):
+            self.stopped_at = self.step
+
+    @property
+    def words(self) -> list[PseudoWord]:
+        return [self.word] + self.image_words
+
+    def make_optimizer(self) -> None:
+        self.optimizer = torch.optim.AdamW([w.vectors for w in self.words], lr=self.cfg.lr_effective,
+                                           weight_decay=self.cfg.weight_decay)
+
+    def draw(self, device) -> tuple[torch.Tensor, list[str]]:
+        """One batch of clean latents and their prompts, from this set's own generator."""
+        cfg, g, n = self.cfg, self.gen, self.cfg.batch_size
+        idx = torch.randint(len(self.latents), (n,), generator=g)
+        flip = torch.rand(n, generator=g) < cfg.flip_p
+        latents = self.latents.draw(idx, flip, g).to(device)
+        active = {self.word.placeholder: cfg.active_vectors(self.step)}
+        prompts = []
+        for i in idx.tolist():
+            dual = self.image_words and torch.rand((), generator=g).item() < cfg.per_image_prob
+            pool = self.dual if dual else self.plain
+            template = pool[torch.randint(len(pool), (), generator=g).item()]
+            text = (template.format(cfg.placeholder, self.image_words[i].placeholder) if dual
+                    else template.format(cfg.placeholder))
+            prompts.append(expand_prompt(text, self.words, active))
+        return latents, prompts
+
+    def regularizer(self) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.reg_weight == 0:
+            return torch.zeros((), device=self.word.vectors.device)
+        d = self.word.vectors - self.word.init.to(self.word.vectors)
+        if cfg.reg_form == "l2":
+            return cfg.reg_weight * (d ** 2).sum()
+        return cfg.reg_weight * (d @ d.T).mean()   # the public code's form, cross terms included
+
+    def state(self) -> dict:
+        return {"placeholder": self.cfg.placeholder, "config": asdict(self.cfg), "step": self.step,
+                "vectors": {w.placeholder: w.vectors.detach().clone() for w in self.words},
+                "optimizer": self.optimizer.state_dict(), "generator": self.gen.get_state(),
+                "losses": list(self.losses), "diffusion_losses": list(self.diffusion_losses),
+                "dvar_losses": list(self.dvar_losses), "stopped_at": self.stopped_at}
+
+    def load_state(self, state: dict, path: Path) -> None:
+        # A checkpoint from before `stop` existed ran the fixed steps.
+        if {**PRE_DVAR, **state["config"]} != asdict(self.cfg):
+            raise ValueError(f"checkpoint {str(path)!r} was written for a different config of "
+                             f"{self.cfg.placeholder!r}; use another checkpoint folder or delete it")
+        with torch.no_grad():
+            for w in self.words:
+                w.vectors.copy_(state["vectors"][w.placeholder])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.step = state["step"]
+        self.losses, self.diffusion_losses = list(state["losses"]), list(state["diffusion_losses"])
+        self.dvar_losses, self.stopped_at = list(state.get("dvar_losses", [])), state.get("stopped_at")
+
+    def result(self, before: float, after: float) -> InversionResult:
+        v = self.word.vectors.detach().float()
+        return InversionResult(
+            embedding_norm=float(v.norm(dim=-1).mean()),
+            embedding_dist_init=float((v - self.word.init.to(v)).norm()),
+            embeds={w.placeholder: w.vectors.detach().clone() for w in self.words},
+            losses=list(self.losses), diffusion_losses=list(self.diffusion_losses),
+            lr_effective=self.cfg.lr_effective, lr_rule=self.cfg.lr_rule, steps=self.step,
+            eval_loss_before=before, eval_loss_after=after,
+            token_ids={w.placeholder: list(w.token_ids) for w in self.words}, config=asdict(self.cfg),
+            notes={"progressive_counts": "optimizer steps",
+                   "reg_form": self.cfg.reg_form if self.cfg.reg_weight else "none",
+                   "authors_tokens": dict(self.authors_tokens)},
+            dvar=self.dvar_record())
+
+    def dvar_record(self) -> dict:
+        cfg = self.cfg
+        if cfg.stop != "dvar":
+            return {}
+        return {"window": cfg.dvar_window, "threshold": cfg.dvar_threshold, "batch": cfg.dvar_batch,
+                "max_steps": cfg.steps, "stopped_at": self.stopped_at,
+                "steps_saved": 0 if self.stopped_at is None else cfg.steps - self.stopped_at,
+                "ratio": dvar.variance_ratio(self.dvar_losses, cfg.dvar_window),
+                "losses": list(self.dvar_losses)}
+
+
+def training_scheduler(parts: Parts) -> DDPMScheduler:
+    """The forward-noising schedule the model was trained with (from its scheduler config)."""
+    return DDPMScheduler.from_config(parts.scheduler.config)
+
+
+def diffusion_target(sched: DDPMScheduler, latents, noise, t) -> torch.Tensor:
+    if sched.config.prediction_type == "v_prediction":
+        return sched.get_velocity(latents, noise, t)
+    return noise
+
+
+@torch.no_grad()
+def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pairs: int = dvar.BATCH,
+                       seed: int = dvar.SEED) -> list[float]:
+    """L_det of several sets in one UNet call: for each (latent cache, prompt ids [1, L]),
+    the diffusion loss on its own fixed pairs. The pairs depend only on the seed, so a set's
+    value does not depend on which sets share the call."""
+    sched = training_scheduler(parts)
+    zs, ts, conds, targets = [], [], [], []
+    for latents, ids in batches:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.arange(n_pairs) % len(latents)
+        z = latents.mean[idx, 0].to(parts.device)
+        t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
+        noise = torch.randn(z.shape, generator=g).to(z)
+        zs.append(sched.add_noise(z, noise, t))
+        ts.append(t)
+        conds.append(conditioning.encode(parts, ids.to(parts.device)).expand(n_pairs))
+        targets.append(diffusion_target(sched, z, noise, t))
+    pred = conditioning.eps(parts.unet, torch.cat(zs).to(parts.dtype), torch.cat(ts),
+                            conditioning.cat(conds).to(parts.dtype))
+    return [F.mse_loss(p.float(), y.float()).item() for p, y in zip(pred.split(n_pairs), targets)]
+
+
+def eval_prompt(cfg: InversionConfig) -> str:
+    return templates_for(cfg.templates, cfg.style_noun)[0][0].format(cfg.placeholder)
+
+
+@torch.no_grad()
+def fixed_eval_loss(parts: Parts, latents: LatentCache, prompt_ids: torch.Tensor,
+                    n_pairs: int = 16, seed: int = 0) -> float:
+    """Diffusion loss on a fixed set of (image, timestep, noise) pairs: comparable across steps.
+
+    Uses the posterior mean of unflipped images and one prompt (token ids [1, L])."""
+    g = torch.Generator().manual_seed(seed)
+    sched = training_scheduler(parts)
+    idx = torch.arange(n_pairs) % len(latents)
+    z = latents.mean[idx, 0].to(parts.device)
+    t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
+    noise = torch.randn(z.shape, generator=g).to(z)
+    cond = conditioning.encode(parts, prompt_ids.to(parts.device)).expand(n_pairs)
+    pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype))
+    return F.mse_loss(pred.float(), diffusion_target(sched, z, noise, t).float()).item()
+
+
+def _eval(parts: Parts, s: _Set) -> float:
+    ids = parts.tokenize([expand_prompt(eval_prompt(s.cfg), s.words)], expand=False)
+    return fixed_eval_loss(parts, s.latents, ids)
+
+
+def invert(parts: Parts, images: ConceptImages | str | Path, cfg: InversionConfig,
+           ckpt_dir: str | Path | None = None, progress: bool = True,
+           stop_at: int | None = None) -> InversionResult:
+    """Learn `cfg.placeholder` from the images; leaves it in the tokenizer and text encoder."""
+    return invert_packed(parts, [(images, cfg)], ckpt_dir, progress, stop_at)[0]
+
+
+def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, InversionConfig]],
+                  ckpt_dir: str | Path | None = None, progress: bool = True,
+                  stop_at: int | None = None) -> list[InversionResult]:
+    """Train independent pseudo-word sets together through one frozen model.
+
+    stop_at: stop after this optimizer step (writing a checkpoint), as a preempted job would."""
+    parts.freeze()
+    _check_pack(jobs)
+    sets = [_Set(parts, _as_images(img, cfg, parts), cfg) for img, cfg in jobs]
+    words = [w for s in sets for w in s.words]
+    ckpt_path = checkpoint.inversion_file(ckpt_dir) if ckpt_dir else None
+    sched = training_scheduler(parts)
+    with learning(parts, words):
+        for s in sets:
+            s.make_optimizer()
+        before = [_eval(parts, s) for s in sets]
+        if ckpt_path and ckpt_path.exists():
+            _resume(sets, ckpt_path)
+        total = max(s.cfg.steps for s in sets)
+        end = total if stop_at is None else min(stop_at, total)
+        start = max(s.step for s in sets)   # sets run in lockstep; a shorter one just stops
+        bar = progress_bar(range(start, end), initial=start, total=total,
+                   disable=not progress, desc=f"invert {', '.join(s.cfg.placeholder for s in sets)}")
+        for step in bar:
+            live = [s for s in sets if not s.done]
+            if not live:        # every set stopped early (DVAR)
+                break
+            _optimizer_step(parts, sched, live)
+            _track_dvar(parts, [s for s in live if s.cfg.stop == "dvar"])
+            bar.set_postfix(loss=f"{sets[0].losses[-1]:.4f}" if sets[0].losses else "-", refresh=False)
+            every = sets[0].cfg.checkpoint_every
+            if ckpt_path and every and (step + 1) % every == 0:
+                _save(sets, ckpt_path)
+        if ckpt_path and (all(s.done for s in sets) or stop_at is not None):
+            _save(sets, ckpt_path)   # a finished job re-run with the same folder returns at once
+        after = [_eval(parts, s) for s in sets]
+    return [s.result(b, a) for s, b, a in zip(sets, before, after)]
+
+
+def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> None:
+    """One optimizer step for every set: grad_accum micro-batches through one UNet call each."""
+    for s in sets:
+        s.optimizer.zero_grad(set_to_none=True)
+    accum = sets[0].cfg.grad_accum
+    step_loss = [0.0] * len(sets)
+    step_diff = [0.0] * len(sets)
+    for _ in range(accum):
+        drawn = [s.draw(parts.device) for s in sets]
+        z = torch.cat([d[0] for d in drawn])
+        prompts = [p for d in drawn for p in d[1]]
+        # Noise and timesteps from each set's own generator, so packing changes nothing.
+        t = torch.cat([torch.randint(sched.config.num_train_timesteps, (s.cfg.batch_size,), generator=s.gen)
+                       for s in sets]).to(parts.device)
+        noise = torch.cat([torch.randn(d[0].shape, generator=s.gen) for s, d in zip(sets, drawn)]).to(z)
+        cond = conditioning.encode(parts, parts.tokenize(prompts, expand=False))
+        pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype))
+        target = diffusion_target(sched, z, noise, t)
+        losses = 0.0
+        for i, (s, p, y) in enumerate(zip(sets, pred.float().split([s.cfg.batch_size for s in sets]),
+                                          target.float().split([s.cfg.batch_size for s in sets]))):
+            diff = F.mse_loss(p, y)
+            loss = diff + s.regularizer()
+            losses = losses + loss / accum
+            step_loss[i] += loss.item() / accum
+            step_diff[i] += diff.item() / accum
+        losses.backward()
+    for i, s in enumerate(sets):
+        s.optimizer.step()
+        s.step += 1
+        s.losses.append(step_loss[i])
+        s.diffusion_losses.append(step_diff[i])
+
+
+def _track_dvar(parts: Parts, sets: list[_Set]) -> None:
+    """After each optimizer step: every DVAR set's fixed-batch loss, in one UNet call."""
+    if not sets:
+        return
+    batches = [s.fixed_batch(parts) for s in sets]
+    n_pairs = {s.cfg.dvar_batch for s in sets}
+    if len(n_pairs) == 1:
+        losses = fixed_batch_losses(parts, batches, n_pairs.pop())
+    else:
+        losses = [fixed_batch_losses(parts, [b], s.cfg.dvar_batch)[0] for s, b in zip(sets, batches)]
+    for s, loss in zip(sets, losses):
+        s.track(loss)
+
+
+def _as_images(images, cfg: InversionConfig, parts: Parts) -> ConceptImages:
+    if isinstance(images, ConceptImages):
+        return images
+    return load_concept_images(images, parts.resolution, cfg.center_crop)
+
+
+def _check_pack(jobs) -> None:
+    if not jobs:
+        raise ValueError("invert_packed needs at least one (images, config) pair")
+    names = [cfg.placeholder for _, cfg in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"packed sets need distinct placeholders, got {names}")
+    for key in ("grad_accum", "checkpoint_every"):
+        vals = {getattr(cfg, key) for _, cfg in jobs}
+        if len(vals) > 1:
+            raise ValueError(f"packed sets must share {key}, got {sorted(vals)} for {names}")
+
+
+def _save(sets: list[_Set], path: Path) -> None:
+    atomic.save_torch(path, {"format": 1, "sets": [s.state() for s in sets],
+                             "rng": checkpoint.global_rng_state()})
+
+
+def _resume(sets: list[_Set], path: Path) -> None:
+    state = checkpoint.load(path)
+    saved = [st["placeholder"] for st in state["sets"]]
+    if saved != [s.cfg.placeholder for s in sets]:
+        raise ValueError(f"checkpoint {str(path)!r} holds sets {saved}, not "
+                         f"{[s.cfg.placeholder for s in sets]}; use another checkpoint folder")
+    for s, st in zip(sets, state["sets"]):
+        s.load_state(st, path)
+    checkpoint.set_global_rng_state(state["rng"])

@@ -1,0 +1,80 @@
+"""The inversion method as data: `InversionConfig`, apart from the loop (tinv.engine.inversion)
+so that the config check and the plan build it without importing diffusers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tinv.engine import dvar
+from tinv.engine.templates import templates_for
+
+
+@dataclass
+class InversionConfig:
+    """The method as data (filled from Hydra's `cfg.method` + concept)."""
+    placeholder: str = "<S*>"
+    initializer_word: str | None = None
+    num_vectors: int = 1                  # k
+    init: str = "word"                    # "word" | "random" (uniform in [0, 1))
+    progressive_interval: int | None = None   # optimizer steps per unlocked vector
+    reg_weight: float = 0.0
+    reg_form: str = "l2"                  # "l2": sum_i ||v_i - v0||^2 | "gram_mean": mean((V-V0)(V-V0)^T)
+    per_image_tokens: bool = False
+    per_image_prob: float = 0.25
+    lr: float = 5e-3                      # base rate
+    scale_lr: bool = True                 # lr x grad_accum x n_devices x batch_size
+    weight_decay: float = 0.01
+    batch_size: int = 4
+    grad_accum: int = 1
+    n_devices: int = 1                    # only enters the LR rule: this loop runs on one device
+    steps: int = 5000
+    seed: int = 23
+    templates: str = "object"             # "object" | "style"
+    style_noun: str = "painting"          # the style templates' medium noun (model.style_noun)
+    center_crop: bool = False
+    flip_p: float = 0.5
+    checkpoint_every: int = 0             # optimizer steps; 0 = never
+    stop: str = "fixed"                   # "fixed": all `steps` | "dvar": early stopping (tinv/engine/dvar.py)
+    dvar_window: int = dvar.WINDOW        # N = 310 and alpha = 0.15: the DVAR authors' values for
+    dvar_threshold: float = dvar.THRESHOLD    # textual inversion (arXiv 2302.04841; tinv/engine/dvar.py)
+    dvar_batch: int = dvar.BATCH          # pairs in the fixed batch (their eval batch, 4)
+
+    def __post_init__(self):
+        bad = []
+        if self.init not in ("word", "random"):
+            bad.append(f"init={self.init!r} (use 'word' or 'random')")
+        if self.init == "word" and not self.initializer_word:
+            bad.append("init='word' needs an initializer_word")
+        if self.reg_form not in ("l2", "gram_mean"):
+            bad.append(f"reg_form={self.reg_form!r} (use 'l2' or 'gram_mean')")
+        if self.num_vectors < 1 or self.steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
+            bad.append("num_vectors, batch_size, grad_accum must be >= 1 and steps >= 0")
+        if self.progressive_interval is not None and self.progressive_interval < 1:
+            bad.append(f"progressive_interval={self.progressive_interval} (None or >= 1)")
+        if self.stop not in ("fixed", "dvar"):
+            bad.append(f"stop={self.stop!r} (use 'fixed' or 'dvar')")
+        if self.dvar_window < 2 or self.dvar_batch < 1 or self.dvar_threshold < 0:
+            bad.append("dvar_window must be >= 2, dvar_batch >= 1 and dvar_threshold >= 0 (0: log, never stop)")
+        if not 0.0 <= self.per_image_prob <= 1.0 or not 0.0 <= self.flip_p <= 1.0:
+            bad.append("per_image_prob and flip_p are probabilities in [0, 1]")
+        templates_for(self.templates)
+        if bad:
+            raise ValueError(f"InversionConfig for {self.placeholder!r}: " + "; ".join(bad))
+
+    @property
+    def lr_effective(self) -> float:
+        if not self.scale_lr:
+            return self.lr
+        return self.lr * self.grad_accum * self.n_devices * self.batch_size
+
+    @property
+    def lr_rule(self) -> str:
+        if not self.scale_lr:
+            return f"unscaled: {self.lr:g}"
+        return (f"{self.lr:g} x grad_accum {self.grad_accum} x devices {self.n_devices} "
+                f"x batch {self.batch_size} = {self.lr_effective:g}")
+
+    def active_vectors(self, step: int) -> int:
+        """Vectors in use at optimizer step `step` (progressive unlocking counts optimizer steps)."""
+        if self.progressive_interval is None:
+            return self.num_vectors
+        return min(self.num_vectors, 1 + step // self.progressive_interval)

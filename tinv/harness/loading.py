@@ -1,0 +1,96 @@
+"""Model loading: the device, torch's CPU threads, the model's parts, and the fingerprint
+of the weights a job runs on."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from tinv.core.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported where it is used: the cluster launcher imports this module (through
+# tinv.launch.packing) during Hydra's plugin scan, which every `python run.py` pays for.
+
+
+# ----------------------------------------------------------------------------- model
+def choose_device(device: str) -> str:
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def set_cpu_threads(setting, device: str) -> int:
+    """Torch's CPU threads: an int, or "auto" = the cores no one else is using (>= 1).
+
+    On a shared machine this matters more than anything else: the toy model's many small
+    ops each end in a thread barrier, and with one of two cores busy elsewhere a 2-thread
+    forward pass measured 2.5 s where 1 thread took 9 ms.
+    """
+    import torch
+    if device.startswith("cuda") or setting in (None, "none"):
+        return torch.get_num_threads()
+    if setting == "auto":
+        import os
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        setting = max(1, cores - int(os.getloadavg()[0] + 0.5))
+        share = os.environ.get("TINV_CPU_SHARE")    # a sweep worker's cores (tinv.launch.workers)
+        if share:
+            setting = min(setting, max(1, int(share)))
+    torch.set_num_threads(int(setting))
+    return int(setting)
+
+
+def _dtype(name: str, device: str) -> torch.dtype:
+    import torch
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() \
+            else torch.float32
+    return getattr(torch, name)
+
+
+def model_path(m: Mapping[str, Any]) -> str:
+    if m.get("path"):
+        return str(m["path"])
+    from tinv.toyworld import MODEL_DIR
+    return str(MODEL_DIR)
+
+
+def load_model(m: Mapping[str, Any], device: str):
+    """Parts for the model config: a hub id / folder, or "tiny:sd" / "tiny:ldm" for tests."""
+    from tinv.engine import models
+    path = model_path(m)
+    if path.startswith("tiny:"):
+        build = {"sd": models.tiny_sd_parts, "ldm": models.tiny_ldm_parts}.get(path[5:])
+        if build is None:
+            raise InputError(f"model.path={path!r}: tiny models are tiny:sd and tiny:ldm")
+        return build(device=device)
+    try:
+        return models.load_parts(path, family=m.get("family"), device=device,
+                                 dtype=_dtype(m.get("dtype", "float32"), device))
+    except ValueError as e:
+        raise InputError(f"model {m.get('name')!r}: {e}") from e
+
+
+_FINGERPRINTS: dict[str, str] = {}
+
+
+def model_fingerprint(m: Mapping[str, Any]) -> str:
+    """Names the weights a job runs on: a hub id as it is, a local folder by the sha256 of its
+    weight and config files (so retrained toy weights never reuse old rows or samples, and a
+    fresh clone of the same weights finds the same job ids). Hashed once per process."""
+    path = model_path(m)
+    folder = Path(path)
+    if not folder.is_dir():
+        return path
+    files = sorted(f for f in folder.rglob("*") if f.suffix in (".safetensors", ".bin", ".json")
+                   and f.name != "training.json")
+    stamp = path + "|" + ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    if stamp not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(str(f.relative_to(folder)).encode() + b"\0" + f.read_bytes())
+        _FINGERPRINTS[stamp] = "sha256:" + h.hexdigest()[:16]
+    return _FINGERPRINTS[stamp]

@@ -1,0 +1,232 @@
+"""The plan: everything a job will do, checked without the model (concept, method,
+prompts, cells, seeds), and where the job lands (its id and folder)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from tinv.harness import prompts as P, results, store
+from tinv.harness.concepts import Concept, resolve_concept
+from tinv.core.errors import InputError
+from tinv.harness.loading import model_fingerprint
+from tinv.methods import Kind, kind_of
+from tinv.harness.prompts import EvalPrompt
+from tinv.harness.validate import DEFAULT_PLACEHOLDER, placeholder
+
+if TYPE_CHECKING:
+    import torch
+
+PLACEHOLDER = DEFAULT_PLACEHOLDER
+
+
+# ----------------------------------------------------------------------------- method
+def inversion_config(cfg: Mapping[str, Any], concept: Concept):
+    """InversionConfig = defaults < model.inversion (budget) < method.inversion (setup)."""
+    from tinv.engine.inversion_config import InversionConfig
+    method = cfg["method"]
+    fields = {**dict(cfg["model"].get("inversion") or {}), **dict(method.get("inversion") or {})}
+    known = {f.name for f in dataclasses.fields(InversionConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InputError(f"method {method['name']!r}: unknown inversion field(s) {unknown}; "
+                         f"InversionConfig has {sorted(known)}")
+    fields.update(seed=int(cfg["seed"]), templates=concept.kind, placeholder=placeholder(cfg),
+                  initializer_word=concept.initializer)
+    if cfg["model"].get("style_noun"):
+        fields["style_noun"] = cfg["model"]["style_noun"]
+    if method.get("progressive_fraction"):
+        steps = int(fields.get("steps", InversionConfig.steps))
+        fields["progressive_interval"] = max(1, round(float(method["progressive_fraction"]) * steps))
+    if method.get("dvar_window_fraction"):   # DVAR's window as a share of the budget (single_word_dvar.yaml)
+        steps = int(fields.get("steps", InversionConfig.steps))
+        from tinv.engine.dvar import scaled_window
+        fields["dvar_window"] = scaled_window(steps, float(method["dvar_window_fraction"]))
+    try:
+        return InversionConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"method {method['name']!r}: {e}") from e
+
+
+def pivotal_config(cfg: Mapping[str, Any], icfg, recon: EvalPrompt):
+    from tinv.engine.pivotal import PivotalConfig
+    p = dict(cfg["method"]["pivotal"])
+    frac = p.pop("steps_fraction", None)
+    if frac is not None:
+        p["steps"] = max(1, round(float(frac) * icfg.steps))
+    p.setdefault("batch_size", icfg.batch_size)
+    try:
+        return PivotalConfig(**p, seed=icfg.seed, placeholder=icfg.placeholder, prompt=recon.template)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"method {cfg['method']['name']!r}: pivotal settings {p}: {e}") from e
+
+
+# ----------------------------------------------------------------------------- the plan
+@dataclass
+class Cell:
+    """One set of samples scored together: a prompt, or a prompt x caption."""
+    prompt: int                     # -1 = reconstruction, else index into the prompt list
+    caption: int | None             # index of the human caption, if any
+    text: str                       # what the model was asked
+    images: torch.Tensor | None = None   # [S, 3, H, W] in [0, 1]
+
+    @property
+    def key(self) -> str:
+        base = "reconstruction" if self.prompt < 0 else f"p{self.prompt:02d}"
+        return base if self.caption is None else f"{base}_c{self.caption}"
+
+
+@dataclass
+class Plan:
+    cfg: dict
+    concept: Concept
+    recon: EvalPrompt
+    prompts: list[EvalPrompt]
+    fillers: list[str | None]       # what replaces {}: [placeholder], captions, or [""]
+    icfg: Any = None                # InversionConfig when the method learns
+    pcfg: Any = None                # PivotalConfig for pivotal tuning
+    kind: Kind = field(default_factory=Kind)    # what the method does (tinv.methods)
+    choices: dict = field(default_factory=dict)
+
+    @property
+    def weights(self) -> str:
+        """The model's fingerprint (tinv.harness.loading.model_fingerprint): what its samples depend on."""
+        return model_fingerprint(self.cfg["model"])
+
+    def cells(self) -> list[Cell]:
+        out = []
+        for p_i, p in enumerate([self.recon] + self.prompts):
+            for c_i, filler in enumerate(self.fillers):
+                text = p.fill(filler) if filler is not None else p.template
+                caption = c_i if self.kind.captions else None
+                out.append(Cell(p_i - 1, caption, text))
+        return out
+
+
+def make_plan(cfg: dict, choices: dict) -> Plan:
+    """Everything checkable without the model; raises InputError."""
+    concept = resolve_concept(cfg["concept"])
+    method = cfg["method"]
+    if concept.prompts is not None and not cfg["eval"].get("prompt_set"):
+        cfg = {**cfg, "eval": {**cfg["eval"], "prompt_sets": {**cfg["eval"]["prompt_sets"],
+                                                             "dreambench": concept.prompts}}}
+    try:
+        prompts = P.eval_prompts(cfg, concept.kind)
+        recon = P.reconstruction_prompt(cfg, concept.kind)
+    except (ValueError, KeyError) as e:
+        raise InputError(str(e)) from e
+    if not prompts:
+        raise InputError(f"prompt list {P.prompt_set_name(cfg)!r} is empty")
+    kind = kind_of(method)
+    plan = Plan(cfg, concept, recon, prompts, kind.fillers(method, concept, placeholder(cfg)), kind=kind,
+                choices=choices)
+    if kind.learns:
+        plan.icfg = inversion_config(cfg, concept)
+        if kind.tunes:
+            plan.pcfg = pivotal_config(cfg, plan.icfg, recon)
+    return plan
+
+
+def check_initializer(plan: Plan, tokenizer) -> None:
+    """The initializer word must be ONE token the model knows: a word the tokenizer splits
+    would start the learned vector from a fragment, and one it reads as [UNK] (LDM-BERT's
+    vocabulary) from the unknown-word vector. Needs only the model's tokenizer (tinv.harness.tokens
+    loads it alone, before the model)."""
+    icfg = plan.icfg
+    if icfg is None or icfg.init != "word" or not icfg.initializer_word:
+        return
+    word = icfg.initializer_word
+    ids = tokenizer(word, add_special_tokens=False).input_ids
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    if len(ids) != 1:
+        words = word.split()
+        known = [w for w in words if len(tokenizer(w, add_special_tokens=False).input_ids) == 1
+                 and tokenizer(w, add_special_tokens=False).input_ids[0] != tokenizer.unk_token_id]
+        hint = f" (e.g. concept.initializer={known[-1]})" if len(words) > 1 and known else \
+            " (a coarser word for the concept: cat, toy, sculpture, painting)"
+        raise InputError(f"concept.initializer={word!r} is {len(ids)} tokens {pieces} for this model's "
+                         f"tokenizer; give one word that is a single token{hint}")
+    if tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id:
+        raise InputError(f"concept.initializer={word!r} is not in this model's vocabulary (its tokenizer "
+                         f"reads it as {tokenizer.unk_token}); give a word the model knows (cat, toy, sculpture)")
+
+
+# ----------------------------------------------------------------------------- where the job lands
+def _plain(cfg) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def default_choices(cfg: dict) -> dict:
+    return {"model": cfg["model"]["name"], "method": cfg["method"]["name"],
+            "concept": cfg["concept"].get("name"), "eval": cfg["eval"]["name"],
+            "logger": cfg["logger"]["name"]}
+
+
+def effective_config(cfg: dict) -> dict:
+    """The config as the job will run it: evaluator settings a model does not use are
+    replaced by what it does use (the toy world scores with its own CLIP, not eval.clip;
+    a model with `dino: false` computes no DINO), so the row says what was used and those
+    settings do not split one job into several ids; an LDM-BERT model's initializer is
+    lower-cased, as its tokenizer reads it. Idempotent."""
+    e, m, c = dict(cfg["eval"]), cfg["model"], dict(cfg["concept"])
+    if m.get("evaluator") == "toyworld":
+        e["clip"] = {"model": "toyworld", "pretrained": "tinv/toyworld/weights/evaluator"}
+    if not m.get("dino"):
+        e["dino"] = None
+    if m.get("family") == "ldm" and isinstance(c.get("initializer"), str):
+        c["initializer"] = c["initializer"].lower()     # LDM-BERT lower-cases: Cat and cat are one job
+    return {**cfg, "eval": e, "concept": c}
+
+
+_CONCEPT_PRINTS: dict[str, str] = {}
+
+
+def concept_fingerprint(c: Mapping[str, Any]) -> str | None:
+    """The sha256 of what the job reads from its concept folder: every file's name and bytes
+    (images and captions), so replacing the images in place is a new job. None when the
+    folder cannot be found (validation then names the problem). Hashed once per process
+    per (path, sizes, modification times)."""
+    try:
+        folder = resolve_concept(c).folder
+    except (InputError, KeyError, TypeError, ValueError):
+        return None
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    stamp = str(folder) + "|" + ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    if stamp not in _CONCEPT_PRINTS:
+        h = hashlib.sha256()
+        for p in files:
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        _CONCEPT_PRINTS[stamp] = "sha256:" + h.hexdigest()[:16]
+    return _CONCEPT_PRINTS[stamp]
+
+
+def job_location(cfg: dict) -> tuple[str, Path]:
+    # The id hashes the resolved config AND what the job reads: the weights (a fixed
+    # model.path or the shipped toy world, retrained in place, is a different job) and
+    # the concept's files (new images in the same folder are a different job).
+    cfg = effective_config(cfg)
+    c = cfg["concept"]
+    # Rows made before the placeholder was a setting have none in their config: the default
+    # placeholder is left out so those jobs keep their ids.
+    hashed = {**cfg, "concept": {k: v for k, v in c.items()
+                                 if not (k == "placeholder" and v in (None, DEFAULT_PLACEHOLDER))}}
+    job_id = results.identity({**hashed, "_weights": model_fingerprint(cfg["model"]),
+                               "_concept": concept_fingerprint(c)})
+    concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
+        or Path(str(c.get("path") or "concept")).name
+    # The folder is in the job store, whatever the sweep (tinv/harness/store.py: the sweep's view),
+    # unless an old runs folder holds the job's own folder in the sweep's folder: the job
+    # then stays there, as before the store (done, or resumed from its checkpoint there)
+    folder = results.job_folder(cfg["results_root"], concept_name, cfg["method"]["name"], job_id)
+    return job_id, store.legacy_folder(cfg["results_root"], cfg["sweep"], folder) or folder
+
+
+def finished_row(folder: Path) -> dict | None:
+    """The job's row if it finished ("ok"): then the job is done and does no work."""
+    row = results.read_row(folder)
+    return row if row and row.get("status") == "ok" else None

@@ -1,0 +1,1 @@
+"""Launching: packed inversions, local workers, SLURM, sweep watching."""
