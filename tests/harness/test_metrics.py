@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tinv.methods import KINDS
 from tinv.metrics import bootstrap, scores
 
 
@@ -63,9 +64,9 @@ def test_meanemb_interval_resamples_embeddings():
 
 
 @pytest.mark.parametrize("method, expected", [
-    ({"name": "image_only", "reference": "image_only"}, 0.0),
-    ({"name": "bipartite_inversion", "bipartite": True}, 0.0),   # regenerations of each image
-    ({"name": "single_word"}, 1 / 3),                            # fresh samples: every pair counts
+    ({"name": "image_only", "learns": False, "reference": "image_only"}, 0.0),
+    ({"name": "bipartite_inversion", "learns": True, "bipartite": True}, 0.0),   # regenerations of each image
+    ({"name": "single_word", "learns": True}, 1 / 3),                            # fresh samples: every pair counts
 ])
 def test_evaluate_leaves_out_self_pairs_where_sample_i_is_training_image_i(monkeypatch, method, expected):
     from types import SimpleNamespace as NS
@@ -84,7 +85,8 @@ def test_evaluate_leaves_out_self_pairs_where_sample_i_is_training_image_i(monke
     monkeypatch.setattr(encoders, "cached", lambda *a, **k: Identity())
     train = torch.eye(3).reshape(3, 3, 1, 1)          # three orthogonal "images"
     prompt = NS(template="a photo of {} at night", edit_text="a photo of at night", attributes={})
-    plan = NS(cfg={"method": method, "model": {"evaluator": "toyworld"},
+    from tinv.methods import kind_of
+    plan = NS(kind=kind_of(method), cfg={"method": method, "model": {"evaluator": "toyworld"},
                    "eval": {"bootstrap": {"n": 50, "seed": 0}}},
               prompts=[prompt], recon=NS(template="A photo of {}"))
     cells = [NS(prompt=-1, images=train.clone(), text="A photo of <S*>"),
@@ -113,8 +115,8 @@ def test_editability_per_difficulty_level_averages_its_own_prompts(monkeypatch):
     asked = [{"style": "sketch"}, {"size": "small", "count": "two"}, {"style": "pixel"},
              {"style": "sketch", "size": "small", "background": "sky", "count": "two"}]
     prompts = [NS(template=f"{{}} {k}", edit_text=f"x {k}", attributes=a) for k, a in enumerate(asked, 1)]
-    plan = NS(cfg={"method": {"name": "single_word"}, "model": {"evaluator": "toyworld"},
-                   "eval": {"bootstrap": {"n": 20, "seed": 0}}}, prompts=prompts, recon=NS(template="A photo of {}"))
+    plan = NS(kind=KINDS["learned word"], cfg={"method": {"name": "single_word"}, "model": {"evaluator": "toyworld"},
+              "eval": {"bootstrap": {"n": 20, "seed": 0}}}, prompts=prompts, recon=NS(template="A photo of {}"))
     train = torch.zeros(2, 3, 1, 1)
     cells = [NS(prompt=-1, images=train, text="r")] + [NS(prompt=i, images=train, text=str(i)) for i in range(4)]
     m = protocol.evaluate(plan, cells, train, "cpu")["metrics"]
