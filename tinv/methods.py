@@ -22,6 +22,7 @@ builds plans before any model loads): the sampling code is imported where a kind
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Mapping
 
@@ -81,6 +82,49 @@ class Kind:
     def fillers(self, method: Mapping, concept, placeholder: str) -> list[str | None]:
         """What replaces `{}` in each prompt (None: the prompt is not sampled at all)."""
         return [placeholder]
+
+    def inversion_config(self, cfg: Mapping, concept, placeholder: str):
+        """InversionConfig = defaults < model.inversion (budget) < method.inversion (setup),
+        plus what the method states as a share of the budget; None for a kind that learns nothing."""
+        if not self.learns:
+            return None
+        from tinv.engine.inversion_config import InversionConfig
+        method = cfg["method"]
+        fields = {**dict(cfg["model"].get("inversion") or {}), **dict(method.get("inversion") or {})}
+        known = {f.name for f in dataclasses.fields(InversionConfig)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise InputError(f"method {method['name']!r}: unknown inversion field(s) {unknown}; "
+                             f"InversionConfig has {sorted(known)}")
+        fields.update(seed=int(cfg["seed"]), templates=concept.kind, placeholder=placeholder,
+                      initializer_word=concept.initializer)
+        if cfg["model"].get("style_noun"):
+            fields["style_noun"] = cfg["model"]["style_noun"]
+        steps = int(fields.get("steps", InversionConfig.steps))
+        if method.get("progressive_fraction"):
+            fields["progressive_interval"] = max(1, round(float(method["progressive_fraction"]) * steps))
+        if method.get("dvar_window_fraction"):   # DVAR's window as a share of the budget (single_word_dvar.yaml)
+            from tinv.engine.dvar import scaled_window
+            fields["dvar_window"] = scaled_window(steps, float(method["dvar_window_fraction"]))
+        try:
+            return InversionConfig(**fields)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"method {method['name']!r}: {e}") from e
+
+    def pivotal_config(self, cfg: Mapping, icfg, recon_template: str):
+        """The PivotalConfig of a kind that tunes the UNet after the inversion, else None."""
+        if not self.tunes:
+            return None
+        from tinv.engine.pivotal import PivotalConfig
+        p = dict(cfg["method"]["pivotal"])
+        frac = p.pop("steps_fraction", None)
+        if frac is not None:
+            p["steps"] = max(1, round(float(frac) * icfg.steps))
+        p.setdefault("batch_size", icfg.batch_size)
+        try:
+            return PivotalConfig(**p, seed=icfg.seed, placeholder=icfg.placeholder, prompt=recon_template)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"method {cfg['method']['name']!r}: pivotal settings {p}: {e}") from e
 
     def sample(self, plan, parts, images, cells, progress: bool, training: dict) -> None:
         """Give every cell its images; `training` takes what the row should say about it."""

@@ -2,7 +2,6 @@
 prompts, cells, seeds), and where the job lands (its id and folder)."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,43 +23,9 @@ PLACEHOLDER = DEFAULT_PLACEHOLDER
 
 # ----------------------------------------------------------------------------- method
 def inversion_config(cfg: Mapping[str, Any], concept: Concept):
-    """InversionConfig = defaults < model.inversion (budget) < method.inversion (setup)."""
-    from tinv.engine.inversion_config import InversionConfig
-    method = cfg["method"]
-    fields = {**dict(cfg["model"].get("inversion") or {}), **dict(method.get("inversion") or {})}
-    known = {f.name for f in dataclasses.fields(InversionConfig)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise InputError(f"method {method['name']!r}: unknown inversion field(s) {unknown}; "
-                         f"InversionConfig has {sorted(known)}")
-    fields.update(seed=int(cfg["seed"]), templates=concept.kind, placeholder=placeholder(cfg),
-                  initializer_word=concept.initializer)
-    if cfg["model"].get("style_noun"):
-        fields["style_noun"] = cfg["model"]["style_noun"]
-    if method.get("progressive_fraction"):
-        steps = int(fields.get("steps", InversionConfig.steps))
-        fields["progressive_interval"] = max(1, round(float(method["progressive_fraction"]) * steps))
-    if method.get("dvar_window_fraction"):   # DVAR's window as a share of the budget (single_word_dvar.yaml)
-        steps = int(fields.get("steps", InversionConfig.steps))
-        from tinv.engine.dvar import scaled_window
-        fields["dvar_window"] = scaled_window(steps, float(method["dvar_window_fraction"]))
-    try:
-        return InversionConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"method {method['name']!r}: {e}") from e
-
-
-def pivotal_config(cfg: Mapping[str, Any], icfg, recon: EvalPrompt):
-    from tinv.engine.pivotal import PivotalConfig
-    p = dict(cfg["method"]["pivotal"])
-    frac = p.pop("steps_fraction", None)
-    if frac is not None:
-        p["steps"] = max(1, round(float(frac) * icfg.steps))
-    p.setdefault("batch_size", icfg.batch_size)
-    try:
-        return PivotalConfig(**p, seed=icfg.seed, placeholder=icfg.placeholder, prompt=recon.template)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"method {cfg['method']['name']!r}: pivotal settings {p}: {e}") from e
+    """The InversionConfig a job of `cfg` runs (None when its method learns nothing): the
+    method's kind makes it (tinv.methods)."""
+    return kind_of(cfg["method"]).inversion_config(cfg, concept, placeholder(cfg))
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -122,10 +87,8 @@ def make_plan(cfg: dict, choices: dict) -> Plan:
     kind = kind_of(method)
     plan = Plan(cfg, concept, recon, prompts, kind.fillers(method, concept, placeholder(cfg)), kind=kind,
                 choices=choices)
-    if kind.learns:
-        plan.icfg = inversion_config(cfg, concept)
-        if kind.tunes:
-            plan.pcfg = pivotal_config(cfg, plan.icfg, recon)
+    plan.icfg = kind.inversion_config(cfg, concept, placeholder(cfg))
+    plan.pcfg = kind.pivotal_config(cfg, plan.icfg, recon.template)
     return plan
 
 
