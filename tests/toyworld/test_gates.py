@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from tinv.toyworld import MODEL_DIR, WEIGHTS_DIR, gates
+from tinv.toyworld import MODEL_DIR, WEIGHTS_DIR
+from tinv.tools import gates
 from tinv.toyworld.attributes import NAMED, UNNAMED
 from tinv.toyworld.oracle import load_oracle, oracle_editability, oracle_reconstruction
 

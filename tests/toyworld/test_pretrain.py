@@ -4,7 +4,7 @@ import json
 import numpy as np
 import torch
 
-from tinv.toyworld import pretrain
+from tinv.tools import pretrain
 from tinv.toyworld.attributes import matches
 from tinv.toyworld.concepts import EXCLUDE
 

@@ -4,7 +4,7 @@ same numbers with the same seeds)."""
 import pytest
 
 from tinv.engine.templates import STYLE_TEMPLATES, templates_for, with_style_noun
-from tinv.toyworld import styles
+from tinv.tools import styles
 from tinv.toyworld.concepts import CONCEPTS
 
 
