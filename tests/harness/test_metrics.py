@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tinv.harness.prompts import EvalPrompt
 from tinv.methods import KINDS
 from tinv.metrics import bootstrap, scores
 
@@ -84,9 +85,9 @@ def test_evaluate_leaves_out_self_pairs_where_sample_i_is_training_image_i(monke
 
     monkeypatch.setattr(encoders, "cached", lambda *a, **k: Identity())
     train = torch.eye(3).reshape(3, 3, 1, 1)          # three orthogonal "images"
-    prompt = NS(template="a photo of {} at night", edit_text="a photo of at night", attributes={})
+    prompt = EvalPrompt("a photo of {} at night")
     from tinv.methods import kind_of
-    plan = NS(kind=kind_of(method), cfg={"method": method, "model": {"evaluator": "toyworld"},
+    plan = NS(kind=kind_of(method), concept=NS(initializer="star"), cfg={"method": method, "model": {"evaluator": "toyworld"},
                    "eval": {"bootstrap": {"n": 50, "seed": 0}}},
               prompts=[prompt], recon=NS(template="A photo of {}"))
     cells = [NS(prompt=-1, images=train.clone(), text="A photo of <S*>"),
@@ -114,8 +115,9 @@ def test_editability_per_difficulty_level_averages_its_own_prompts(monkeypatch):
     monkeypatch.setattr(encoders, "cached", lambda *a, **k: Fixed())
     asked = [{"style": "sketch"}, {"size": "small", "count": "two"}, {"style": "pixel"},
              {"style": "sketch", "size": "small", "background": "sky", "count": "two"}]
-    prompts = [NS(template=f"{{}} {k}", edit_text=f"x {k}", attributes=a) for k, a in enumerate(asked, 1)]
-    plan = NS(kind=KINDS["learned word"], cfg={"method": {"name": "single_word"}, "model": {"evaluator": "toyworld"},
+    prompts = [EvalPrompt(f"{{}} {k}", attributes=a) for k, a in enumerate(asked, 1)]
+    plan = NS(kind=KINDS["learned word"], concept=NS(initializer="star"),
+              cfg={"method": {"name": "single_word"}, "model": {"evaluator": "toyworld"},
               "eval": {"bootstrap": {"n": 20, "seed": 0}}}, prompts=prompts, recon=NS(template="A photo of {}"))
     train = torch.zeros(2, 3, 1, 1)
     cells = [NS(prompt=-1, images=train, text="r")] + [NS(prompt=i, images=train, text=str(i)) for i in range(4)]
@@ -124,3 +126,42 @@ def test_editability_per_difficulty_level_averages_its_own_prompts(monkeypatch):
     assert m["editability_clip_meanemb_d2"] == pytest.approx(0.2)
     assert m["editability_clip_meanemb_d3"] == pytest.approx(0.4)
     assert m["editability_clip_meanemb"] == pytest.approx(0.25)
+
+
+def test_dreambench_metrics_as_dreambench_computes_them(monkeypatch):
+    """CLIP-I: every edit prompt's samples against the real images; CLIP-T: each prompt's
+    text, S* read as the class word, against its samples; both on the CLIPScore scale too.
+    The truth is set by construction: orthogonal images, texts that point at one of them."""
+    from types import SimpleNamespace as NS
+
+    import torch
+
+    from tinv.metrics import encoders, protocol
+
+    class Identity:
+        def images(self, x):
+            return np.asarray(x, dtype=float).reshape(len(x), -1)
+
+        def texts(self, texts):
+            seen.extend(texts)      # "a star at night" -> axis 0, anything else -> -axis 1
+            return np.array([[1.0, 0, 0] if t == "a star at night" else [0, -1.0, 0] for t in texts])
+
+    seen: list[str] = []
+    monkeypatch.setattr(encoders, "cached", lambda *a, **k: Identity())
+    eye = torch.eye(3).reshape(3, 3, 1, 1)
+    train = eye[:2]                                       # real images: axes 0 and 1
+    prompts = [EvalPrompt("a {} at night"), EvalPrompt("a {} on the moon")]
+    plan = NS(kind=KINDS["learned word"], concept=NS(initializer="star"), prompts=prompts,
+              cfg={"method": {"name": "single_word"}, "model": {"evaluator": "toyworld"},
+                   "eval": {"bootstrap": {"n": 20, "seed": 0}}}, recon=NS(template="A photo of {}"))
+    cells = [NS(prompt=-1, images=train, text="r"),
+             NS(prompt=0, images=eye[[0, 0]], text="a <S*> at night"),      # both samples on axis 0
+             NS(prompt=1, images=eye[[1, 2]], text="a <S*> on the moon")]   # axis 1 and axis 2
+    m = protocol.evaluate(plan, cells, train, "cpu")["metrics"]
+    assert "a star at night" in seen and "a star on the moon" in seen      # S* read as the class word
+    # CLIP-I: prompt 0's pairs (0,0),(0,0),(1,0),(1,0) -> 0.5; prompt 1's (0,1),(0,2),(1,1),(1,2) -> 0.25
+    assert m["dreambench_clip_i"] == pytest.approx((0.5 + 0.25) / 2)
+    # CLIP-T: prompt 0's text is axis 0 -> 1, 1; prompt 1's is -axis 1 -> -1, 0
+    assert m["dreambench_clip_t"] == pytest.approx((1.0 + (-0.5)) / 2)
+    assert m["dreambench_clip_t_clipscore"] == pytest.approx((2.5 + 0.0) / 2)   # negatives clipped to 0
+    assert m["dreambench_clip_i_clipscore"] == pytest.approx(2.5 * m["dreambench_clip_i"])

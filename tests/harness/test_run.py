@@ -31,7 +31,8 @@ def check_row(row: dict, folder: Path) -> None:
             assert row["metrics_ci"][name] is None and value >= 0 and value == row["training"][name]
             continue
         lo, hi = row["metrics_ci"][name]
-        assert -1.0 <= value <= 1.0 and lo <= value + 1e-9 and value <= hi + 1e-9, (name, value, lo, hi)
+        low, high = (0.0, 2.5) if name.endswith("_clipscore") else (-1.0, 1.0)   # 2.5 x max(cos, 0)
+        assert low <= value <= high and lo <= value + 1e-9 and value <= hi + 1e-9, (name, value, lo, hi)
         assert len(row["scores"][name]) > 0 and all(math.isfinite(s) for s in row["scores"][name])
     edit = [p for p in row["per_prompt"] if p["role"] == "editability"]
     assert len(edit) == 2 and all(p["text"] and "{}" not in p["text"] for p in edit)  # fast: 2 prompts

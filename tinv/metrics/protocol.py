@@ -52,12 +52,25 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
     for level, idx in by_level.items():
         sub = S.editability([(embed(clip, edit_cells[i].images), texts[i]) for i in idx], **boot)
         put(f"editability_clip_meanemb_{level}", sub["meanemb"])
+    # DreamBench's metrics (Ruiz et al. 2023), as its evaluation computes them: every edit
+    # prompt's samples against the real images (CLIP-I; DINO below) and against the prompt's
+    # own text with S* read as the concept's class word, "a dog in the jungle" (CLIP-T); each
+    # also on the CLIPScore scale, 2.5 x max(cos, 0), that Custom Diffusion's tables print.
+    image_pairs = [S.pair_matrix(train_clip, embed(clip, c.images), exclude_self) for c in edit_cells]
+    class_word = plan.concept.initializer or ""
+    text_pairs = [S.pair_matrix(t[None, :], embed(clip, c.images)) for c, t in
+                  zip(edit_cells, clip.texts([plan.prompts[c.prompt].fill(class_word) for c in edit_cells]))]
+    for name, pairs in (("clip_i", image_pairs), ("clip_t", text_pairs)):
+        put(f"dreambench_{name}", S.reconstruction(pairs, **boot))
+        put(f"dreambench_{name}_clipscore", S.reconstruction([S.clipscore(p) for p in pairs], **boot))
     if m.get("dino"):
         dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], _dino_weights(e["dino"]["pretrained"]),
                                device)
         put("reconstruction_dino", S.reconstruction(
             [S.pair_matrix(embed(dino, train), embed(dino, c.images), exclude_self) for c in rec_cells],
             **boot))
+        put("dreambench_dino", S.reconstruction(
+            [S.pair_matrix(embed(dino, train), embed(dino, c.images), exclude_self) for c in edit_cells], **boot))
     oracle_cells = {}
     if m.get("oracle"):
         oracle_cells = oracle.score_cells(plan, rec_cells, edit_cells, device, out, levels=by_level, **boot)

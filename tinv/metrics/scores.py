@@ -29,6 +29,12 @@ def pair_matrix(train: np.ndarray, samples: np.ndarray, exclude_self: bool = Fal
     return m
 
 
+def clipscore(cosines: np.ndarray) -> np.ndarray:
+    """CLIPScore's scale (Hessel et al. 2021, as Custom Diffusion reports CLIP metrics):
+    2.5 x max(cos, 0); NaN (a left-out pair) stays NaN."""
+    return 2.5 * np.where(np.isnan(cosines), np.nan, np.maximum(cosines, 0.0))
+
+
 def reconstruction(matrices: list[np.ndarray], n_boot: int, seed: int) -> dict:
     """Mean over cells of the mean pair cosine; per-sample scores are column means."""
     value = float(np.mean([np.nanmean(m) for m in matrices]))
