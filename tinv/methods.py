@@ -126,8 +126,9 @@ class Kind:
         except (TypeError, ValueError) as e:
             raise InputError(f"method {cfg['method']['name']!r}: pivotal settings {p}: {e}") from e
 
-    def sample(self, plan, parts, images, cells, progress: bool, training: dict) -> None:
-        """Give every cell its images; `training` takes what the row should say about it."""
+    def sample(self, plan, parts, images, train01, cells, progress: bool, training: dict) -> None:
+        """Give every cell its images; `images` are the ConceptImages, `train01` the same
+        pixels in [0, 1] as the evaluator gets them; `training` takes what the row should say."""
         for c, imgs in zip(cells, generate(plan, parts, [c.text for c in cells], progress)):
             c.images = imgs
 
@@ -145,7 +146,7 @@ class Bipartite(Kind):
     name = "bipartite inversion"
     exclude_self = True
 
-    def sample(self, plan, parts, images, cells, progress, training):
+    def sample(self, plan, parts, images, train01, cells, progress, training):
         import time
 
         from tinv.engine.data import cache_latents
@@ -185,9 +186,9 @@ class ImageOnly(Kind):
     def fillers(self, method, concept, placeholder):
         return [None]
 
-    def sample(self, plan, parts, images, cells, progress, training):
-        for c in cells:
-            c.images = (images.pixels + 1) / 2
+    def sample(self, plan, parts, images, train01, cells, progress, training):
+        for c in cells:      # the evaluator's own tensor: its embeddings are computed once
+            c.images = train01
 
 
 class PromptOnly(Kind):
@@ -199,7 +200,7 @@ class PromptOnly(Kind):
     def fillers(self, method, concept, placeholder):
         return [""]
 
-    def sample(self, plan, parts, images, cells, progress, training):
+    def sample(self, plan, parts, images, train01, cells, progress, training):
         from pathlib import Path
         cache = Path(plan.cfg["results_root"]) / "_cache" / "prompt_only"
         for c, imgs in zip(cells, prompt_only_cached(plan, parts, [c.text for c in cells], cache, progress)):

@@ -17,7 +17,7 @@ called exactly as before, so the paper's setups compute what they computed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -111,7 +111,3 @@ def route(unet) -> None:
     if all(isinstance(p, Route) for p in procs.values()):
         return
     unet.set_attn_processor({name: p if isinstance(p, Route) else Route(name, p) for name, p in procs.items()})
-
-
-def with_text(cond: Cond, text: torch.Tensor) -> Cond:
-    return replace(cond, text=text)

@@ -321,7 +321,7 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
 
     t = time.perf_counter()
     cells = plan.cells()
-    plan.kind.sample(plan, parts, images, cells, progress, training)
+    plan.kind.sample(plan, parts, images, train01, cells, progress, training)
     grids = save_grids(cells, folder / "samples")
     artifacts["samples"] = {k: str(p.relative_to(folder)) for k, p in grids.items()}
     tracker.log_images(grids)

@@ -3,6 +3,7 @@ of the weights a job runs on."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -14,7 +15,16 @@ if TYPE_CHECKING:
 # tinv.launch.packing) during Hydra's plugin scan, which every `python run.py` pays for.
 
 
+# A sweep worker's share of the cores (tinv.launch.workers sets it; "auto" threads stay under it)
+SHARE_ENV = "TINV_CPU_SHARE"
+
+
 # ----------------------------------------------------------------------------- model
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def choose_device(device: str) -> str:
     import torch
     if device == "auto":
@@ -33,10 +43,8 @@ def set_cpu_threads(setting, device: str) -> int:
     if device.startswith("cuda") or setting in (None, "none"):
         return torch.get_num_threads()
     if setting == "auto":
-        import os
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        setting = max(1, cores - int(os.getloadavg()[0] + 0.5))
-        share = os.environ.get("TINV_CPU_SHARE")    # a sweep worker's cores (tinv.launch.workers)
+        setting = max(1, usable_cores() - int(os.getloadavg()[0] + 0.5))
+        share = os.environ.get(SHARE_ENV)
         if share:
             setting = min(setting, max(1, int(share)))
     torch.set_num_threads(int(setting))

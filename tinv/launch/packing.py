@@ -3,10 +3,8 @@
 The frozen model is shared, so K concepts (or setups) learn in one UNet batch of K x
 batch_size for about the price of a few single ones (docs/speed.md). Everything after the
 inversion stays per job: `tinv.harness.job.run_job` samples, scores and writes the row exactly as
-for an unpacked job. The hand-over is a registry keyed by job folder: `packed_inversion`
-fills it (tinv.harness.learned.offer), `tinv.harness.learned.take` (called where the job would invert)
-empties it. A registry, because a
-Hydra task function receives nothing but its config.
+for an unpacked job. The hand-over is tinv.harness.learned's registry of packed shares:
+`packed_inversion` offers each job its share, the job takes it where it would invert.
 
 Equivalence: each set draws from its own generator and is trained under its own
 placeholder (`<S*0>`, `<S*1>`, ...), renamed back to `<S*>` afterwards, so a packed job

@@ -19,7 +19,8 @@ import multiprocessing
 import os
 from typing import Any, Callable, Sequence
 
-SHARE_ENV = "TINV_CPU_SHARE"   # cores a worker may use; tinv.harness.loading.set_cpu_threads reads it
+from tinv.harness.loading import SHARE_ENV, usable_cores
+
 AUTO_MAX = 4                   # more workers than this was never measured; memory grows with each
 
 _RUN_UNIT: Callable[[list[int]], dict[int, Any]] | None = None   # set in the launcher, before fork
@@ -32,10 +33,6 @@ def check_workers(value: Any) -> int | str:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"hydra.launcher.workers={value!r} (auto, or an integer >= 1)")
     return value
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def count(setting: int | str, units: int, tasks: Sequence[dict]) -> int:
