@@ -15,6 +15,12 @@ they are the training images themselves (scored without pairing an image with it
 | image-only | reference: image_only | nothing | the training images |
 | prompt-only | reference: prompt_only | "" | DDIM from the seeds, shared by all jobs |
 | initializer word | reference: initializer | the concept's initializer | DDIM from the seeds |
+| word and class noun | learns, inversion.class_noun | "S* <class noun>" | DDIM from the seeds |
+
+The paper's successors (P+, NeTI, Custom Diffusion, DreamBooth-LoRA) are learned words
+whose InversionConfig names a learner (tinv/engine/learners): a UNet they tune or a
+per-layer conditioning they install travels with the learned word, so they sample as the
+learned word does.
 
 A new setup of an existing kind is a YAML; a new kind is a class here plus its YAML
 (docs/DESIGN.md, "Adding a method"). This module stays light to import (the config check
@@ -207,6 +213,19 @@ class PromptOnly(Kind):
             c.images = imgs
 
 
+class ClassNoun(Kind):
+    """A word learned (or a rare word held fixed) beside the concept's class noun, as
+    DreamBooth and Custom Diffusion prompt it: `{}` becomes "S* <class noun>", in training
+    (InversionConfig.class_noun) and in every evaluation prompt."""
+    name = "word and class noun"
+
+    def fillers(self, method, concept, placeholder):
+        if not concept.initializer:
+            raise InputError(f"method {method['name']!r} prompts 'S* <class noun>': set concept.initializer "
+                             f"(the class noun) for {concept.name!r}")
+        return [f"{placeholder} {concept.initializer}"]
+
+
 class InitializerWord(Kind):
     """The word the inversion starts from, untrained: the concept's initializer in place of
     S* (step 0 of the single word). What the optimization adds is the gap to it."""
@@ -221,7 +240,7 @@ class InitializerWord(Kind):
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (Kind(), Tuned(), Bipartite(), Captions(), ImageOnly(),
-                                               PromptOnly(), InitializerWord())}
+                                               PromptOnly(), InitializerWord(), ClassNoun())}
 REFERENCES: dict[str, Kind] = {"image_only": KINDS["image-only"], "prompt_only": KINDS["prompt-only"],
                                "initializer": KINDS["initializer word"]}
 
@@ -243,5 +262,7 @@ def kind_of(method: Mapping) -> Kind:
         return KINDS["bipartite inversion"]
     if method.get("pivotal"):
         return KINDS["tuned generator"]
+    if (method.get("inversion") or {}).get("class_noun"):
+        return KINDS["word and class noun"]
     return KINDS["learned word"]
 

@@ -24,7 +24,7 @@ from diffusers import DDPMScheduler
 
 from tinv.core import atomic
 
-from tinv.engine import checkpoint, conditioning, dvar
+from tinv.engine import checkpoint, conditioning, dvar, learners
 from tinv.engine.data import ConceptImages, LatentCache, cache_latents, load_concept_images
 from tinv.engine.embeddings_io import authors_tokens
 from tinv.engine.models import Parts
@@ -34,7 +34,8 @@ from tinv.engine.templates import templates_for
 from tinv.engine.progress import bar as progress_bar
 
 CHECKPOINT_NAME = checkpoint.INVERSION_FILE
-PRE_DVAR = {"stop": "fixed", "dvar_window": dvar.WINDOW, "dvar_threshold": dvar.THRESHOLD, "dvar_batch": dvar.BATCH}
+PRE_DVAR = {"stop": "fixed", "dvar_window": dvar.WINDOW, "dvar_threshold": dvar.THRESHOLD, "dvar_batch": dvar.BATCH,
+            **InversionConfig.LATER}
 MAX_PER_IMAGE_TOKENS = 21   # the authors' per-image token list has 21 entries
 
 
@@ -54,6 +55,7 @@ class InversionResult:
     embedding_norm: float = float("nan")      # mean L2 norm of S*'s k vectors
     embedding_dist_init: float = float("nan")  # ||V - V_init|| (Frobenius over the k vectors)
     dvar: dict = field(default_factory=dict)  # stop=dvar: the fixed-batch loss per step, where it stopped
+    learner: dict = field(default_factory=dict)  # a successor's {"name", "state"} (tinv/engine/learners)
 
 
 class _Set:
@@ -73,6 +75,9 @@ class _Set:
             base = cfg.placeholder.strip("<>")
             self.image_words = [add_pseudo_word(parts, f"<{base}-img{i}>", 1, None, self.gen)
                                 for i in range(len(images))]
+        # A successor's own math (tinv/engine/learners): more words, parameters, conditioning.
+        self.learner = learners.create(parts, self.word, cfg, self.gen)
+        self.learner_words: list[PseudoWord] = self.learner.words() if self.learner else []
         # The authors' file names words by tokens of the STOCK vocabulary: chosen here, where
         # the tokenizer is (exports only see the result).
         self.authors_tokens = authors_tokens(parts.tokenizer, len(self.image_words))
@@ -100,11 +105,14 @@ class _Set:
 
     @property
     def words(self) -> list[PseudoWord]:
-        return [self.word] + self.image_words
+        return [self.word] + self.image_words + self.learner_words
 
     def make_optimizer(self) -> None:
-        self.optimizer = torch.optim.AdamW([w.vectors for w in self.words], lr=self.cfg.lr_effective,
-                                           weight_decay=self.cfg.weight_decay)
+        fixed = self.word if self.learner and not self.learner.trains_word else None
+        groups = [{"params": [w.vectors for w in self.words if w is not fixed]}]
+        if self.learner:
+            groups += self.learner.param_groups()
+        self.optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr_effective, weight_decay=self.cfg.weight_decay)
 
     def draw(self, device) -> tuple[torch.Tensor, list[str]]:
         """One batch of clean latents and their prompts, from this set's own generator."""
@@ -118,8 +126,8 @@ class _Set:
             dual = self.image_words and torch.rand((), generator=g).item() < cfg.per_image_prob
             pool = self.dual if dual else self.plain
             template = pool[torch.randint(len(pool), (), generator=g).item()]
-            text = (template.format(cfg.placeholder, self.image_words[i].placeholder) if dual
-                    else template.format(cfg.placeholder))
+            text = (template.format(cfg.subject, self.image_words[i].placeholder) if dual
+                    else template.format(cfg.subject))
             prompts.append(expand_prompt(text, self.words, active))
         return latents, prompts
 
@@ -137,7 +145,8 @@ class _Set:
                 "vectors": {w.placeholder: w.vectors.detach().clone() for w in self.words},
                 "optimizer": self.optimizer.state_dict(), "generator": self.gen.get_state(),
                 "losses": list(self.losses), "diffusion_losses": list(self.diffusion_losses),
-                "dvar_losses": list(self.dvar_losses), "stopped_at": self.stopped_at}
+                "dvar_losses": list(self.dvar_losses), "stopped_at": self.stopped_at,
+                **({"learner": self.learner.state()} if self.learner else {})}
 
     def load_state(self, state: dict, path: Path) -> None:
         # A checkpoint from before `stop` existed ran the fixed steps.
@@ -152,6 +161,8 @@ class _Set:
         self.step = state["step"]
         self.losses, self.diffusion_losses = list(state["losses"]), list(state["diffusion_losses"])
         self.dvar_losses, self.stopped_at = list(state.get("dvar_losses", [])), state.get("stopped_at")
+        if self.learner:
+            self.learner.load_state(state["learner"])
 
     def result(self, before: float, after: float) -> InversionResult:
         v = self.word.vectors.detach().float()
@@ -166,7 +177,8 @@ class _Set:
             notes={"progressive_counts": "optimizer steps",
                    "reg_form": self.cfg.reg_form if self.cfg.reg_weight else "none",
                    "authors_tokens": dict(self.authors_tokens)},
-            dvar=self.dvar_record())
+            dvar=self.dvar_record(),
+            learner={"name": self.cfg.learner, "state": self.learner.state()} if self.learner else {})
 
     def dvar_record(self) -> dict:
         cfg = self.cfg
@@ -214,7 +226,7 @@ def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pair
 
 
 def eval_prompt(cfg: InversionConfig) -> str:
-    return templates_for(cfg.templates, cfg.style_noun)[0][0].format(cfg.placeholder)
+    return templates_for(cfg.templates, cfg.style_noun)[0][0].format(cfg.subject)
 
 
 @torch.no_grad()
@@ -282,6 +294,9 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
         if ckpt_path and (all(s.done for s in sets) or stop_at is not None):
             _save(sets, ckpt_path)   # a finished job re-run with the same folder returns at once
         after = [_eval(parts, s) for s in sets]
+    for s in sets:
+        if s.learner:
+            s.learner.finish(parts)
     return [s.result(b, a) for s, b, a in zip(sets, before, after)]
 
 
@@ -308,6 +323,9 @@ def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> Non
                                           target.float().split([s.cfg.batch_size for s in sets]))):
             diff = F.mse_loss(p, y)
             loss = diff + s.regularizer()
+            extra = s.learner.extra_loss(parts, sched) if s.learner else None
+            if extra is not None:
+                loss = loss + extra
             losses = losses + loss / accum
             step_loss[i] += loss.item() / accum
             step_diff[i] += diff.item() / accum
@@ -343,6 +361,9 @@ def _check_pack(jobs) -> None:
     if not jobs:
         raise ValueError("invert_packed needs at least one (images, config) pair")
     names = [cfg.placeholder for _, cfg in jobs]
+    alone = [cfg.placeholder for _, cfg in jobs if cfg.learner != "word" and not learners.get(cfg.learner).packable]
+    if alone and len(jobs) > 1:
+        raise ValueError(f"sets {alone} train the shared model or condition per layer: they cannot be packed")
     if len(set(names)) != len(names):
         raise ValueError(f"packed sets need distinct placeholders, got {names}")
     for key in ("grad_accum", "checkpoint_every"):

@@ -2,7 +2,7 @@
 so that the config check and the plan build it without importing diffusers."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tinv.engine import dvar
 from tinv.engine.templates import templates_for
@@ -37,6 +37,13 @@ class InversionConfig:
     dvar_window: int = dvar.WINDOW        # N = 310 and alpha = 0.15: the DVAR authors' values for
     dvar_threshold: float = dvar.THRESHOLD    # textual inversion (arXiv 2302.04841; tinv/engine/dvar.py)
     dvar_batch: int = dvar.BATCH          # pairs in the fixed batch (their eval batch, 4)
+    learner: str = "word"                 # "word" (the paper) | a successor: tinv/engine/learners/
+    learner_args: dict = field(default_factory=dict)   # the successor's own hyperparameters
+    class_noun: bool = False              # prompts say "S* <initializer>" (DreamBooth, Custom Diffusion)
+
+    # Fields added after the paper's setups, with the value every earlier config had: a job
+    # identity or checkpoint made before them reads as made with these.
+    LATER = {"learner": "word", "learner_args": {}, "class_noun": False}
 
     def __post_init__(self):
         bad = []
@@ -56,9 +63,19 @@ class InversionConfig:
             bad.append("dvar_window must be >= 2, dvar_batch >= 1 and dvar_threshold >= 0 (0: log, never stop)")
         if not 0.0 <= self.per_image_prob <= 1.0 or not 0.0 <= self.flip_p <= 1.0:
             bad.append("per_image_prob and flip_p are probabilities in [0, 1]")
+        from tinv.engine.learners import NAMES     # light: no learner module is imported
+        if self.learner not in NAMES:
+            bad.append(f"learner={self.learner!r} (use one of {', '.join(NAMES)})")
+        if self.class_noun and not self.initializer_word:
+            bad.append("class_noun=True needs an initializer_word (the concept's class noun)")
         templates_for(self.templates)
         if bad:
             raise ValueError(f"InversionConfig for {self.placeholder!r}: " + "; ".join(bad))
+
+    @property
+    def subject(self) -> str:
+        """What the training prompts say for the concept: S*, or "S* <class noun>"."""
+        return f"{self.placeholder} {self.initializer_word}" if self.class_noun else self.placeholder
 
     @property
     def lr_effective(self) -> float:

@@ -297,6 +297,11 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
             tracker.log_losses(result.dvar["losses"], name="inversion/dvar_fixed_batch_loss")
         exported, artifacts["triggers"] = export_embeddings(result, folder / "embeddings", parts.family)
         artifacts["embeddings"] = {k: str(Path(v).relative_to(folder)) for k, v in exported.items()}
+        if result.learner:     # a successor's own files, in the formats users load (tinv/engine/learners)
+            from tinv.engine import learners
+            artifacts["learner"] = {k: str(Path(v).relative_to(folder)) for k, v in
+                                    learners.export(parts, result.learner, folder / "embeddings").items()}
+            training["learner"] = {"name": result.learner["name"], **plan.icfg.learner_args}
         if plan.pcfg is not None:
             from tinv.engine.pivotal import save_tuned
             piv = got.pivotal               # the UNet in `parts` is tuned already
@@ -321,6 +326,9 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
 
     t = time.perf_counter()
     cells = plan.cells()
+    if got and got.result.learner:     # evaluation-time options of a successor (NeTI's truncation)
+        from tinv.engine import learners
+        learners.prepare_sampling(parts, got.result.learner, cfg["eval"])
     plan.kind.sample(plan, parts, images, train01, cells, progress, training)
     grids = save_grids(cells, folder / "samples")
     artifacts["samples"] = {k: str(p.relative_to(folder)) for k, p in grids.items()}

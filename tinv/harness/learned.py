@@ -57,9 +57,16 @@ def key(plan) -> str:
     cfg = plan.cfg
     spec = {**{k: v for k, v in cfg.items() if k != "eval"},
             "_weights": model_fingerprint(cfg["model"]), "_concept": concept_fingerprint(cfg["concept"]),
-            "_inversion": dataclasses.asdict(plan.icfg),
+            "_inversion": _inversion_fields(plan.icfg),
             "_pivotal": dataclasses.asdict(plan.pcfg) if plan.pcfg is not None else None}
     return results.identity(spec)
+
+
+def _inversion_fields(icfg) -> dict:
+    """The InversionConfig as the key reads it: fields added later count only when they
+    differ from what every earlier config had, so earlier inversions keep their keys."""
+    later = type(icfg).LATER
+    return {k: v for k, v in dataclasses.asdict(icfg).items() if k not in later or v != later[k]}
 
 
 def folder(plan) -> Path:
@@ -147,8 +154,10 @@ def install(parts, result):
     import torch
 
     from tinv.engine.pseudo_words import set_vectors
+    from tinv.engine import learners
     with torch.random.fork_rng(devices=[]):     # set_vectors draws a throwaway random init
         words = [set_vectors(parts, name, vec) for name, vec in result.embeds.items()]
+    learners.restore(parts, result.learner, {w.placeholder: w for w in words})   # a successor's own state
     return dataclasses.replace(result, token_ids={w.placeholder: list(w.token_ids) for w in words})
 
 

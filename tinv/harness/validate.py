@@ -78,6 +78,10 @@ INVERSION = {
     "center_crop": FLAG, "flip_p": PROBABILITY, "progressive_interval": optional(count(1, 2000)),
     "stop": choice("fixed", "dvar"), "dvar_window": count(2, 310), "dvar_batch": count(1, 4),
     "dvar_threshold": number(0.0, None, "0.15", what=" (0: log, never stop)"),
+    # tinv.engine.learners.NAMES, named here without importing the engine (a test keeps them equal)
+    "learner": choice("word", "xti", "neti", "custom_diffusion", "lora"),
+    "learner_args": Rule("a mapping of the successor's settings", lambda v: isinstance(v, Mapping), "{}"),
+    "class_noun": FLAG,
 }
 
 FIELDS: dict[str, Rule] = {

@@ -89,6 +89,8 @@ def pack_key(cfg: dict) -> str | None:
         return None
     if plan.icfg is None or learned.stored(plan):   # nothing to learn, or learned already
         return None
+    if plan.icfg.learner != "word":
+        return None     # a successor trains the shared model or conditions per layer: it runs alone
     if plan.icfg.placeholder != PLACEHOLDER:
         return None     # packed words are renamed back to the default placeholder: another runs alone
     return json.dumps({"model": cfg["model"], "device": cfg.get("device", "auto"),

@@ -1,0 +1,116 @@
+"""The paper's successors as learners: what a learning set trains besides (or around) its
+word's vectors, on the one inversion loop (tinv.engine.inversion).
+
+The loop trains a pseudo-word S*; a successor adds its own math through a `Learner`:
+
+| learner | what it trains | how it conditions | module |
+| --- | --- | --- | --- |
+| word (none) | S*'s vectors | the prompt's encoding, every layer | - |
+| xti (P+) | one word per cross-attention layer | each layer its own word (conditioning.Cond.layers) | xti.py |
+| neti | a network of (timestep, layer) -> word | per timestep and layer (Cond.at) | neti.py |
+| custom_diffusion | S* + the cross-attention K/V projections | diffusers' Custom Diffusion processors | custom_diffusion.py |
+| lora | a LoRA on the UNet (peft), a fixed rare word | the LoRA-adapted UNet | lora.py |
+
+A learner is chosen by `InversionConfig.learner`, its hyperparameters are
+`InversionConfig.learner_args` (a method YAML's `inversion.learner_args`). Its trained
+state rides in `InversionResult.learner` ({"name", "state"}), so checkpoints, the job store
+(tinv.harness.learned) and a reused inversion put it back with `restore`. A learner that
+trains the shared model or conditions per layer cannot share a packed batch with other
+sets: `packable` is False and the packed launcher runs its job alone.
+
+The module stays light: each learner's module is imported when it is used.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+
+if TYPE_CHECKING:
+    from tinv.engine.models import Parts
+    from tinv.engine.pseudo_words import PseudoWord
+
+# learner name -> module under tinv.engine.learners ("word" is the paper's, no learner)
+MODULES = {"xti": "xti", "neti": "neti", "custom_diffusion": "custom_diffusion", "lora": "lora"}
+NAMES = ("word", *MODULES)
+
+
+class Learner:
+    """One set's successor math. The loop calls, in order: `words` (more pseudo-words to
+    splice and train with S*), `param_groups` (more optimizer groups), per step `extra_loss`,
+    and at checkpoints `state` / `load_state`. `restore` and `export` are for a finished
+    result (a fresh model, a user's folder)."""
+    name = "word"
+    packable = False
+    trains_word = True       # S*'s own vectors are in the optimizer (weight decay moves them too)
+
+    def __init__(self, parts: "Parts", word: "PseudoWord", cfg, gen: torch.Generator):
+        self.parts, self.word, self.cfg, self.gen = parts, word, cfg, gen
+        self.args: dict = dict(cfg.learner_args or {})
+
+    def words(self) -> list["PseudoWord"]:
+        """Pseudo-words the learner adds (trained beside S*, exported with it)."""
+        return []
+
+    def param_groups(self) -> list[dict]:
+        """Optimizer groups beyond the words' vectors (each with its own lr if it has one)."""
+        return []
+
+    def extra_loss(self, parts: "Parts", sched) -> torch.Tensor | None:
+        """A loss term this set adds per micro-batch (e.g. DreamBooth's prior preservation)."""
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """Everything the learner trained, detached on the CPU (checkpoints and results)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Put a `state()` back (resuming a checkpoint)."""
+
+    def finish(self, parts: "Parts") -> None:
+        """After training: leave `parts` as sampling needs them (e.g. processors in eval)."""
+
+
+def get(name: str) -> type[Learner] | None:
+    """The learner class of `InversionConfig.learner`; None for the paper's plain word."""
+    if name == "word":
+        return None
+    if name not in MODULES:
+        raise ValueError(f"learner={name!r}: choose one of {', '.join(NAMES)}")
+    return importlib.import_module(f"tinv.engine.learners.{MODULES[name]}").LEARNER
+
+
+def create(parts: "Parts", word: "PseudoWord", cfg, gen: torch.Generator) -> Learner | None:
+    cls = get(cfg.learner)
+    return cls(parts, word, cfg, gen) if cls is not None else None
+
+
+def restore(parts: "Parts", learned: Mapping[str, Any], words: Mapping[str, "PseudoWord"]) -> None:
+    """Put a finished result's learner (InversionResult.learner) into freshly loaded `parts`
+    whose pseudo-words `words` (placeholder -> PseudoWord) are installed already."""
+    if learned:
+        importlib.import_module(f"tinv.engine.learners.{MODULES[learned['name']]}").restore(
+            parts, learned, words)
+
+
+def export(parts: "Parts", learned: Mapping[str, Any], folder: Path) -> dict[str, str]:
+    """Write a result's learner where a user loads it (diffusers' own formats where one
+    exists); returns {what: file}."""
+    if not learned:
+        return {}
+    return importlib.import_module(f"tinv.engine.learners.{MODULES[learned['name']]}").export(
+        parts, learned, Path(folder))
+
+
+def prepare_sampling(parts: "Parts", learned: Mapping[str, Any], eval_cfg: Mapping[str, Any]) -> None:
+    """Apply evaluation-time options of a learner (NeTI's truncation) before sampling."""
+    if learned:
+        mod = importlib.import_module(f"tinv.engine.learners.{MODULES[learned['name']]}")
+        if hasattr(mod, "prepare_sampling"):
+            mod.prepare_sampling(parts, learned, eval_cfg)
+
+
+def cpu_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
