@@ -63,9 +63,11 @@ class InversionConfig:
             bad.append("dvar_window must be >= 2, dvar_batch >= 1 and dvar_threshold >= 0 (0: log, never stop)")
         if not 0.0 <= self.per_image_prob <= 1.0 or not 0.0 <= self.flip_p <= 1.0:
             bad.append("per_image_prob and flip_p are probabilities in [0, 1]")
-        from tinv.engine.learners import NAMES     # light: no learner module is imported
+        from tinv.engine.learners import NAMES, check_args     # light: no learner module is imported
         if self.learner not in NAMES:
             bad.append(f"learner={self.learner!r} (use one of {', '.join(NAMES)})")
+        else:
+            bad += check_args(self.learner, self.learner_args)
         if self.class_noun and not self.initializer_word:
             bad.append("class_noun=True needs an initializer_word (the concept's class noun)")
         templates_for(self.templates)

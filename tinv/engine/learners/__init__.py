@@ -26,15 +26,47 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
+if TYPE_CHECKING:      # the config check imports this module: torch is not needed for that
+    import torch
 
-if TYPE_CHECKING:
     from tinv.engine.models import Parts
     from tinv.engine.pseudo_words import PseudoWord
 
 # learner name -> module under tinv.engine.learners ("word" is the paper's, no learner)
 MODULES = {"xti": "xti", "neti": "neti", "custom_diffusion": "custom_diffusion", "lora": "lora"}
 NAMES = ("word", *MODULES)
+# Each learner's settings (InversionConfig.learner_args) and their defaults, as data here so
+# the config check reads them without importing a learner: a key not listed, or a value of
+# another type than its default's, is refused before any work starts.
+ARGS: dict[str, dict] = {"word": {}, "xti": {}, "neti": {}, "custom_diffusion": {}, "lora": {}}
+
+
+def check_args(name: str, args) -> list[str]:
+    """What is wrong with a learner's settings, one phrase each (empty: nothing)."""
+    known = ARGS.get(name, {})
+    bad = []
+    for k, v in dict(args or {}).items():
+        if k not in known:
+            bad.append(f"learner_args.{k} is not a setting of learner {name!r} "
+                       f"(it has {', '.join(sorted(known)) or 'none'})")
+        elif known[k] is not None and not _same_type(v, known[k]):
+            bad.append(f"learner_args.{k}={v!r} must be a {type(known[k]).__name__} like {known[k]!r}")
+    return bad
+
+
+def _same_type(v, default) -> bool:
+    if isinstance(default, bool) or isinstance(v, bool):
+        return isinstance(v, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(v, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(v, (list, tuple))
+    return isinstance(v, type(default))
+
+
+def settings(cfg) -> dict:
+    """A learner's settings: its defaults, overridden by the config's learner_args."""
+    return {**ARGS.get(cfg.learner, {}), **dict(cfg.learner_args or {})}
 
 
 class Learner:
@@ -48,7 +80,7 @@ class Learner:
 
     def __init__(self, parts: "Parts", word: "PseudoWord", cfg, gen: torch.Generator):
         self.parts, self.word, self.cfg, self.gen = parts, word, cfg, gen
-        self.args: dict = dict(cfg.learner_args or {})
+        self.args: dict = settings(cfg)
 
     def words(self) -> list["PseudoWord"]:
         """Pseudo-words the learner adds (trained beside S*, exported with it)."""
