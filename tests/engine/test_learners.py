@@ -116,3 +116,45 @@ def test_the_learner_names_are_the_config_checks():
     assert not INVERSION["learner"].ok("dreambooth")
     with pytest.raises(ValueError, match="learner='dreambooth'"):
         InversionConfig(learner="dreambooth", initializer_word="cat")
+
+
+def test_a_p_plus_file_puts_the_words_on_a_stock_pipeline_and_it_draws_what_the_engine_draws(
+        make_parts, concept, tmp_path):
+    from diffusers import DDIMScheduler
+
+    from tinv.engine.learners import pipeline, xti
+    from tinv.engine.models import to_pipeline
+    from tinv.engine.sampling import initial_noise, sample
+    trained = make_parts("sd")
+    res = invert(trained, concept, config("xti", 20), progress=False)
+    files = learners.export(trained, res.learner, tmp_path)
+    assert set(files) == {"xti"}
+    placeholder, per_layer = xti.read(files["xti"])
+    assert placeholder == "<S*>" and list(per_layer) == conditioning.cross_attention_layers(trained.unet)
+
+    stock = make_parts("sd")                     # the same base weights, nothing learned
+    pipe = to_pipeline(stock)
+    pipe.scheduler = DDIMScheduler.from_config(stock.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    assert xti.install_file(pipeline.parts_of(pipe), files["xti"]) == "<S*>"
+    prompt, seeds = "a photo of <S*> on a beach", [0, 1]
+    x_T, _ = initial_noise(trained, seeds)
+    ours = sample(trained, [prompt], seeds, steps=6, guidance=5.0, progress=False)
+    theirs = pipeline.generate(pipe, prompt, num_images_per_prompt=2, latents=x_T,
+                               num_inference_steps=6, guidance_scale=5.0, height=stock.resolution,
+                               width=stock.resolution, output_type="pt").images
+    torch.testing.assert_close(torch.as_tensor(theirs).float(), ours, atol=1e-4, rtol=0)
+    # the per-layer words did the drawing: the plain pipeline's S* (the initializer) draws otherwise
+    plain = pipe(prompt, latents=x_T, num_images_per_prompt=2, num_inference_steps=6, guidance_scale=5.0,
+                 height=stock.resolution, width=stock.resolution, output_type="pt").images
+    assert (torch.as_tensor(plain).float() - ours).abs().max() > 1e-3
+
+
+def test_a_file_that_is_not_a_p_plus_file_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    from tinv.engine.learners import xti
+    path = tmp_path / "other.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path))
+    with pytest.raises(ValueError, match="other.safetensors.*not a tinv P\\+"):
+        xti.read(path)

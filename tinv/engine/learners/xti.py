@@ -145,3 +145,10 @@ def install_file(parts, path: str | Path) -> str:
     words = [set_vectors(parts, layer_placeholder(placeholder, i), v) for i, v in enumerate(per_layer.values())]
     conditioner(parts).add(base.token_ids[0], {n: w.token_ids[0] for n, w in zip(layers, words)})
     return placeholder
+
+
+def load(pipe, path: str | Path) -> str:
+    """Put an exported P+ file on a stock StableDiffusionPipeline; returns its placeholder.
+    Generate with `tinv.engine.learners.pipeline.generate(pipe, prompt, ...)`."""
+    from tinv.engine.learners.pipeline import parts_of
+    return install_file(parts_of(pipe), path)
