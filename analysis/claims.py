@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `analysis` importable
@@ -28,8 +28,8 @@ import pandas as pd  # noqa: E402
 from analysis import protocol, style  # noqa: E402
 from analysis import rulebook as rb  # noqa: E402
 from analysis.effects import format_effect  # noqa: E402
-from analysis.table import (add_row_options, N_BOOT, atomic_write_text, fail, load_results,  # noqa: E402
-                            short_name, where)
+from analysis.table import (add_row_options, N_BOOT, SETUP_COLUMN, atomic_write_text, fail,  # noqa: E402
+                            load_results, short_name, where)
 from analysis.verdicts import (HIGH, LOW, MAX, OWN_SPAN, Arm, Group, Part, RankPart, Result, Rows,  # noqa: E402
                                decide_item)
 
@@ -54,6 +54,7 @@ class Claim:
     parts: tuple
     quantifier: str = rb.ALL
     paper: str = ""     # whose words the quote is: "" = Textual Inversion (Gal et al. 2022)
+    paraphrase: bool = False   # the source's finding in our words (its text is not in shared/paper)
 
 
 def _p(setup, metric, expect, reference="single_word", **kw):
@@ -153,7 +154,35 @@ STYLE_CLAIMS = (
            _p("single_word", "reconstruction_oracle", RISE, "prompt_only"))),
     _dvar_claim("S2"),
 )
-CLAIMS = OBJECT_CLAIMS + STYLE_CLAIMS
+# The paper's successors (issue 21) on the same protocol: each source's own claim against
+# textual inversion. On the toy world the orderings are decided, not the sources' numbers.
+NETI_TRUNCATED = "neti@most"    # the most truncated NeTI rows in the table (claims_for names it)
+SUCCESSOR_CLAIMS = (
+    Claim("X1", "P+ (a word per cross-attention layer) reconstructs better than the single word, with no loss "
+          "of editability beyond d",
+          "the extended space P+ is more expressive and precise than the textual-inversion space, and its "
+          "per-layer words stay editable", "Abstract; §5",
+          (_p("xti", REC, RISE), _p("single_word", EDIT, NO_GAIN, "xti")),
+          paper="Voynov et al. 2023, P+ (arXiv 2303.09522)", paraphrase=True),
+    Claim("X2", "Less truncation moves NeTI along the curve: more reconstruction, less editability",
+          "nested dropout orders the network's output by importance, so truncating it at inference trades "
+          "reconstruction for editability", "Abstract; §4.3",
+          (_p("neti", REC, RISE, NETI_TRUNCATED), _p("neti", EDIT, FALL, NETI_TRUNCATED)),
+          paper="Alaluf et al. 2023, NeTI (arXiv 2305.15391)", paraphrase=True),
+    Claim("X3", "DreamBooth (trained as a LoRA) beats textual inversion on DINO, CLIP-I and CLIP-T",
+          "Textual Inversion 0.569 / 0.780 / 0.255, DreamBooth (Stable Diffusion) 0.668 / 0.803 / 0.305 "
+          "(DINO / CLIP-I / CLIP-T)", "Table 1",
+          (_p("dreambooth_lora", "dreambench_dino", RISE, optional=True),
+           _p("dreambooth_lora", "dreambench_clip_i", RISE), _p("dreambooth_lora", "dreambench_clip_t", RISE)),
+          paper="Ruiz et al. 2023, DreamBooth"),
+    Claim("X4", "Custom Diffusion follows the text better than textual inversion at comparable image alignment",
+          "text-alignment 0.7602 vs 0.6126, image-alignment 0.7440 vs 0.7524 (Custom Diffusion vs Textual "
+          "Inversion)", "Table, the CustomConcept101 benchmark",
+          (_p("custom_diffusion", "dreambench_clip_t_clipscore", RISE),
+           _p("custom_diffusion", "dreambench_clip_i_clipscore", SAME)),
+          paper="Kumari et al. 2023, Custom Diffusion"),
+)
+CLAIMS = OBJECT_CLAIMS + STYLE_CLAIMS + SUCCESSOR_CLAIMS
 
 
 @dataclass
@@ -164,8 +193,26 @@ class Decided:
 
 
 def claims_for(df: pd.DataFrame) -> tuple:
+    """The claims of one comparable group: §4.3's on styles, the paper's on objects, and the
+    successors' where the table has a successor's rows."""
     kinds = set(df[protocol.CONCEPT_KIND].dropna()) if protocol.CONCEPT_KIND in df.columns else set()
-    return STYLE_CLAIMS if kinds == {"style"} else OBJECT_CLAIMS
+    if kinds == {"style"}:
+        return STYLE_CLAIMS
+    setups = set(df[SETUP_COLUMN])
+    if not setups & set(style.SUCCESSORS):
+        return OBJECT_CLAIMS
+    return OBJECT_CLAIMS + tuple(_truncation_named(c, setups) for c in SUCCESSOR_CLAIMS)
+
+
+def _truncation_named(claim: Claim, setups: set) -> Claim:
+    """NeTI's claim against the most truncated NeTI rows there are (analysis/table.py names
+    them neti@N); without any, the part says its rows are missing."""
+    cut = sorted((s for s in setups if s.startswith("neti@")), key=lambda s: int(s.partition("@")[2]))
+    if not cut:
+        return claim
+    parts = tuple(replace(p, reference=Arm(cut[0])) if p.reference.setup == NETI_TRUNCATED else p
+                  for p in claim.parts)
+    return replace(claim, parts=parts)
 
 
 def decide(df: pd.DataFrame, claims=None, n_boot: int = N_BOOT) -> list[Decided]:
@@ -176,7 +223,8 @@ def decide(df: pd.DataFrame, claims=None, n_boot: int = N_BOOT) -> list[Decided]
     out = []
     for c in claims or claims_for(df):
         results = [decide_item(rows, p, n_boot) for p in c.parts]
-        judged = [r.verdict for r in results if not getattr(r.item, "check", False)]
+        judged = [r.verdict for r in results if not getattr(r.item, "check", False)
+                  and not (getattr(r.item, "optional", False) and r.verdict == rb.NOT_DECIDABLE)]
         out.append(Decided(c, rb.claim_verdict(judged, c.quantifier), results))
     return out
 
@@ -218,7 +266,8 @@ def result_text(r: Result, rows: Rows | None = None) -> str:
             return f"mechanism check, not in the verdict: {what}: {format_effect(r.effect, r.lo, r.hi)}"
     effect = f": {format_effect(r.effect, r.lo, r.hi)}" if r.n_concepts else ""
     if r.reason:
-        return f"{what}{effect} → {r.verdict}: {r.reason}"
+        left_out = " (optional: not in the verdict)" if getattr(item, "optional", False) else ""
+        return f"{what}{effect} → {r.verdict}{left_out}: {r.reason}"
     return f"{what}{effect} → {r.verdict}"
 
 
@@ -274,7 +323,8 @@ def section(values: dict, df: pd.DataFrame, n_boot: int) -> tuple[list[str], lis
         cells = "<br>".join(_cell(result_text(r, rows)) for r in x.results)
         quant = " (many: at least half the parts)" if c.quantifier == rb.MANY else ""
         where = f"{c.paper}, {c.section}" if c.paper else c.section
-        lines.append(f"| {c.id} | {_cell(c.text)}{quant} | “{_cell(c.quote)}” ({where}) | {cells} | "
+        said = f"{_cell(c.quote)} (paraphrased)" if c.paraphrase else f"“{_cell(c.quote)}”"
+        lines.append(f"| {c.id} | {_cell(c.text)}{quant} | {said} ({where}) | {cells} | "
                      f"{VERDICT_MARK[x.verdict]} |")
     verdicts = [x.verdict for x in decided]
     lines += ["", f"Totals: {totals(verdicts)}.", ""]

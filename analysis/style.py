@@ -32,11 +32,17 @@ SETUPS: dict[str, SetupStyle] = {
     "bipartite_inversion": SetupStyle("Bipartite inversion", "#c2a5cf", "X"),
     "human_captions_short": SetupStyle("Human captions (short)", "#8c564b", "h"),
     "human_captions_long": SetupStyle("Human captions (long)", "#c49c94", "H"),
+    # the paper's successors (issue 21), in reds: each its own marker
+    "xti": SetupStyle("P+ (XTI)", "#d62728", "d"),
+    "neti": SetupStyle("NeTI", "#e6550d", "8"),
+    "custom_diffusion": SetupStyle("Custom Diffusion", "#a50f15", "<"),
+    "dreambooth_lora": SetupStyle("DreamBooth-LoRA", "#fb6a4a", ">"),
     "image_only": SetupStyle("Image only", "#000000", "*"),
     "prompt_only": SetupStyle("Prompt only", "#7f7f7f", "*"),
 }
 # Reference points, not methods: drawn larger and never joined by lines.
 REFERENCES = ("image_only", "prompt_only")
+SUCCESSORS = ("xti", "neti", "custom_diffusion", "dreambooth_lora")
 HUMAN_CAPTIONS = ("human_captions_short", "human_captions_long")
 
 _FALLBACK_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#d62728", "#9467bd")
@@ -46,6 +52,10 @@ def style(setup: str) -> SetupStyle:
     """The style of a setup; an unknown one (a new YAML method) still gets a stable look."""
     if setup in SETUPS:
         return SETUPS[setup]
+    base, at, n = setup.partition("@")
+    if at and base in SETUPS:       # NeTI truncated at inference: its own color, a hollow marker's look
+        s = SETUPS[base]
+        return SetupStyle(f"{s.label}, truncated to {n}", s.color, "1")
     color = _FALLBACK_COLORS[sum(map(ord, setup)) % len(_FALLBACK_COLORS)]
     return SetupStyle(setup.replace("_", " "), color, "o")
 
@@ -53,4 +63,6 @@ def style(setup: str) -> SetupStyle:
 def order(setups) -> list[str]:
     """Known setups in the canonical order, then unknown ones alphabetically."""
     known = [s for s in SETUPS if s in set(setups)]
-    return known + sorted(set(setups) - set(SETUPS))
+    truncated = sorted((s for s in set(setups) - set(SETUPS) if s.partition("@")[0] in SETUPS),
+                       key=lambda s: (s.partition("@")[0], -int(s.partition("@")[2] or 0)))
+    return known + truncated + sorted(set(setups) - set(SETUPS) - set(truncated))

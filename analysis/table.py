@@ -54,7 +54,15 @@ SHORT_NAMES = {
     "embedding_norm": "embedding norm",
     "embedding_dist_init": "distance to initializer ||v - v_init||",
     "training.steps": "inversion steps",
+    "dreambench_dino": "DINO (DreamBench)",
+    "dreambench_clip_i": "CLIP-I (DreamBench)",
+    "dreambench_clip_t": "CLIP-T (DreamBench)",
+    "dreambench_clip_i_clipscore": "image alignment, CLIPScore scale",
+    "dreambench_clip_t_clipscore": "text alignment, CLIPScore scale",
 }
+# NeTI's truncation is an evaluation option: a row truncated to N dimensions is its own
+# setup, "neti@N", so a sweep over it traces NeTI's curve as setups do.
+TRUNCATION = "eval.neti_truncation"
 
 
 def short_name(metric: str) -> str:
@@ -87,6 +95,9 @@ def load_results(path: str | Path) -> pd.DataFrame:
     if "status" in df.columns:
         df = df[df["status"] == "ok"]
     df = df.reset_index(drop=True)
+    if TRUNCATION in df.columns and df[TRUNCATION].notna().any():
+        cut = df[TRUNCATION].notna()
+        df.loc[cut, SETUP_COLUMN] = df.loc[cut, SETUP_COLUMN] + "@" + df.loc[cut, TRUNCATION].astype(int).astype(str)
     # collect.py stores job_dir relative to a runs root it names in <stem>.jobs.json,
     # itself relative to the table's folder; the gallery needs it to find the images.
     jobs = path.with_name(path.stem + ".jobs.json")
