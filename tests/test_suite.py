@@ -59,6 +59,9 @@ def test_quick_suite_writes_every_key(tmp_path):
     assert p["top_ops"] and all(0 < o["share"] <= 1 for o in p["top_ops"])
     assert p["top_ops"][0]["self_ms_per_step"] >= p["top_ops"][-1]["self_ms_per_step"]
     assert suite["pretrain"]["large_batch_samples_per_s"] > 0
+    sc = suite["successors"]   # every learner timed beside the single word
+    assert set(sc["s_per_step"]) == set(sc["learners"]) >= {"word", "xti", "neti", "custom_diffusion", "lora"}
+    assert not sc["errors"] and sc["ratio_to_word"]["word"] == 1.0
     q = suite["quickstart"]
     assert q["complete"] and q["rows_ok"] == q["jobs"] == 3 and q["rows_failed"] == 0
 

@@ -2,7 +2,7 @@
 
     bash scripts/device/suite.sh [--quick] [--out DIR]      # = python -m tinv.tools.suite ...
 
-Five parts, each in its own process with its own timeout, so that one crash, hang or
+Six parts, each in its own process with its own timeout, so that one crash, hang or
 out-of-memory loses only that part (tinv/tools/suite/parts.py):
   bench       python -m tinv.tools.bench --compile: the three speed ratios and compile time, and
               the steps DVAR early stopping saves per toy concept (at 512 px on the GPU)
@@ -10,6 +10,8 @@ out-of-memory loses only that part (tinv/tools/suite/parts.py):
   harness     one job end to end through run.py on the SD-1.5-architecture random
               pipeline saved as a folder: invert/sample/evaluate split, peak memory
   pretrain    toy-world joint UNet + text encoder steps per second (recipe and large batch)
+  successors  one inversion step of each successor (P+, NeTI, Custom Diffusion, DreamBooth-LoRA)
+              beside the single word's, SD-1.5's architecture at 512 px
   quickstart  `python run.py -m +experiment=quickstart`: the whole grid's wall time
 The orchestrator (__main__.py) writes suite.json (every key of SECTIONS, always; a part
 that failed gives nulls and its reason) and suite.md (report.py). --quick runs the same
@@ -37,6 +39,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "pretrain": ("device", "dtype", "timed_steps", "recipe_batch", "recipe_steps_per_s",
                  "recipe_steps", "recipe_projected_min", "large_batch", "large_batch_steps_per_s",
                  "large_batch_samples_per_s", "peak_mem_gib", "peak_mem_kind"),
+    "successors": ("model", "device", "dtype", "batch_size", "timed_steps", "learners", "s_per_step",
+                   "ratio_to_word", "errors"),
     "quickstart": ("device", "command", "jobs", "rows_ok", "rows_failed", "complete",
                    "grid_wall_s", "projected_wall_s"),
 }

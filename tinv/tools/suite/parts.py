@@ -334,9 +334,61 @@ def quickstart(a) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------- successors
+SUCCESSORS = ("word", "xti", "neti", "custom_diffusion", "lora")
+
+
+def successors(a) -> dict:
+    """Seconds per inversion step of each successor's learner (tinv/engine/learners) beside the
+    single word's, one concept at batch 4 on a fresh model each (Custom Diffusion and the LoRA
+    change the UNet they train). A learner that fails is named in `errors`; the others run."""
+    import torch
+
+    from tinv.core.atomic import write_json
+    from tinv.engine.inversion import InversionConfig, _optimizer_step, _Set, training_scheduler
+    from tinv.engine.pseudo_words import learning
+    from tinv.tools.bench import _images
+    device = _device(a.quick)
+    warmup, timed, batch = (1, 2, 2) if a.quick else (2, 5, 4)
+    per_step, errors, name, dtype = {}, {}, None, None
+    for learner in SUCCESSORS:
+        try:
+            parts, name = _model_parts(a.quick, device)
+            dtype = str(parts.dtype).replace("torch.", "")
+            parts.freeze()
+            s = _Set(parts, _images(parts), InversionConfig(placeholder="<succ>", initializer_word="cat",
+                                                             learner=learner, batch_size=batch, steps=10 ** 6))
+            sched = training_scheduler(parts)
+            with learning(parts, s.words):
+                s.make_optimizer()
+                for _ in range(warmup):
+                    _optimizer_step(parts, sched, [s])
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(timed):
+                    _optimizer_step(parts, sched, [s])
+                _sync(device)
+            per_step[learner] = (time.perf_counter() - t0) / timed
+        except Exception as e:  # noqa: BLE001 - one learner's failure is its row, not the part's
+            errors[learner] = f"{type(e).__name__}: {e}"[:300]
+        finally:
+            parts = s = None
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        print(f"successors: {learner} {per_step.get(learner, errors.get(learner))}", flush=True)
+        word = per_step.get("word")
+        out = {"model": name, "device": device, "dtype": dtype, "batch_size": batch, "timed_steps": timed,
+               "learners": list(SUCCESSORS), "s_per_step": per_step,
+               "ratio_to_word": {k: v / word for k, v in per_step.items()} if word else {}, "errors": errors}
+        write_json(a.result, out)       # a part killed at its limit keeps the learners it timed
+    if errors:
+        out.update(status="failed", reason=f"{', '.join(errors)} failed: " + "; ".join(errors.values())[:300])
+    return out
+
+
 # -------------------------------------------------------------------------------- CLI
 PARTS = {"bench": bench, "profile": profile, "harness": harness, "pretrain": pretrain,
-         "quickstart": quickstart}
+         "successors": successors, "quickstart": quickstart}
 
 
 def main(argv: list[str] | None = None) -> None:

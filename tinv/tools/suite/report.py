@@ -66,6 +66,13 @@ def markdown(s: dict) -> str:
                       _f(h["peak_mem_reserved_gib"], ".2f")]])
     lines += ["", f"Peak memory: {_f(h['peak_mem_kind'])}."]
 
+    sc = s["successors"]
+    steps, ratio = sc.get("s_per_step") or {}, sc.get("ratio_to_word") or {}
+    lines += ["", f"## The successors: one inversion step each ({_f(sc['model'])} on {_f(sc['device'])}, "
+              f"{_f(sc['dtype'])}, batch {_f(sc['batch_size'])}, mean of {_f(sc['timed_steps'])} steps)", ""]
+    lines += _table(["learner", "s/step", "x the single word's", "error"],
+                    [[k, _f(steps.get(k)), _f(ratio.get(k), ".2f", "x"), (sc.get("errors") or {}).get(k, "")]
+                     for k in (sc.get("learners") or [])])
     p, q = s["pretrain"], s["quickstart"]
     lines += ["", f"## Toy world on {_f(p['device'] or q['device'])}", ""]
     lines += _table(["pretraining (joint UNet + text)", "batch", "steps/s", "samples/s"],
