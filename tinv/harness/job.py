@@ -247,6 +247,12 @@ def usage_lines(row: dict) -> list[str]:
     """One line per export: how to load it and the word it expects."""
     art = row.get("artifacts") or {}
     files, words = art.get("embeddings") or {}, art.get("triggers") or {}
+    learner = ((row.get("training") or {}).get("learner") or {}).get("name")
+    if learner and art.get("learner"):     # a successor loads through its own files
+        from tinv.engine import learners
+        paths = {k: Path(row["folder"]) / v for k, v in art["learner"].items()}
+        from tinv.harness.validate import placeholder
+        return [f"  {line}" for line in learners.usage(learner, paths, placeholder(row["config"]))]
     return [f"  {USAGE[k].format(path=Path(row['folder']) / files[k], word=words[k])}"
             for k in USAGE if k in files and k in words]
 

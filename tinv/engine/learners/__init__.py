@@ -136,6 +136,13 @@ def export(parts: "Parts", learned: Mapping[str, Any], folder: Path) -> dict[str
         parts, learned, Path(folder))
 
 
+def usage(name: str, files: Mapping[str, Path], placeholder: str) -> list[str]:
+    """How a user loads a learner's exports (the job's closing lines), one line each; a learner
+    module says it with `usage(files, placeholder)`."""
+    mod = importlib.import_module(f"tinv.engine.learners.{MODULES[name]}")
+    return mod.usage(files, placeholder) if hasattr(mod, "usage") else [f"{k}: {v}" for k, v in files.items()]
+
+
 def prepare_sampling(parts: "Parts", learned: Mapping[str, Any], eval_cfg: Mapping[str, Any]) -> None:
     """Apply evaluation-time options of a learner (NeTI's truncation) before sampling."""
     if learned:

@@ -123,6 +123,12 @@ def export(parts, learned: Mapping[str, Any], folder: Path) -> dict[str, str]:
     return {"xti": str(path)}
 
 
+def usage(files: Mapping[str, Path], placeholder: str) -> list[str]:
+    return [f'P+ (diffusers): placeholder = tinv.engine.learners.xti.load(pipe, "{files["xti"]}"), then '
+            f'tinv.engine.learners.pipeline.generate(pipe, "a photo of {placeholder}") (the word alone, '
+            f'in the embedding files, is the initializer: every layer reads its own word)']
+
+
 def read(path: str | Path) -> tuple[str, dict[str, torch.Tensor]]:
     """(placeholder, layer -> [1, D]) from an exported file; a ValueError naming a wrong one."""
     from safetensors import safe_open
