@@ -2,6 +2,8 @@
 the YAMLs inherit a base; and a setup added through the registry alone runs end to end."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -73,3 +75,33 @@ def test_a_setup_added_through_the_registry_runs_and_differs_from_its_neighbours
     # its samples are its own: not prompt-only's, not the learned word's
     assert init["metrics"][key] != by["prompt_only"]["metrics"][key]
     assert init["metrics"][key] != by["single_word"]["metrics"][key]
+
+
+# The paper's successors (tinv/engine/learners): each a method YAML over the one loop
+SUCCESSORS = ("xti",)
+
+
+def test_the_successors_run_through_the_packed_launcher_alone_beside_a_packed_word(tmp_path):
+    """Single words pack; a successor's job inverts alone; every row is ok and its own, its
+    learner's files are written, and the closing lines say how they load."""
+    methods = ",".join(("single_word", "two_word") + SUCCESSORS)
+    res = run_cli(["-m", f"method={methods}", "concept=red_star", *FAST, "cpu_threads=1", "sweep=succ",
+                   "hydra/launcher=packed", "hydra.launcher.pack=8", "hydra.launcher.workers=1"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    by = {r["choices"]["method"]: r for r in rows(tmp_path, "succ")}
+    assert set(by) == {"single_word", "two_word", *SUCCESSORS}
+    assert by["single_word"]["timings"]["packed_with"] == [by["two_word"]["job_id"]]
+    for m in SUCCESSORS:
+        row = by[m]
+        assert row["status"] == "ok" and "packed_with" not in row["timings"], m
+        assert row["training"]["learner"]["name"] == methods_learner(m)
+        assert row["artifacts"]["learner"] and all((Path(row["folder"]) / rel).is_file()
+                                                   for rel in row["artifacts"]["learner"].values())
+        key = "reconstruction_clip"
+        assert row["metrics"][key] != by["single_word"]["metrics"][key]
+    assert "xti.load(pipe" in res.stderr + res.stdout
+
+
+def methods_learner(method: str) -> str:
+    cfg = OmegaConf.to_container(_compose(f"method={method}"), resolve=True)
+    return cfg["method"]["inversion"]["learner"]
