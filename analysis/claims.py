@@ -196,12 +196,11 @@ def claims_for(df: pd.DataFrame) -> tuple:
     """The claims of one comparable group: §4.3's on styles, the paper's on objects, and the
     successors' where the table has a successor's rows."""
     kinds = set(df[protocol.CONCEPT_KIND].dropna()) if protocol.CONCEPT_KIND in df.columns else set()
-    if kinds == {"style"}:
-        return STYLE_CLAIMS
+    own = STYLE_CLAIMS if kinds == {"style"} else OBJECT_CLAIMS
     setups = set(df[SETUP_COLUMN])
     if not setups & set(style.SUCCESSORS):
-        return OBJECT_CLAIMS
-    return OBJECT_CLAIMS + tuple(_truncation_named(c, setups) for c in SUCCESSOR_CLAIMS)
+        return own
+    return own + tuple(_truncation_named(c, setups) for c in SUCCESSOR_CLAIMS)
 
 
 def _truncation_named(claim: Claim, setups: set) -> Claim:
@@ -215,13 +214,18 @@ def _truncation_named(claim: Claim, setups: set) -> Claim:
     return replace(claim, parts=parts)
 
 
+def chosen(claims, ids) -> tuple:
+    """The claims whose id is in `ids` or starts with one of them ("X": the successors')."""
+    return tuple(c for c in claims if not ids or any(c.id == i or c.id.startswith(i) for i in ids))
+
+
 def decide(df: pd.DataFrame, claims=None, n_boot: int = N_BOOT) -> list[Decided]:
     """Every claim of one comparable group (the claims for its concept kind by default).
     Refuses rows of different protocols; guidance and set size may vary (their claims)."""
     protocol.require_comparable(df, ignore=protocol.SWEPT)
     rows = Rows(df)
     out = []
-    for c in claims or claims_for(df):
+    for c in claims if claims is not None else claims_for(df):
         results = [decide_item(rows, p, n_boot) for p in c.parts]
         judged = [r.verdict for r in results if not getattr(r.item, "check", False)
                   and not (getattr(r.item, "optional", False) and r.verdict == rb.NOT_DECIDABLE)]
@@ -306,9 +310,12 @@ def totals(verdicts) -> str:
     return ", ".join(f"{n[v]} {v}" for v in rb.STRENGTH)
 
 
-def section(values: dict, df: pd.DataFrame, n_boot: int) -> tuple[list[str], list[str]]:
-    """A comparable group's markdown, and its claims' verdicts."""
-    decided = decide(df, n_boot=n_boot)
+def section(values: dict, df: pd.DataFrame, n_boot: int, ids=()) -> tuple[list[str], list[str]]:
+    """A comparable group's markdown, and its claims' verdicts (none: a line saying so)."""
+    picked = chosen(claims_for(df), ids)
+    if not picked:
+        return [f"## {protocol.title(values, df)}", "", f"No claim of --claims {' '.join(ids)} applies here.", ""], []
+    decided = decide(df, picked, n_boot=n_boot)
     rows = Rows(df)
     at = ", ".join(x for x in (f"guidance {rows.g_main:g}" if rows.g_main is not None else "",
                                f"{rows.n_main:g} training images" if rows.n_main is not None else "") if x)
@@ -331,7 +338,7 @@ def section(values: dict, df: pd.DataFrame, n_boot: int) -> tuple[list[str], lis
     return lines, verdicts
 
 
-def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: int = N_BOOT) -> str:
+def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: int = N_BOOT, ids=()) -> str:
     groups = protocol.comparable_groups(df, ignore=protocol.SWEPT)
     lines = [f"# The paper's claims{' in ' + source if source else ''}", ""]
     if command:
@@ -350,7 +357,7 @@ def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: i
         lines += [f"The rows hold {len(groups)} protocols that are not comparable; each has its own section.", ""]
     everything = []
     for values, rows in groups:
-        sec, verdicts = section(values, rows, n_boot)
+        sec, verdicts = section(values, rows, n_boot, ids)
         lines += sec
         everything += verdicts
     if len(groups) > 1:
@@ -362,15 +369,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Decide the paper's claims from a results table.")
     ap.add_argument("csv", help="results table from analysis/collect.py")
     ap.add_argument("-o", "--out", required=True, help="markdown file to write")
+    ap.add_argument("--claims", nargs="+", default=[], metavar="ID",
+                    help="only these claims (an id or its start: X = the successors' X1-X4)")
     add_row_options(ap)
     args = ap.parse_args(argv)
     command = " ".join(["python analysis/claims.py", args.csv] + (["--where", *args.where] if args.where else [])
-                       + ["-o", args.out])
+                       + (["--claims", *args.claims] if args.claims else []) + ["-o", args.out])
     try:
         df = where(load_results(args.csv), args.where)
         if df.empty:
             raise ValueError(f"no ok rows in {args.csv} match {args.where}")
-        text = to_markdown(df, Path(args.csv).name, command, args.n_boot)
+        known = {c.id for c in CLAIMS}
+        unknown = [i for i in args.claims if not any(k == i or k.startswith(i) for k in known)]
+        if unknown:
+            raise ValueError(f"--claims {' '.join(unknown)}: no such claim (ids: {', '.join(sorted(known))})")
+        text = to_markdown(df, Path(args.csv).name, command, args.n_boot, args.claims)
     except (FileNotFoundError, ValueError) as e:
         return fail(e)
     atomic_write_text(Path(args.out), text)

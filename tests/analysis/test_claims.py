@@ -198,6 +198,7 @@ def test_claims_md_has_a_section_per_kind_with_d_per_metric(tmp_path, capsys):
     (["nope.csv"], "nope.csv does not exist"),
     (["{csv}", "--where", "concept=nope"], "no ok rows"),
     (["{csv}", "--where", "nocolumn=1"], "expected COLUMN=VALUE"),
+    (["{csv}", "--claims", "Z9"], "--claims Z9: no such claim"),
 ])
 def test_bad_input_is_one_error_line_exit_2(tmp_path, capsys, args, message):
     csv = tmp_path / "world.csv"
@@ -217,3 +218,13 @@ def test_per_attribute_oracle_metrics_pair_by_concept(tmp_path):
     unnamed = [r for r in x.results if r.item.metric == "reconstruction_oracle_unnamed"]
     assert [r.verdict for r in unnamed] == [rb.HOLDS, rb.HOLDS] and all(r.n_concepts == 6 for r in unnamed)
     assert np.allclose([r.effect for r in unnamed], -0.5, atol=0.01)
+
+
+def test_claims_picks_the_successors_claims_alone(tmp_path):
+    csv, out = tmp_path / "world.csv", tmp_path / "x.md"
+    w.table(w.world()).to_csv(csv, index=False)
+    assert claims.main([str(csv), "--claims", "X", "-o", str(out), "--n-boot", "200"]) == 0
+    text = out.read_text()
+    ids = re.findall(r"^\| (\w+) \| ", text, re.M)
+    assert [i for i in ids if i not in ("metric",)] == ["X1", "X2", "X3", "X4"]
+    assert "--claims X" in text and "neti@4" not in text and "NeTI, truncated to 4" in text
