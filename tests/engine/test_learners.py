@@ -184,3 +184,21 @@ def test_custom_diffusion_exports_what_a_stock_pipeline_loads(make_parts, concep
     assert torch.allclose(got, eps_of(trained, "a photo of <S*> cat"), atol=1e-5)
     assert not torch.allclose(pipe.unet(torch.zeros(1, 4, 8, 8), 10, encoder_hidden_states=torch.zeros(1, 77, 32)
                                         ).sample, stock, atol=1e-6)        # the K/V did load
+
+
+def test_custom_diffusion_processors_compose_with_the_layer_route(make_parts, concept):
+    """conditioning.Route wraps the trained processors: per-layer text reaches them, and the
+    same text through the route computes what the plain call does."""
+    parts = make_parts("sd")
+    invert(parts, concept, config("custom_diffusion", 5), progress=False)
+    cond = cond_of(parts, "a photo of <S*> cat").expand(2)
+    x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([50, 700])
+    with torch.no_grad():
+        plain = conditioning.eps(parts.unet, x, t, cond)
+        layers = conditioning.cross_attention_layers(parts.unet)
+        same = conditioning.eps(parts.unet, x, t, conditioning.Cond(cond.text, {n: cond.text for n in layers}))
+        other = cond_of(parts, "a photo of a dog").expand(2).text
+        moved = conditioning.eps(parts.unet, x, t, conditioning.Cond(cond.text, {layers[0]: other}))
+    procs = parts.unet.attn_processors
+    assert all(type(p.inner).__name__.startswith("CustomDiffusion") for p in procs.values())
+    assert torch.allclose(same, plain, atol=1e-6) and not torch.allclose(moved, plain, atol=1e-5)
