@@ -15,6 +15,11 @@ BASE = dict(initializer_word="cat", batch_size=2, seed=23)
 # encoder it may change: the embedding table's new rows are checked apart)
 CASES = {
     "xti": (dict(lr=5e-3), lambda name: False),
+    # the tiny BERT vocabulary has no "ktn": S* starts at the initializer word here (the
+    # authors' rare token is tested on CLIP's vocabulary below)
+    "custom_diffusion": (dict(lr=5e-3, class_noun=True, learner_args={"init_token": ""}),
+                         lambda name: ".attn2.processor.to_k_custom_diffusion." in name
+                         or ".attn2.processor.to_v_custom_diffusion." in name),
 }
 
 
@@ -158,3 +163,83 @@ def test_a_file_that_is_not_a_p_plus_file_is_named(tmp_path):
     save_file({"x": torch.zeros(1)}, str(path))
     with pytest.raises(ValueError, match="other.safetensors.*not a tinv P\\+"):
         xti.read(path)
+
+def test_custom_diffusion_trains_only_the_cross_attention_kv_and_its_word(make_parts, concept):
+    from tinv.engine.learners.custom_diffusion import KV
+    parts = make_parts("sd")
+    before = params(parts)
+    cross = conditioning.cross_attention_layers(parts.unet)
+    res = invert(parts, concept, config("custom_diffusion", 30), progress=False)
+    after = params(parts)
+    trained = {k for k in after if "custom_diffusion" in k}
+    assert trained == {f"unet.{n}.{w}" for n in cross for w in KV} and len(trained) == 2 * len(cross) >= 4
+    for n in cross:       # each K/V started at its layer's own to_k / to_v and moved away from it
+        layer = n.rsplit(".processor", 1)[0]
+        for w, own in zip(KV, ("to_k", "to_v")):
+            start = before[f"unet.{layer}.{own}.weight"]
+            assert not torch.allclose(after[f"unet.{n}.{w}"], start, atol=1e-5), (n, w)
+            assert torch.equal(res.learner["state"][f"{n}.{w}"], after[f"unet.{n}.{w}"])
+    for name, p in before.items():      # nothing else of the UNet (its own to_k/to_v included)
+        if name.startswith("unet."):
+            assert torch.equal(after[name], p), name
+    assert not torch.equal(res.embeds["<S*>"][0], initializer_embedding(parts, "cat"))   # the word learned too
+
+
+def test_custom_diffusion_starts_its_word_at_the_authors_rare_token(make_parts, concept):
+    parts = make_parts("sd")
+    ktn = parts.tokenizer.get_vocab()["ktn"]
+    assert ktn == 42170 and len(parts.tokenizer("ktn", add_special_tokens=False).input_ids) == 2
+    row = parts.input_embeddings().weight[ktn].detach().clone()
+    res = invert(parts, concept, config("custom_diffusion", 0, learner_args={}), progress=False)
+    assert torch.equal(res.embeds["<S*>"][0], row)         # the default init_token, by its entry
+    assert res.embedding_dist_init == 0.0
+    with pytest.raises(ValueError, match="init_token='ktn' is not an entry"):
+        invert(make_parts("ldm"), concept, config("custom_diffusion", 1, learner_args={}), progress=False)
+    with pytest.raises(ValueError, match="learner_args.init_tokn is not a setting"):
+        config("custom_diffusion", 1, learner_args={"init_tokn": "ktn"})
+
+
+def test_custom_diffusion_exports_what_a_stock_pipeline_loads(make_parts, concept, tmp_path):
+    """The job's two files (S* and the K/V) on a stock StableDiffusionPipeline built from fresh
+    parts compute the trained model's eps, loaded the way diffusers' README says."""
+    from tinv.engine.embeddings_io import export_result
+    from tinv.engine.learners.custom_diffusion import FILE
+    from tinv.engine.models import to_pipeline
+    trained = make_parts("sd")
+    res = invert(trained, concept, config("custom_diffusion", 20), progress=False)
+    files = dict(export_result(res, tmp_path, "sd"))
+    assert learners.export(trained, res.learner, tmp_path) == {"custom_diffusion": str(tmp_path / FILE)}
+    pipe = to_pipeline(make_parts("sd"))
+    stock = pipe.unet(torch.zeros(1, 4, 8, 8), 10, encoder_hidden_states=torch.zeros(1, 77, 32)).sample
+    pipe.unet.load_attn_procs(str(tmp_path), weight_name=FILE, _pipeline=pipe)
+    pipe.load_textual_inversion(files["diffusers"])
+    assert all(type(p).__name__ == "CustomDiffusionAttnProcessor" for p in pipe.unet.attn_processors.values())
+    prompt = "a photo of <s*> cat"
+    with torch.no_grad():
+        ids = pipe.tokenizer(pipe.maybe_convert_prompt(prompt, pipe.tokenizer), padding="max_length",
+                             max_length=77, return_tensors="pt").input_ids
+        text = pipe.text_encoder(ids)[0]
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 4, 8, 8, generator=g)
+        got = pipe.unet(x, torch.tensor([50, 700]), encoder_hidden_states=text.expand(2, -1, -1)).sample
+    assert torch.allclose(got, eps_of(trained, "a photo of <S*> cat"), atol=1e-5)
+    assert not torch.allclose(pipe.unet(torch.zeros(1, 4, 8, 8), 10, encoder_hidden_states=torch.zeros(1, 77, 32)
+                                        ).sample, stock, atol=1e-6)        # the K/V did load
+
+
+def test_custom_diffusion_processors_compose_with_the_layer_route(make_parts, concept):
+    """conditioning.Route wraps the trained processors: per-layer text reaches them, and the
+    same text through the route computes what the plain call does."""
+    parts = make_parts("sd")
+    invert(parts, concept, config("custom_diffusion", 5), progress=False)
+    cond = cond_of(parts, "a photo of <S*> cat").expand(2)
+    x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([50, 700])
+    with torch.no_grad():
+        plain = conditioning.eps(parts.unet, x, t, cond)
+        layers = conditioning.cross_attention_layers(parts.unet)
+        same = conditioning.eps(parts.unet, x, t, conditioning.Cond(cond.text, {n: cond.text for n in layers}))
+        other = cond_of(parts, "a photo of a dog").expand(2).text
+        moved = conditioning.eps(parts.unet, x, t, conditioning.Cond(cond.text, {layers[0]: other}))
+    procs = parts.unet.attn_processors
+    assert all(type(p.inner).__name__.startswith("CustomDiffusion") for p in procs.values())
+    assert torch.allclose(same, plain, atol=1e-6) and not torch.allclose(moved, plain, atol=1e-5)

@@ -23,7 +23,9 @@ from .test_config import METHODS, MODELS, _compose
 # tinv.harness.preflight (weights, paths), tinv.harness.concepts (folders, captions), tinv.harness.prompts (lists).
 CHECKED_ELSEWHERE = ("model.name", "model.path", "model.prompt_set", "method.name", "method.reference",
                      "method.captions", "method.pivotal", "concept.", "eval.name", "eval.prompt_set",
-                     "eval.prompt_sets.", "eval.clip.", "eval.dino.", "logger.", "results_root")
+                     "eval.prompt_sets.", "eval.clip.", "eval.dino.", "logger.", "results_root",
+                     # a learner's settings: tinv.engine.learners.check_args (InversionConfig) reads them
+                     "method.inversion.learner_args.")
 
 
 def _cfg(*overrides: str) -> dict:

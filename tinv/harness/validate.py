@@ -126,6 +126,8 @@ FIELDS: dict[str, Rule] = {
     "model.calibration.pivotal.lr": number(0.0, None, "1e-4", lo_open=True),
     "model.calibration.pivotal.steps": count(0, 60),
     "model.calibration.pivotal.params": PIVOTAL_PARAMS,
+    "model.calibration.custom_diffusion.lr": RATE,
+    "model.calibration.custom_diffusion.steps": count(1, 250),
     "eval.reconstruction_prompt.object": TEMPLATE,
     "eval.reconstruction_prompt.style": TEMPLATE,
     **{f"model.inversion.{k}": r for k, r in INVERSION.items()},

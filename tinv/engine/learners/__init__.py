@@ -38,7 +38,9 @@ NAMES = ("word", *MODULES)
 # Each learner's settings (InversionConfig.learner_args) and their defaults, as data here so
 # the config check reads them without importing a learner: a key not listed, or a value of
 # another type than its default's, is refused before any work starts.
-ARGS: dict[str, dict] = {"word": {}, "xti": {}, "neti": {}, "custom_diffusion": {}, "lora": {}}
+ARGS: dict[str, dict] = {"word": {}, "xti": {}, "neti": {}, "lora": {},
+                         # S*'s start: a vocabulary entry ('' = the initializer word); the authors' rare token
+                         "custom_diffusion": {"init_token": "ktn"}}
 
 
 def check_args(name: str, args) -> list[str]:
