@@ -155,3 +155,10 @@ def export(parts, learned: Mapping[str, Any], folder: Path) -> dict[str, str]:
     path = Path(folder) / FILE
     atomic.save_torch(path, flat)
     return {"custom_diffusion": str(path)}
+
+
+def usage(files: Mapping[str, Path], placeholder: str) -> list[str]:
+    folder = Path(files["custom_diffusion"]).parent
+    return [f'Custom Diffusion (diffusers): pipe.unet.load_attn_procs("{folder}", weight_name="{FILE}", '
+            f'_pipeline=pipe) and pipe.load_textual_inversion("{folder / "learned_embeds.safetensors"}"), then '
+            f'write "{placeholder.lower()} <class noun>" in prompts']
