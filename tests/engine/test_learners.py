@@ -3,6 +3,8 @@ changes only its own parameters, resumes bit for bit, and a fresh model it is re
 computes what the trained one computes."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -20,6 +22,9 @@ CASES = {
     "custom_diffusion": (dict(lr=5e-3, class_noun=True, learner_args={"init_token": ""}),
                          lambda name: ".attn2.processor.to_k_custom_diffusion." in name
                          or ".attn2.processor.to_v_custom_diffusion." in name),
+    # DreamBooth-LoRA: only the LoRA it adds trains (the base projections it wraps do not);
+    # "sks" is three word pieces in the tiny BERT vocabulary, "elmo" one token in both
+    "lora": (dict(class_noun=True, learner_args={"identifier": "elmo"}), lambda name: ".lora_" in name),
 }
 
 
@@ -29,6 +34,21 @@ def params(parts) -> dict[str, torch.Tensor]:
         for n, p in m.named_parameters():
             out[prefix + n] = p.detach().clone()
     return out
+
+
+def base_names(ps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Parameters under the names they had before a peft adapter wrapped their layer
+    (peft moves `to_q.weight` to `to_q.base_layer.weight`)."""
+    return {n.replace(".base_layer.", "."): p for n, p in ps.items()}
+
+
+def tensors(state, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a learner state, nested mappings flattened."""
+    if isinstance(state, torch.Tensor):
+        return {prefix: state}
+    if isinstance(state, dict):
+        return {k: v for key, sub in state.items() for k, v in tensors(sub, f"{prefix}.{key}").items()}
+    return {}
 
 
 def config(learner: str, steps: int, **kw) -> InversionConfig:
@@ -58,12 +78,14 @@ def test_a_successor_lowers_its_loss_and_changes_only_its_own_parameters(make_pa
     res = invert(parts, concept, config(learner, 60), progress=False)
     assert res.learner["name"] == learner
     assert res.eval_loss_before - res.eval_loss_after > 1e-3, (res.eval_loss_before, res.eval_loss_after)
-    after = params(parts)
+    after = base_names(params(parts))
     own = CASES[learner][1]
+    assert set(before) <= set(after)            # every parameter is still there (a LoRA wraps, not replaces)
+    assert all(own(name) for name in set(after) - set(before))   # what a learner adds is its own
     for name, p in before.items():
         if name.endswith("token_embedding.weight") or name.endswith("embed_tokens.weight"):
             continue
-        if name in after and not own(name):
+        if not own(name):
             assert torch.equal(after[name], p), f"{learner} changed {name}"
     table = parts.input_embeddings().weight
     assert torch.equal(table[: table0.shape[0]], table0)     # no old vocabulary row moved
@@ -97,9 +119,9 @@ def test_a_successor_resumes_bit_identically(make_parts, concept, tmp_path, lear
     assert resumed.losses == whole.losses
     for k, v in whole.embeds.items():
         assert torch.equal(resumed.embeds[k], v), k
-    for k, v in whole.learner["state"].items():
-        if isinstance(v, torch.Tensor):
-            assert torch.equal(resumed.learner["state"][k], v), k
+    got = tensors(resumed.learner["state"])
+    for k, v in tensors(whole.learner["state"]).items():
+        assert torch.equal(got[k], v), k
 
 
 @pytest.mark.parametrize("learner", list(CASES))
@@ -243,3 +265,72 @@ def test_custom_diffusion_processors_compose_with_the_layer_route(make_parts, co
     procs = parts.unet.attn_processors
     assert all(type(p.inner).__name__.startswith("CustomDiffusion") for p in procs.values())
     assert torch.allclose(same, plain, atol=1e-6) and not torch.allclose(moved, plain, atol=1e-5)
+# ------------------------------------------------------------------ DreamBooth-LoRA (lora.py)
+def lora_config(steps: int, **args) -> InversionConfig:
+    return InversionConfig(steps=steps, learner="lora", class_noun=True, learner_args=args, **BASE)
+
+
+def test_dreambooth_lora_trains_the_lora_and_holds_s_star_at_the_identifier(make_parts, concept):
+    from tinv.engine.learners.lora import lora_parameters
+    parts = make_parts("sd")
+    base = params(parts)
+    res = invert(parts, concept, lora_config(20), progress=False)      # identifier: the default "sks"
+    sks = initializer_embedding(parts, "sks")
+    assert torch.equal(res.embeds["<S*>"][0], sks.to(res.embeds["<S*>"]))   # not learned, not decayed
+    # so the prompt with S* is the prompt with the identifier, to the last bit
+    assert torch.equal(cond_of(parts, "a photo of <S*> cat").text, cond_of(parts, "a photo of sks cat").text)
+    lora = res.learner["state"]["lora"]
+    assert lora.keys() == lora_parameters(parts.unet).keys() and len(lora) >= 8
+    # B starts at zero (the model starts as it was); every B moved, and the base weights did not
+    assert all(v.abs().max() > 0 for k, v in lora.items() if ".lora_B." in k)
+    after = base_names(params(parts))
+    assert all(torch.equal(after[n], p) for n, p in base.items() if n.startswith("unet."))
+    assert not torch.allclose(eps_of(parts, "a photo of sks cat"), eps_of(make_parts("sd"), "a photo of sks cat"),
+                              atol=1e-5)
+
+
+def test_dreambooth_lora_prior_preservation_adds_the_class_loss_and_resumes_bit_identically(make_parts, concept, tmp_path):
+    plain = invert(make_parts("sd"), concept, lora_config(2), progress=False)
+    prior = {w: invert(make_parts("sd"), concept, lora_config(2, prior_preservation=True, num_class_images=3,
+                                                              prior_loss_weight=w), progress=False)
+             for w in (1.0, 2.0)}
+    # the first micro-batch is the same instance batch; the option adds w x the class batch's loss
+    assert plain.diffusion_losses[0] == prior[1.0].diffusion_losses[0] == prior[2.0].diffusion_losses[0]
+    assert plain.losses[0] == plain.diffusion_losses[0]
+    term = {w: r.losses[0] - r.diffusion_losses[0] for w, r in prior.items()}
+    assert term[1.0] > 1e-3 and term[2.0] == pytest.approx(2 * term[1.0], rel=1e-4)
+    cfg = dataclasses.replace(lora_config(12, prior_preservation=True, num_class_images=3), checkpoint_every=4)
+    whole = invert(make_parts("sd"), concept, cfg, progress=False)
+    invert(make_parts("sd"), concept, cfg, ckpt_dir=tmp_path, progress=False, stop_at=8)
+    resumed = invert(make_parts("sd"), concept, cfg, ckpt_dir=tmp_path, progress=False)
+    assert resumed.losses == whole.losses
+    got = tensors(resumed.learner["state"])
+    assert all(torch.equal(got[k], v) for k, v in tensors(whole.learner["state"]).items())
+
+
+def test_dreambooth_lora_exports_a_file_a_stock_pipeline_loads(make_parts, concept, tmp_path):
+    import json
+
+    from tinv.engine import learners
+    from tinv.engine.models import to_pipeline
+    trained = make_parts("sd")
+    res = invert(trained, concept, lora_config(10), progress=False)
+    files = learners.export(trained, res.learner, tmp_path / "embeddings")
+    assert json.loads(open(files["lora_info"]).read())["trigger"] == "sks cat"
+    fresh = make_parts("sd")
+    untouched = eps_of(fresh, "a photo of sks cat on a beach")
+    pipe = to_pipeline(fresh)                      # diffusers' own pipeline over fresh parts
+    pipe.load_lora_weights(tmp_path / "embeddings")
+    # the stock pipeline, prompted with the trigger, computes what the engine's trained parts do
+    got = eps_of(fresh, "a photo of sks cat on a beach")
+    assert torch.allclose(got, eps_of(trained, "a photo of <S*> cat on a beach"), atol=1e-6)
+    assert not torch.allclose(got, untouched, atol=1e-5)
+
+
+def test_dreambooth_lora_refuses_bad_settings_before_training(make_parts, concept):
+    with pytest.raises(ValueError, match="learner_args.rnak is not a setting of learner 'lora'"):
+        lora_config(2, rnak=8)
+    with pytest.raises(ValueError, match="learner_args.rank=4.0 must be a int"):
+        lora_config(2, rank=4.0)
+    with pytest.raises(ValueError, match="identifier 'sks' is 3 tokens"):
+        invert(make_parts("ldm"), concept, lora_config(2), progress=False)

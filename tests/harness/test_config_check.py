@@ -20,12 +20,13 @@ from .conftest import FAST, REPO, TOY, one_error, run_cli
 from .test_config import METHODS, MODELS, _compose
 
 # Fields a user sets that are not numbers or flags: checked where they are used, by
-# tinv.harness.preflight (weights, paths), tinv.harness.concepts (folders, captions), tinv.harness.prompts (lists).
+# tinv.harness.preflight (weights, paths), tinv.harness.concepts (folders, captions), tinv.harness.prompts (lists);
+# a learner's settings by InversionConfig against tinv.engine.learners.ARGS (keys and types).
 CHECKED_ELSEWHERE = ("model.name", "model.path", "model.prompt_set", "method.name", "method.reference",
                      "method.captions", "method.pivotal", "concept.", "eval.name", "eval.prompt_set",
                      "eval.prompt_sets.", "eval.clip.", "eval.dino.", "logger.", "results_root",
                      # a learner's settings: tinv.engine.learners.check_args (InversionConfig) reads them
-                     "method.inversion.learner_args.")
+                     "method.inversion.learner_args.", "model.inversion.learner_args.")
 
 
 def _cfg(*overrides: str) -> dict:

@@ -128,6 +128,13 @@ FIELDS: dict[str, Rule] = {
     "model.calibration.pivotal.params": PIVOTAL_PARAMS,
     "model.calibration.custom_diffusion.lr": RATE,
     "model.calibration.custom_diffusion.steps": count(1, 250),
+    # conf/method/dreambooth_lora.yaml's settings per model (its learner checks the identifier is one token)
+    "model.calibration.dreambooth_lora.identifier": Rule("one word with no spaces or braces (a rare single-token word)",
+                                                         lambda v: isinstance(v, str) and re.fullmatch(r"[^\s{}<>]+", v) is not None,
+                                                         "sks"),
+    "model.calibration.dreambooth_lora.lr": number(0.0, None, "5e-4", lo_open=True),
+    "model.calibration.dreambooth_lora.steps": count(1, 300),
+    "model.calibration.dreambooth_lora.num_class_images": count(1, 32),
     "eval.reconstruction_prompt.object": TEMPLATE,
     "eval.reconstruction_prompt.style": TEMPLATE,
     **{f"model.inversion.{k}": r for k, r in INVERSION.items()},
@@ -136,7 +143,8 @@ FIELDS: dict[str, Rule] = {
 # Method fields the shipped methods fill from the model's calibration (${model.calibration...}):
 # a bad value there is named once, by the field the user set.
 SOURCES = {"method.pivotal.lr": "model.calibration.pivotal.lr", "method.pivotal.steps": "model.calibration.pivotal.steps",
-           "method.inversion.reg_weight": "model.calibration.reg_weight"}
+           "method.inversion.reg_weight": "model.calibration.reg_weight",
+           "method.inversion.steps": "model.calibration.dreambooth_lora.steps"}
 _MISSING = object()
 
 

@@ -38,9 +38,15 @@ NAMES = ("word", *MODULES)
 # Each learner's settings (InversionConfig.learner_args) and their defaults, as data here so
 # the config check reads them without importing a learner: a key not listed, or a value of
 # another type than its default's, is refused before any work starts.
-ARGS: dict[str, dict] = {"word": {}, "xti": {}, "neti": {}, "lora": {},
-                         # S*'s start: a vocabulary entry ('' = the initializer word); the authors' rare token
-                         "custom_diffusion": {"init_token": "ktn"}}
+ARGS: dict[str, dict] = {
+    "word": {}, "xti": {}, "neti": {},
+    # S*'s start: a vocabulary entry ('' = the initializer word); the authors' rare token
+    "custom_diffusion": {"init_token": "ktn"},
+    # DreamBooth-LoRA (lora.py): the rare identifier S* stands for, the LoRA's rank and own
+    # learning rate, and prior preservation (train_dreambooth_lora.py's flags of those names)
+    "lora": {"identifier": "sks", "rank": 4, "lr": 5e-4, "prior_preservation": False,
+             "prior_loss_weight": 1.0, "num_class_images": 100},
+}
 
 
 def check_args(name: str, args) -> list[str]:

@@ -1,0 +1,204 @@
+"""DreamBooth (Ruiz et al. 2023, arXiv 2208.12242) trained as a LoRA on the UNet, as diffusers'
+examples/dreambooth/train_dreambooth_lora.py trains it.
+
+DreamBooth learns no word. It binds the concept to a rare identifier that the vocabulary
+already has ("sks", the identifier of diffusers' examples) and fine-tunes the denoiser on
+"a photo of sks <class noun>" (the method's `inversion.class_noun`). S* is therefore held at
+the identifier's embedding (`trains_word = False`): a prompt with S* encodes exactly as the
+same prompt with the identifier, so the trained LoRA is triggered by "sks <class noun>" on a
+stock pipeline with no embedding file at all. What trains is a rank-r LoRA on the UNet's
+attention projections (peft, `unet.add_adapter`, as the script does); the text encoder
+stays frozen (the script's default without --train_text_encoder).
+
+Prior preservation (section 3.3 of the paper; the script's --with_prior_preservation, off
+by default): the frozen model draws `num_class_images` images of "a photo of a <class
+noun>" once, from fixed seeds, before the LoRA exists; each micro-batch adds
+`prior_loss_weight` x the diffusion loss of a batch of them under that prompt, so the LoRA
+cannot drift the class toward the concept. The class batch comes from the set's own
+generator, so a resumed run draws what the whole run drew.
+
+Exports: `pytorch_lora_weights.safetensors` in diffusers' LoRA format (what the script
+writes), loaded with `StableDiffusionPipeline.load_lora_weights(folder)`, and
+`dreambooth_lora.json` naming the trigger phrase.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from tinv.engine import conditioning
+from tinv.engine.learners import Learner, cpu_state
+from tinv.engine.pseudo_words import PseudoWord
+
+# train_dreambooth_lora.py's `unet_lora_config`: these projections, lora_alpha = r (a LoRA
+# scale of 1) and peft's "gaussian" init (A ~ N(0, 1/r), B = 0: training starts at the base
+# model). add_k_proj/add_v_proj exist only in UNets with added K/V (DeepFloyd IF).
+TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_v_proj"]
+ADAPTER = "default"              # peft's adapter name, the one diffusers' loaders use
+FILE = "pytorch_lora_weights.safetensors"   # diffusers' LORA_WEIGHT_NAME_SAFE
+INFO = "dreambooth_lora.json"
+# Class images: the script samples them with the pipeline's defaults (50 steps, guidance 7.5).
+CLASS_STEPS, CLASS_GUIDANCE = 50, 7.5
+CLASS_SEED = 100_000             # seeds apart from the evaluation's (eval.seed counts up from 0)
+
+
+def identifier_id(parts, identifier: str) -> int:
+    """The vocabulary id of the rare identifier; it must be one token of this tokenizer."""
+    ids = parts.tokenizer(identifier, add_special_tokens=False).input_ids
+    if len(ids) != 1:
+        pieces = parts.tokenizer.convert_ids_to_tokens(ids)
+        raise ValueError(f"dreambooth_lora: identifier {identifier!r} is {len(ids)} tokens {pieces} for this "
+                         "tokenizer; set inversion.learner_args.identifier to a rare word that is one token")
+    return ids[0]
+
+
+def lora_parameters(unet) -> dict[str, torch.nn.Parameter]:
+    """The LoRA's own parameters, by name, in the UNet's order."""
+    return {n: p for n, p in unet.named_parameters() if ".lora_" in n}
+
+
+def add_lora(unet, rank: int, seed: int) -> dict[str, torch.nn.Parameter]:
+    """A fresh LoRA on `unet` (the script's config), its random init drawn from `seed` without
+    touching the global RNG; returns its parameters (float32, as the script casts them)."""
+    from peft import LoraConfig
+    if getattr(unet, "peft_config", None):
+        raise ValueError("dreambooth_lora: this UNet already carries a LoRA; load a fresh model")
+    devices = [unet.device] if unet.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                    target_modules=TARGETS), adapter_name=ADAPTER)
+    params = lora_parameters(unet)
+    for p in params.values():
+        p.data = p.data.float()
+    return params
+
+
+class DreamBoothLoRA(Learner):
+    name = "lora"
+    packable = False      # it trains the shared UNet
+    trains_word = False   # S* is the identifier's embedding, held fixed
+
+    def __init__(self, parts, word: PseudoWord, cfg, gen):
+        super().__init__(parts, word, cfg, gen)
+        a = self.args
+        if cfg.num_vectors != 1:
+            raise ValueError(f"dreambooth_lora binds one identifier token: num_vectors must be 1, got {cfg.num_vectors}")
+        if a["rank"] < 1 or a["lr"] <= 0 or a["prior_loss_weight"] < 0 or a["num_class_images"] < 1:
+            raise ValueError(f"dreambooth_lora: rank >= 1, lr > 0, prior_loss_weight >= 0 and "
+                             f"num_class_images >= 1 are needed, got {a}")
+        # S* := the identifier. Its vectors are made from the table when training starts.
+        table = parts.input_embeddings().weight
+        ident = table[identifier_id(parts, a["identifier"])].detach().clone()
+        word.init = ident.reshape(1, -1).clone()
+        with torch.no_grad():
+            table[word.token_ids] = ident.to(table)
+        # Class images come from the model as it is before the LoRA: the prior to preserve.
+        self.class_latents = self._class_latents(parts) if a["prior_preservation"] else None
+        self._class_cond: conditioning.Cond | None = None
+        self.params = add_lora(parts.unet, a["rank"], cfg.seed)
+        for p in self.params.values():
+            p.requires_grad_(True)
+
+    def class_prompt(self) -> str:
+        """'a photo of a <class noun>' (a style's first template for a style concept)."""
+        from tinv.engine.templates import templates_for
+        return templates_for(self.cfg.templates, self.cfg.style_noun)[0][0].format(self.cfg.initializer_word)
+
+    def _class_latents(self, parts):
+        from tinv.engine.data import ConceptImages, cache_latents
+        from tinv.engine.sampling import sample
+        if not self.cfg.initializer_word:
+            raise ValueError("dreambooth_lora: prior preservation needs the class noun (the concept's initializer)")
+        n = self.args["num_class_images"]
+        images = sample(parts, [self.class_prompt()], list(range(CLASS_SEED, CLASS_SEED + n)),
+                        steps=CLASS_STEPS, guidance=CLASS_GUIDANCE, batch_size=min(n, 16), progress=False)
+        return cache_latents(parts, ConceptImages(pixels=images * 2 - 1, paths=[]))
+
+    def param_groups(self) -> list[dict]:
+        # The LoRA's own rate: inversion.lr is the word's (scaled by TI's batch rule), and
+        # the script's rate is unscaled (--scale_lr off). AdamW's weight decay is the loop's
+        # 0.01, the script's --adam_weight_decay.
+        return [{"params": list(self.params.values()), "lr": float(self.args["lr"])}]
+
+    def extra_loss(self, parts, sched) -> torch.Tensor | None:
+        """prior_loss_weight x the diffusion loss on a batch of class images (DreamBooth's Eq. 2)."""
+        if self.class_latents is None:
+            return None
+        import torch.nn.functional as F
+
+        from tinv.engine.inversion import diffusion_target
+        g, n = self.gen, self.cfg.batch_size
+        idx = torch.randint(len(self.class_latents), (n,), generator=g)
+        flip = torch.rand(n, generator=g) < self.cfg.flip_p
+        z = self.class_latents.draw(idx, flip, g).to(parts.device)
+        t = torch.randint(sched.config.num_train_timesteps, (n,), generator=g).to(parts.device)
+        noise = torch.randn(z.shape, generator=g).to(z)
+        if self._class_cond is None:      # the class prompt has no S*: its encoding is constant
+            with torch.no_grad():
+                self._class_cond = conditioning.encode(parts, parts.tokenize([self.class_prompt()]))
+        pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t,
+                                self._class_cond.expand(n).to(parts.dtype))
+        return self.args["prior_loss_weight"] * F.mse_loss(pred.float(), diffusion_target(sched, z, noise, t).float())
+
+    def state(self) -> dict[str, Any]:
+        return {"identifier": self.args["identifier"], "class_noun": self.cfg.initializer_word if self.cfg.class_noun else None,
+                "rank": int(self.args["rank"]), "lora": cpu_state(self.params)}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        _copy(self.params, state["lora"])
+
+    def finish(self, parts) -> None:
+        for p in self.params.values():     # trained: sampling needs no gradients
+            p.requires_grad_(False)
+
+
+LEARNER = DreamBoothLoRA
+
+
+def _copy(params: Mapping[str, torch.nn.Parameter], tensors: Mapping[str, torch.Tensor]) -> None:
+    if set(params) != set(tensors):
+        missing, extra = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+        raise ValueError(f"dreambooth_lora: the stored LoRA does not fit this UNet (missing {missing[:3]}, "
+                         f"unexpected {extra[:3]})")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[n])
+
+
+def restore(parts, learned: Mapping[str, Any], words: Mapping[str, PseudoWord]) -> None:
+    """The trained LoRA on a fresh UNet (S*, the identifier's vector, is among `words` already)."""
+    st = learned["state"]
+    params = add_lora(parts.unet, st["rank"], 0)
+    _copy(params, st["lora"])
+    for p in params.values():
+        p.requires_grad_(False)
+
+
+def trigger(learned: Mapping[str, Any]) -> str:
+    st = learned["state"]
+    return f"{st['identifier']} {st['class_noun']}" if st.get("class_noun") else st["identifier"]
+
+
+def export(parts, learned: Mapping[str, Any], folder: Path) -> dict[str, str]:
+    """diffusers' LoRA file (as the script saves it) and the trigger phrase beside it."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    from tinv.core import atomic
+    st = learned["state"]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # peft's state-dict names (get_peft_model_state_dict drops the adapter name) -> diffusers'
+    peft_sd = {n.replace(f".{ADAPTER}.", "."): v for n, v in st["lora"].items()}
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=convert_state_dict_to_diffusers(peft_sd),
+                                              safe_serialization=True)
+    info = folder / INFO
+    with atomic.replacing(info) as tmp:
+        Path(tmp).write_text(json.dumps({"trigger": trigger(learned), "identifier": st["identifier"],
+                                         "class_noun": st.get("class_noun"), "rank": st["rank"],
+                                         "load": "StableDiffusionPipeline.load_lora_weights(folder)"}, indent=1))
+    return {"lora": str(folder / FILE), "lora_info": str(info)}
