@@ -202,3 +202,9 @@ def export(parts, learned: Mapping[str, Any], folder: Path) -> dict[str, str]:
                                          "class_noun": st.get("class_noun"), "rank": st["rank"],
                                          "load": "StableDiffusionPipeline.load_lora_weights(folder)"}, indent=1))
     return {"lora": str(folder / FILE), "lora_info": str(info)}
+
+
+def usage(files: Mapping[str, Path], placeholder: str) -> list[str]:
+    trig = json.loads(Path(files["lora_info"]).read_text())["trigger"]
+    return [f'DreamBooth-LoRA (diffusers): pipe.load_lora_weights("{Path(files["lora"]).parent}", '
+            f'weight_name="{FILE}"), then write "{trig}" in prompts']
