@@ -38,7 +38,18 @@ NAMES = ("word", *MODULES)
 # Each learner's settings (InversionConfig.learner_args) and their defaults, as data here so
 # the config check reads them without importing a learner: a key not listed, or a value of
 # another type than its default's, is refused before any work starts.
-ARGS: dict[str, dict] = {"word": {}, "xti": {}, "neti": {}, "custom_diffusion": {}, "lora": {}}
+ARGS: dict[str, dict] = {"word": {}, "xti": {}, "custom_diffusion": {}, "lora": {}}
+# NeTI's mapper (neti.py), the authors' defaults (github.com/NeuralTextualInversion/NeTI)
+ARGS["neti"] = {
+    "hidden": 128,                  # models/neti_mapper.py set_net: Linear(., 128) twice
+    "frequencies": 1024,            # models/positional_encoding.py NeTIPositionalEncoding num_w
+    "sigma_t": 0.03,                # training/config.py pe_sigmas
+    "sigma_l": 2.0,
+    "time_anchors": 10,             # training/config.py num_pe_time_anchors
+    "nested_dropout": True,         # training/config.py use_nested_dropout
+    "nested_dropout_prob": 0.5,     # training/config.py nested_dropout_prob
+    "normalize_output": True,       # training/config.py normalize_mapper_output
+}
 
 
 def check_args(name: str, args) -> list[str]:
