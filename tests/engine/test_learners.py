@@ -231,23 +231,35 @@ def test_neti_truncation_is_applied_at_sampling_only_when_asked(make_parts, conc
         learners.prepare_sampling(parts, res.learner, {"neti_truncation": 500})
 
 
+def _toyworld_parts():
+    from tinv.engine.models import load_parts
+    from tinv.toyworld import MODEL_DIR
+    if not (MODEL_DIR / "model_index.json").exists():
+        pytest.skip("the toy world's weights are not here")
+    return load_parts(MODEL_DIR, family="sd", device="cpu")
+
+
+@pytest.mark.parametrize("model", ["tiny_sd", "toyworld"])
 def test_a_neti_file_puts_the_mapper_on_a_stock_pipeline_and_it_draws_what_the_engine_draws(
-        make_parts, concept, tmp_path):
+        make_parts, concept, tmp_path, model):
     from diffusers import DDIMScheduler
 
     from tinv.engine.learners import neti, pipeline
     from tinv.engine.models import to_pipeline
     from tinv.engine.sampling import initial_noise, sample
-    trained = make_parts("sd")
+    build = (lambda: make_parts("sd")) if model == "tiny_sd" else _toyworld_parts
+    trained = build()
     res = invert(trained, concept, config("neti", 20), progress=False)
+    # the toy UNet also pools the text into its time embedding: that path reads its own word
+    assert (neti.TEXT in res.learner["state"]["layers"]) == (model == "toyworld")
     files = learners.export(trained, res.learner, tmp_path)
     assert set(files) == {"neti"}
     placeholder, vector, state = neti.read(files["neti"])
-    assert placeholder == "<S*>" and state["layers"] == conditioning.cross_attention_layers(trained.unet)
+    assert placeholder == "<S*>" and state["layers"] == neti.consumers(trained.unet)
     for k, v in res.learner["state"].items():
         assert torch.equal(state[k], v) if isinstance(v, torch.Tensor) else state[k] == v, k
 
-    stock = make_parts("sd")                     # the same base weights, nothing learned
+    stock = build()                              # the same base weights, nothing learned
     pipe = to_pipeline(stock)
     pipe.scheduler = DDIMScheduler.from_config(stock.scheduler.config)
     pipe.set_progress_bar_config(disable=True)

@@ -26,7 +26,12 @@ so does this module, from the set's generator (a resumed run draws the same).
 Conditioning (models/net_clip_text_embedding.py, coach.py get_text_conditioning): every
 cross-attention layer gets the prompt encoded with S*'s input embedding replaced by the
 mapper's output for (t, that layer), t being each training row's own timestep. Here all
-layers x rows go through one encoder call (conditioning.Cond.at / Cond.layers).
+layers x rows go through one encoder call (conditioning.Cond.at / Cond.layers). A UNet that
+also pools the text into its time embedding (diffusers' addition_embed_type="text": the toy
+world's; SD has none) reads it there too, so that path is one more "layer" with its own word
+(`TEXT`, last): left on the initializer's encoding, it kept the toy world's red star from
+being learned (oracle colour 1/16 of "A photo of S*" samples after 300 steps; 15/16 with it,
+as single_word's 15/16).
 
 Left out: the authors' textual bypass (neti_clip_text_encoder.py, output_bypass = True), a
 second mapper output added (x 0.2, norm-matched) to S*'s encoder OUTPUT and read by the
@@ -136,6 +141,18 @@ class _Replaced(nn.Module):
         return torch.where(self.mask[..., None], self.vectors[:, None, :].to(out.dtype), out)
 
 
+# A UNet with diffusers' addition_embed_type="text" (the toy world's) also pools the text into
+# its time embedding: a consumer of the text besides the cross-attention layers, so it gets its
+# own (t, l) word too, as the last "layer" (a stock SD UNet has none: the authors' 16 layers).
+TEXT = "add_embedding"
+
+
+def consumers(unet) -> list[str]:
+    """What reads the text in `unet`: its cross-attention layers, then the pooled-text path."""
+    pooled = getattr(unet.config, "addition_embed_type", None) == "text"
+    return conditioning.cross_attention_layers(unet) + ([TEXT] if pooled else [])
+
+
 class SpaceTimeWords:
     """A conditioner (conditioning.encode): a prompt with a known S* is a Cond whose `at(t)`
     holds, per cross-attention layer, the prompt encoded with the mapper's vector for (t, l)."""
@@ -189,7 +206,8 @@ class SpaceTimeWords:
             encoded = parts.encode_text(all_ids)
         finally:
             encoder.set_input_embeddings(base)
-        return Cond(text, dict(zip(self.layers, encoded.split(b))))
+        per = dict(zip(self.layers, encoded.split(b)))
+        return Cond(per.pop(TEXT, text), per)
 
 
 def conditioner(parts) -> SpaceTimeWords:
@@ -212,7 +230,7 @@ class NeTI(Learner):
         super().__init__(parts, word, cfg, gen)
         if cfg.num_vectors != 1:
             raise ValueError(f"neti maps (t, l) to one word: num_vectors must be 1, got {cfg.num_vectors}")
-        self.layers = conditioning.cross_attention_layers(parts.unet)
+        self.layers = consumers(parts.unet)
         table = parts.input_embeddings().weight
         # the authors rescale to the super-category token's norm; S* starts as that word
         norm = float(table[word.token_ids[0]].float().norm()) if self.args["normalize_output"] else None
@@ -244,10 +262,10 @@ def _mapper_tensors(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def _install(parts, token_id: int, state: Mapping[str, Any]) -> Mapper:
-    layers = conditioning.cross_attention_layers(parts.unet)
+    layers = consumers(parts.unet)
     if list(state["layers"]) != layers:
         raise ValueError(f"neti mapper for layers {list(state['layers'])} does not fit this UNet's "
-                         f"cross-attention layers {layers}")
+                         f"text consumers {layers}")
     dim = parts.input_embeddings().weight.shape[1]
     mapper = Mapper(len(layers), dim, {**ARGS["neti"], **state["settings"]}, state["norm"],
                     int(state["timesteps"]), torch.Generator().manual_seed(0))   # weights: loaded next
