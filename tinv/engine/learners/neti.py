@@ -36,8 +36,7 @@ as single_word's 15/16).
 Left out: the authors' textual bypass (neti_clip_text_encoder.py, output_bypass = True), a
 second mapper output added (x 0.2, norm-matched) to S*'s encoder OUTPUT and read by the
 cross-attention values only; it needs keys and values from different states, which the
-engine's Route (a layer's states in, any processor) does not split. The paper's ablation
-(section 6) trains without it as well.
+engine's Route (a layer's states in, any processor) does not split.
 
 Exports `neti.safetensors`: the mapper's tensors ("mapper.*") and S*'s table vector
 ("word"), with the placeholder, the layer order, the mapper's settings, its target norm and
