@@ -257,3 +257,21 @@ def test_dirty_tree_is_refused_before_anything_is_submitted(tmp_path):
     assert "refusing to submit a SLURM sweep" in proc.stderr
     assert "method/single_word.yaml" in proc.stderr and "hydra.launcher.allow_dirty=true" in proc.stderr
     assert not (tmp_path / "hydra" / ".submitit").exists()
+
+
+def test_the_successors_run_as_slurm_tasks_each_inverting_alone(grid, tmp_path):
+    """pack_mode=batch over single_word and the successors of one concept: the single word's
+    task packs nothing with them, every successor's job inverts alone, all rows ok, each with
+    its learner's files."""
+    from tests.harness.test_methods import SUCCESSORS
+    root, hydra_dir = tmp_path / "results", tmp_path / "hydra"
+    run_py(*sweep_args(root, "succ", hydra_dir, concepts=CONCEPTS[:1], methods=("single_word",) + SUCCESSORS,
+                       model_dir=grid.model_dir), "hydra.launcher.pack=8", "hydra.launcher.pack_mode=batch")
+    found = by_pair(rows(root, "succ"))
+    assert set(found) == {(CONCEPTS[0], m) for m in ("single_word",) + SUCCESSORS}
+    for (_, method), row in found.items():
+        assert row["status"] == "ok", (method, row.get("error"))
+        assert "packed_with" not in row["timings"], method     # nothing to pack with: all alone
+        assert row["provenance"]["slurm_job_id"]
+        if method != "single_word":
+            assert all((Path(row["folder"]) / rel).is_file() for rel in row["artifacts"]["learner"].values())

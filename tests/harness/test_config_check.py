@@ -62,6 +62,7 @@ def test_the_pivotal_parameter_sets_are_the_engines():
     ("eval.num_samples=2.5", "eval.num_samples"), ("eval.steps=-1", "eval.steps"),
     ("eval.guidance=nan", "eval.guidance"), ("eval.guidance=-2", "eval.guidance"), ("eval.eta=2", "eval.eta"),
     ("eval.batch_size=0", "eval.batch_size"), ("eval.seed=x", "eval.seed"), ("eval.max_prompts=0", "eval.max_prompts"),
+    ("eval.neti_truncation=0", "eval.neti_truncation"), ("eval.neti_truncation=half", "eval.neti_truncation"),
     ("model.inversion.steps=0", "model.inversion.steps"), ("model.inversion.batch_size=true", "model.inversion.batch_size"),
     ("method.inversion.lr=0", "method.inversion.lr"), ("method.inversion.lr=fast", "method.inversion.lr"),
     ("method.inversion.num_vectors=0", "method.inversion.num_vectors"),
@@ -91,6 +92,18 @@ def test_the_default_placeholder_keeps_job_ids_and_another_makes_a_new_job():
     assert plan.job_location(other)[0] != plan.job_location(cfg)[0]
     made = plan.make_plan(other, {})
     assert made.icfg.placeholder == "<T*>" and made.fillers == ["<T*>"]
+
+
+def test_neti_truncation_unset_keeps_job_ids_and_a_value_makes_a_new_job():
+    from tinv.harness import plan
+    cfg = _cfg()
+    assert cfg["eval"]["neti_truncation"] is None
+    bare = {**cfg, "eval": {k: v for k, v in cfg["eval"].items() if k != "neti_truncation"}}
+    assert plan.job_location(cfg)[0] == plan.job_location(bare)[0]       # rows from before the setting
+    cut = _cfg("eval.neti_truncation=8")
+    assert validate.problems(cut) == []
+    assert plan.job_location(cut)[0] != plan.job_location(cfg)[0]
+    assert plan.job_location(cut)[0] != plan.job_location(_cfg("eval.neti_truncation=16"))[0]
 
 
 # ----------------------------------------------------------------------------- words

@@ -178,6 +178,9 @@ def job_location(cfg: dict) -> tuple[str, Path]:
     # placeholder is left out so those jobs keep their ids.
     hashed = {**cfg, "concept": {k: v for k, v in c.items()
                                  if not (k == "placeholder" and v in (None, DEFAULT_PLACEHOLDER))}}
+    # NeTI's truncation came later: unset (null) it is left out, so earlier jobs keep their ids
+    if hashed["eval"].get("neti_truncation", 0) is None:
+        hashed["eval"] = {k: v for k, v in hashed["eval"].items() if k != "neti_truncation"}
     job_id = results.identity({**hashed, "_weights": model_fingerprint(cfg["model"]),
                                "_concept": concept_fingerprint(c)})
     concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \

@@ -110,6 +110,7 @@ FIELDS: dict[str, Rule] = {
     "eval.batch_size": count(1, 16, " (images per UNet batch)"),
     "eval.seed": SEED,
     "eval.max_prompts": optional(count(1, 2)),
+    "eval.neti_truncation": optional(count(1, 16, " (NeTI mapper units kept at inference)")),
     "eval.bootstrap.n": count(1, 1000),
     "eval.bootstrap.seed": SEED,
     "method.progressive_fraction": optional(number(0.0, 1.0, "0.4", lo_open=True)),

@@ -39,13 +39,24 @@ NAMES = ("word", *MODULES)
 # the config check reads them without importing a learner: a key not listed, or a value of
 # another type than its default's, is refused before any work starts.
 ARGS: dict[str, dict] = {
-    "word": {}, "xti": {}, "neti": {},
+    "word": {}, "xti": {},
     # S*'s start: a vocabulary entry ('' = the initializer word); the authors' rare token
     "custom_diffusion": {"init_token": "ktn"},
     # DreamBooth-LoRA (lora.py): the rare identifier S* stands for, the LoRA's rank and own
     # learning rate, and prior preservation (train_dreambooth_lora.py's flags of those names)
     "lora": {"identifier": "sks", "rank": 4, "lr": 5e-4, "prior_preservation": False,
              "prior_loss_weight": 1.0, "num_class_images": 100},
+}
+# NeTI's mapper (neti.py), the authors' defaults (github.com/NeuralTextualInversion/NeTI)
+ARGS["neti"] = {
+    "hidden": 128,                  # models/neti_mapper.py set_net: Linear(., 128) twice
+    "frequencies": 1024,            # models/positional_encoding.py NeTIPositionalEncoding num_w
+    "sigma_t": 0.03,                # training/config.py pe_sigmas
+    "sigma_l": 2.0,
+    "time_anchors": 10,             # training/config.py num_pe_time_anchors
+    "nested_dropout": True,         # training/config.py use_nested_dropout
+    "nested_dropout_prob": 0.5,     # training/config.py nested_dropout_prob
+    "normalize_output": True,       # training/config.py normalize_mapper_output
 }
 
 

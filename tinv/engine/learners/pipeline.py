@@ -46,13 +46,19 @@ class _Live(Mapping):
     def advance(self, step: int) -> None:
         self.step, self._cache = step, None
 
-    def _layers(self) -> dict[str, torch.Tensor]:
+    def _resolved(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self._cache is None:
             timesteps = self.pipe.scheduler.timesteps
             t = timesteps[min(self.step, len(timesteps) - 1)]
             c = self.cond.resolved(t)
-            self._cache = {k: v[self.rows] for k, v in (c.layers or {}).items()}
+            self._cache = c.text[self.rows], {k: v[self.rows] for k, v in (c.layers or {}).items()}
         return self._cache
+
+    def _layers(self) -> dict[str, torch.Tensor]:
+        return self._resolved()[1]
+
+    def text(self) -> torch.Tensor:
+        return self._resolved()[0]
 
     def __getitem__(self, name):
         return self._layers()[name]
@@ -62,6 +68,19 @@ class _Live(Mapping):
 
     def __len__(self):
         return len(self._layers())
+
+
+class _PooledText(torch.nn.Module):
+    """A UNet's pooled-text embedding (diffusers' addition_embed_type="text", the toy world's)
+    fed the text of the step the pipeline is at, not the prompt_embeds of step 0: the text
+    itself may depend on the timestep (NeTI)."""
+
+    def __init__(self, inner: torch.nn.Module, live: _Live):
+        super().__init__()
+        self.inner, self.live = inner, live
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.inner(self.live.text().to(hidden_states))
 
 
 def generate(pipe, prompt: str, negative_prompt: str = "", num_images_per_prompt: int = 1,
@@ -82,6 +101,14 @@ def generate(pipe, prompt: str, negative_prompt: str = "", num_images_per_prompt
         live.advance(i + 1)
         return kw
     text = cond.resolved(torch.tensor(0)).text if cond.at is not None else cond.text
-    return pipe(prompt_embeds=text[1:2], negative_prompt_embeds=text[0:1], num_images_per_prompt=n,
-                guidance_scale=guidance_scale, cross_attention_kwargs={conditioning.LAYERS_KW: live},
-                callback_on_step_end=on_step_end, **kwargs)
+    unet = pipe.unet
+    pooled = getattr(unet.config, "addition_embed_type", None) == "text" and cond.at is not None
+    if pooled:
+        unet.add_embedding = _PooledText(unet.add_embedding, live)
+    try:
+        return pipe(prompt_embeds=text[1:2], negative_prompt_embeds=text[0:1], num_images_per_prompt=n,
+                    guidance_scale=guidance_scale, cross_attention_kwargs={conditioning.LAYERS_KW: live},
+                    callback_on_step_end=on_step_end, **kwargs)
+    finally:
+        if pooled:
+            unet.add_embedding = unet.add_embedding.inner
