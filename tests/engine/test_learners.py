@@ -158,7 +158,7 @@ def test_a_p_plus_file_puts_the_words_on_a_stock_pipeline_and_it_draws_what_the_
     files = learners.export(trained, res.learner, tmp_path)
     assert set(files) == {"xti"}
     placeholder, per_layer = xti.read(files["xti"])
-    assert placeholder == "<S*>" and list(per_layer) == conditioning.cross_attention_layers(trained.unet)
+    assert placeholder == "<S*>" and list(per_layer) == conditioning.cross_attention_layers(trained.unet) + ["pooled"]
 
     stock = make_parts("sd")                     # the same base weights, nothing learned
     pipe = to_pipeline(stock)
@@ -176,6 +176,21 @@ def test_a_p_plus_file_puts_the_words_on_a_stock_pipeline_and_it_draws_what_the_
     plain = pipe(prompt, latents=x_T, num_images_per_prompt=2, num_inference_steps=6, guidance_scale=5.0,
                  height=stock.resolution, width=stock.resolution, output_type="pt").images
     assert (torch.as_tensor(plain).float() - ours).abs().max() > 1e-3
+
+
+def test_xti_trains_s_star_for_the_text_a_unet_pools_and_nothing_else_of_the_toy_world(concept):
+    """The toy world's UNet pools the text into its time embedding (addition_embed_type
+    "text"): S* is that path's word, so it learns there; the layer words learn as anywhere."""
+    from tinv.engine.models import load_parts
+    from tinv.toyworld import MODEL_DIR
+    parts = load_parts(MODEL_DIR)
+    assert conditioning.pools_text(parts.unet)
+    before = params(parts)
+    init = initializer_embedding(parts, "cat").clone()
+    res = invert(parts, concept, config("xti", 10, lr=5e-2), progress=False)
+    assert not torch.allclose(res.embeds["<S*>"][0], init, atol=1e-4)
+    after = params(parts)
+    assert all(torch.equal(p, after[n]) for n, p in before.items() if "token_embedding" not in n)
 
 
 def test_a_file_that_is_not_a_p_plus_file_is_named(tmp_path):

@@ -84,6 +84,13 @@ def eps(unet, x: torch.Tensor, t, cond: Cond) -> torch.Tensor:
     return unet(x, t, encoder_hidden_states=cond.text, cross_attention_kwargs={LAYERS_KW: dict(cond.layers)}).sample
 
 
+def pools_text(unet) -> bool:
+    """Does `unet` also read the text outside its cross-attention layers? diffusers'
+    addition_embed_type="text" (the toy world's UNet) pools `Cond.text` into the time
+    embedding; a stock SD UNet does not. A per-layer word must give that path a word too."""
+    return getattr(unet.config, "addition_embed_type", None) == "text"
+
+
 def cross_attention_layers(unet) -> list[str]:
     """The names `Cond.layers` uses: each cross-attention layer's processor key, in the
     UNet's order (down, mid, up)."""

@@ -148,8 +148,7 @@ TEXT = "add_embedding"
 
 def consumers(unet) -> list[str]:
     """What reads the text in `unet`: its cross-attention layers, then the pooled-text path."""
-    pooled = getattr(unet.config, "addition_embed_type", None) == "text"
-    return conditioning.cross_attention_layers(unet) + ([TEXT] if pooled else [])
+    return conditioning.cross_attention_layers(unet) + ([TEXT] if conditioning.pools_text(unet) else [])
 
 
 class SpaceTimeWords:

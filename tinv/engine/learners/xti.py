@@ -4,12 +4,15 @@ per cross-attention layer of the UNet, all starting from the initializer word.
 The prompt "a photo of S*" is encoded once per layer with S* replaced by that layer's word
 (`<S*-l0>`, `<S*-l1>`, ... pseudo-words of the loop, so they are spliced, trained,
 checkpointed and exported as S* is) and each layer attends to its own encoding
-(conditioning.Cond.layers, routed by diffusers' attention processors). S* itself reaches
-no layer and stays at its initializer: the loop gives it no gradient.
+(conditioning.Cond.layers, routed by diffusers' attention processors). S* itself reaches no
+cross-attention layer; it is the word of whatever else reads the text: a UNet that pools the
+text into its time embedding (conditioning.pools_text: the toy world's) learns S* for that
+path, a stock SD UNet has none and S* stays at its initializer, out of the optimizer.
 
-Exports: `xti.safetensors`, one [1, D] vector per layer named by the layer's processor key,
-with the placeholder and layer order in its metadata; `load(pipe, file)` puts it on a stock
-diffusers pipeline (tinv/engine/learners/pipeline.py does the per-layer routing there).
+Exports: `xti.safetensors`, one [1, D] vector per layer named by the layer's processor key
+and S*'s own under "pooled", with the placeholder and layer order in its metadata;
+`load(pipe, file)` puts it on a stock diffusers pipeline (tinv/engine/learners/pipeline.py
+does the per-layer routing there).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from tinv.engine.learners import Learner
 from tinv.engine.pseudo_words import PseudoWord, add_pseudo_word, set_vectors
 
 FILE = "xti.safetensors"
+POOLED = "pooled"          # S*'s own vector: the word of the text the UNet pools (if it does)
 FORMAT = "tinv-xti/1"
 
 
@@ -69,13 +73,15 @@ def conditioner(parts) -> LayerWords:
 class XTI(Learner):
     name = "xti"
     packable = False      # per-layer encodings for every row of a batch: one set at a time
-    trains_word = False   # S* reaches no layer; out of the optimizer, weight decay leaves it be
 
     def __init__(self, parts, word: PseudoWord, cfg, gen):
         super().__init__(parts, word, cfg, gen)
         if cfg.num_vectors != 1:
             raise ValueError(f"xti learns one word per layer: num_vectors must be 1, got {cfg.num_vectors}")
         self.layers = conditioning.cross_attention_layers(parts.unet)
+        # S* reaches no cross-attention layer: trained only where the UNet pools the text (out of
+        # the optimizer otherwise, so weight decay leaves it at its initializer)
+        self.trains_word = conditioning.pools_text(parts.unet)
         init = cfg.initializer_word if cfg.init == "word" else None
         self.layer_words = [add_pseudo_word(parts, layer_placeholder(cfg.placeholder, i), 1, init, gen)
                             for i in range(len(self.layers))]
@@ -104,11 +110,11 @@ def restore(parts, learned: Mapping[str, Any], words: Mapping[str, PseudoWord]) 
 
 
 def vectors(parts, learned: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Layer name -> its word's vector [1, D], read from the parts' embedding table."""
+    """Layer name -> its word's vector [1, D], and "pooled" -> S*'s, from the parts' embedding table."""
     st = learned["state"]
     table = parts.input_embeddings().weight
-    ids = parts.tokenizer.convert_tokens_to_ids(list(st["words"]))
-    return {n: table[i].detach().float().cpu().reshape(1, -1).clone() for n, i in zip(st["layers"], ids)}
+    ids = parts.tokenizer.convert_tokens_to_ids(list(st["words"]) + [st["placeholder"]])
+    return {n: table[i].detach().float().cpu().reshape(1, -1).clone() for n, i in zip(st["layers"] + [POOLED], ids)}
 
 
 def export(parts, learned: Mapping[str, Any], folder: Path) -> dict[str, str]:
@@ -137,17 +143,18 @@ def read(path: str | Path) -> tuple[str, dict[str, torch.Tensor]]:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} is not a tinv P+ (xti) file (format {meta.get('format')!r})")
         layers = json.loads(meta["layers"])
-        return meta["placeholder"], {n: f.get_tensor(n) for n in layers}
+        return meta["placeholder"], {n: f.get_tensor(n) for n in layers + [POOLED]}
 
 
 def install_file(parts, path: str | Path) -> str:
     """Put an exported P+ file's words into `parts` (tokenizer, text encoder, conditioner);
     returns its placeholder, which prompts then use as the engine's would."""
     placeholder, per_layer = read(path)
+    pooled = per_layer.pop(POOLED)
     layers = conditioning.cross_attention_layers(parts.unet)
     if list(per_layer) != layers:
         raise ValueError(f"{str(path)!r} holds words for layers {list(per_layer)}, this UNet has {layers}")
-    base = set_vectors(parts, placeholder, next(iter(per_layer.values())))
+    base = set_vectors(parts, placeholder, pooled)
     words = [set_vectors(parts, layer_placeholder(placeholder, i), v) for i, v in enumerate(per_layer.values())]
     conditioner(parts).add(base.token_ids[0], {n: w.token_ids[0] for n, w in zip(layers, words)})
     return placeholder
