@@ -79,7 +79,7 @@ def test_a_setup_added_through_the_registry_runs_and_differs_from_its_neighbours
 
 
 # The paper's successors (tinv/engine/learners): each a method YAML over the one loop
-SUCCESSORS = ("xti", "custom_diffusion", "dreambooth_lora")
+SUCCESSORS = ("xti", "neti", "custom_diffusion", "dreambooth_lora")
 
 
 def test_the_successors_run_through_the_packed_launcher_alone_beside_a_packed_word(tmp_path):
@@ -100,8 +100,9 @@ def test_the_successors_run_through_the_packed_launcher_alone_beside_a_packed_wo
                                                    for rel in row["artifacts"]["learner"].values())
         key = "reconstruction_clip"
         assert row["metrics"][key] != by["single_word"]["metrics"][key]
+        assert "embedding_dist_init" not in row["metrics"] and "embedding" in row["training"]["notes"]
     said = res.stderr + res.stdout
-    assert "xti.load(pipe" in said and "load_attn_procs(" in said and "load_lora_weights(" in said
+    assert all(f in said for f in ("xti.load(pipe", "neti.load(pipe", "load_attn_procs(", "load_lora_weights("))
 
 
 def methods_learner(method: str) -> str:

@@ -293,6 +293,11 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                     "eval_loss_before": result.eval_loss_before, "eval_loss_after": result.eval_loss_after,
                     "embedding_norm": result.embedding_norm, "embedding_dist_init": result.embedding_dist_init,
                     "notes": dict(result.notes)}
+        if result.learner:  # S*'s vector is not what a successor learned: its norm and distance say nothing
+            for name in ("embedding_norm", "embedding_dist_init"):
+                training.pop(name)
+            training["notes"]["embedding"] = (f"no embedding_norm/embedding_dist_init: the {result.learner['name']} "
+                                              "learner's own parameters carry the concept, not S*'s vector")
         if result.dvar:     # stop=dvar: where it stopped, and the fixed-batch loss it read
             training["dvar"] = dict(result.dvar)
         atomic.write_json(folder / "losses.json", {"losses": result.losses,

@@ -338,3 +338,9 @@ def load(pipe, path: str | Path, truncation: int | None = None) -> str:
     (or `truncate(pipeline.parts_of(pipe), n)` later) keeps the mapper's first n units."""
     from tinv.engine.learners.pipeline import parts_of
     return install_file(parts_of(pipe), path, truncation)
+
+
+def usage(files: Mapping[str, Path], placeholder: str) -> list[str]:
+    return [f'NeTI (diffusers): placeholder = tinv.engine.learners.neti.load(pipe, "{files["neti"]}", '
+            f'truncation=None), then tinv.engine.learners.pipeline.generate(pipe, "a photo of {placeholder}") '
+            f'(the word alone, in the embedding files, is the initializer: the network makes it per step and layer)']
