@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from tinv.engine.data import load_concept_images
-from tinv.engine.models import tiny_ldm_parts, tiny_sd_parts
+from tinv.engine.models import tiny_ldm_parts, tiny_sd2_parts, tiny_sd_parts
 
-BUILDERS = {"sd": tiny_sd_parts, "ldm": tiny_ldm_parts}
+BUILDERS = {"sd": tiny_sd_parts, "sd2": tiny_sd2_parts, "ldm": tiny_ldm_parts}
 
 # The tiny models gain nothing from intra-op threads, and on a shared 2-core machine
 # competing OpenMP threads make every step many times slower.

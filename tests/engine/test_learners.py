@@ -70,7 +70,7 @@ def eps_of(parts, prompt: str, seed: int = 0) -> torch.Tensor:
         return conditioning.eps(parts.unet, x, t, cond_of(parts, prompt).expand(2))
 
 
-@pytest.mark.parametrize("family", ["sd", "ldm"])
+@pytest.mark.parametrize("family", ["sd", "sd2", "ldm"])      # SD 1.x, SD 2.x (v-prediction) and LDM layouts
 @pytest.mark.parametrize("learner", list(CASES))
 def test_a_successor_lowers_its_loss_and_changes_only_its_own_parameters(make_parts, concept, family, learner):
     parts = make_parts(family)

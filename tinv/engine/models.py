@@ -287,6 +287,28 @@ def tiny_sd_parts(seed: int = 0, device: str = "cpu") -> Parts:
                      "sd", device, torch.float32)
 
 
+def tiny_sd2_parts(seed: int = 0, device: str = "cpu") -> Parts:
+    """Stable Diffusion 2.x's layout, tiny and random: linear projections in the transformer
+    blocks, a head count per level, a GELU text encoder, and v-prediction."""
+    tokenizer = tiny_clip_tokenizer()
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=TINY_DIM, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, projection_dim=TINY_DIM, hidden_act="gelu",
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=TINY_LATENT, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=TINY_DIM,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction")
+    return _assemble(tokenizer, text_encoder, unet, _tiny_vae(seed), scheduler, "sd", device, torch.float32)
+
+
 def tiny_ldm_parts(seed: int = 0, device: str = "cpu") -> Parts:
     """A random-weight LDM (LDMBertModel + BertTokenizer) pipeline, 32 px, 8x8 latents."""
     tokenizer = tiny_bert_tokenizer()
