@@ -44,7 +44,7 @@ class Part:
     expect: str
     reference: Arm = Arm("single_word")
     check: bool = False     # a mechanism check: shown, not in the verdict
-    optional: bool = False  # a metric some evaluators lack (DINO on the toy world): without rows, left out of the verdict
+    optional: bool = False  # a metric some evaluators lack (DINO where model.dino=false): without rows, left out of the verdict
 
 
 @dataclass(frozen=True)

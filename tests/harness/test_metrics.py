@@ -165,3 +165,61 @@ def test_dreambench_metrics_as_dreambench_computes_them(monkeypatch):
     assert m["dreambench_clip_t"] == pytest.approx((1.0 + (-0.5)) / 2)
     assert m["dreambench_clip_t_clipscore"] == pytest.approx((2.5 + 0.0) / 2)   # negatives clipped to 0
     assert m["dreambench_clip_i_clipscore"] == pytest.approx(2.5 * m["dreambench_clip_i"])
+
+
+def test_toy_worlds_dino_is_its_clip_image_tower_short_of_the_projection_and_tells_concepts_apart():
+    """The positive control of the toy world's DINO stand-in: on the shipped evaluator, the
+    training images of one concept are closer to each other than to any other concept's, by
+    a wide margin, and the similarities are not CLIP-I's (another space, not a renamed copy)."""
+    from pathlib import Path
+
+    import torch
+    from PIL import Image
+
+    from tinv.metrics import encoders
+    from tinv.toyworld import concepts
+
+    folders = sorted(p for p in Path(concepts.__file__).parent.joinpath("concepts").iterdir() if p.is_dir())
+    images = [torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1) / 255.0
+                           for f in sorted(d.glob("*.png"))]) for d in folders]
+    tower = encoders.TowerEncoder.toyworld("cpu")
+    clip = encoders.cached(encoders.ClipEncoder.toyworld, "cpu")
+    emb = [tower.images(x) for x in images]
+    assert emb[0].shape[1] != clip.images(images[0]).shape[1]           # the tower's width, not the joint space
+    for i, e in enumerate(emb):
+        within = (e @ e.T)[~np.eye(len(e), dtype=bool)].mean()
+        nearest_other = max((e @ f.T).mean() for j, f in enumerate(emb) if j != i)
+        assert within > nearest_other, folders[i].name
+    within = np.mean([(e @ e.T)[~np.eye(len(e), dtype=bool)].mean() for e in emb])
+    across = np.mean([(e @ f.T).mean() for i, e in enumerate(emb) for j, f in enumerate(emb) if i != j])
+    assert within - across > 0.2
+
+
+@pytest.mark.parametrize("evaluator, dino, expected", [("toyworld", False, True), ("open_clip", False, False)])
+def test_dino_rows_on_the_toy_world_and_where_a_model_runs_dino(monkeypatch, evaluator, dino, expected):
+    """The toy world always scores DINO (its stand-in); a real model only with `model.dino`."""
+    from types import SimpleNamespace as NS
+
+    import torch
+
+    from tinv.metrics import encoders, protocol
+
+    made = []
+
+    class Identity:
+        def images(self, x):
+            return np.asarray(x, dtype=float).reshape(len(x), -1)
+
+        def texts(self, texts):
+            return np.ones((len(texts), 3))
+
+    monkeypatch.setattr(encoders, "cached", lambda factory, *a: made.append(factory) or Identity())
+    eye = torch.eye(3).reshape(3, 3, 1, 1)
+    plan = NS(kind=KINDS["learned word"], concept=NS(initializer="star"), prompts=[EvalPrompt("a {} at night")],
+              cfg={"method": {"name": "single_word"}, "model": {"evaluator": evaluator, "dino": dino},
+                   "eval": {"bootstrap": {"n": 20, "seed": 0}, "clip": {"model": "x", "pretrained": None}}},
+              recon=NS(template="A photo of {}"))
+    cells = [NS(prompt=-1, images=eye, text="r"), NS(prompt=0, images=eye, text="a <S*> at night")]
+    m = protocol.evaluate(plan, cells, eye, "cpu")["metrics"]
+    assert ({"reconstruction_dino", "dreambench_dino"} <= set(m)) is expected
+    assert (encoders.TowerEncoder.toyworld in made) is expected

@@ -1,4 +1,5 @@
-"""Evaluation metrics (paper section 5.1): CLIP (open_clip) and DINO (timm) encoders,
+"""Evaluation metrics (paper section 5.1): CLIP (open_clip) and DINO (timm; the toy CLIP's
+image tower on the toy world) encoders,
 the reconstruction/editability scores with bootstrap intervals, and the toy-world oracle.
 
 Metric names in a result row: reconstruction_clip, editability_clip_meanemb (the paper),

@@ -1,4 +1,5 @@
-"""Image and text encoders for the metrics: CLIP through open_clip, DINO through timm.
+"""Image and text encoders for the metrics: CLIP through open_clip, DINO through timm (on
+the toy world, the toy CLIP's image tower short of its projection: TowerEncoder).
 
 Generated images arrive as tensors [N, 3, H, W] in [0, 1]. They go through each model's
 own preprocessing (as PIL images, exactly as a user's photos would), so a real model's
@@ -111,6 +112,35 @@ class DinoEncoder:
         for chunk in _batches(images, batch_size):
             x = torch.stack([self.transform(to_pil_image(im.clamp(0, 1))) for im in chunk])
             out.append(self.model(x.to(self.device)).float().cpu())
+        return _unit(torch.cat(out))
+
+
+class TowerEncoder:
+    """DINO's part on the toy world, where no DINO was ever trained: the evaluator CLIP's
+    image tower up to, not through, its pooling into the space it shares with text.
+
+    What DreamBooth wants from DINO over CLIP-I is a similarity of images alone, one not
+    trained to agree with captions, so that two subjects a caption would call alike still
+    differ. The tower's last feature map, averaged over positions, is that on the toy
+    world: it never passed the attention pooling and projection that CLIP's contrastive
+    loss shaped. open_clip's `forward_intermediates` gives it for its ResNets and ViTs alike.
+    """
+
+    def __init__(self, clip: ClipEncoder):
+        self.clip, self.device, self.name = clip, clip.device, f"{clip.name}:tower"
+
+    @classmethod
+    def toyworld(cls, device: str = "cpu") -> "TowerEncoder":
+        return cls(cached(ClipEncoder.toyworld, device))
+
+    @torch.no_grad()
+    def images(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        out = []
+        for chunk in _batches(images, batch_size):
+            x = torch.stack([self.clip.preprocess(to_pil_image(im.clamp(0, 1))) for im in chunk])
+            [fmap] = self.clip.model.visual.forward_intermediates(
+                x.to(self.device), indices=1, intermediates_only=True, output_fmt="NCHW")["image_intermediates"]
+            out.append(fmap.float().mean(dim=(2, 3)).cpu())
         return _unit(torch.cat(out))
 
 
