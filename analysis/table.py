@@ -106,6 +106,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     except (OSError, ValueError, AttributeError):
         root = None
     if root:
+        df = df.copy()      # consolidated first: on a wide table an insert warns of fragmentation
         df["_runs_root"] = str((path.parent / root).resolve())
     return df
 
