@@ -382,6 +382,25 @@ def _row_matches_any(row: dict | None, row_dir: Path, jobs: list[tuple[Path, lis
 
 
 # ---------------------------------------------------------------- the table
+def once_per_job(records: list[dict]) -> list[dict]:
+    """A job that two of the folders show (one store job linked into two sweeps: NeTI's
+    untruncated rows in successors and neti_truncation) is one row, the first folder's: a
+    second copy would count its concept twice in every paired effect."""
+    seen: set = set()
+    kept = []
+    for rec in records:
+        jid = rec.get("job_id")
+        if jid is not None and rec.get("status") == "ok":
+            if jid in seen:
+                continue
+            seen.add(jid)
+        kept.append(rec)
+    if len(kept) < len(records):
+        print(f"collect: {len(records) - len(kept)} jobs appear in more than one folder; each is one row, "
+              "from the first folder that holds it", file=sys.stderr)
+    return kept
+
+
 def collect(sweep_dirs: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list[JobIssue]]:
     """Rows of all sweeps -> DataFrame (one line per job) and the list of job issues."""
     records, issues = [], []
@@ -389,6 +408,7 @@ def collect(sweep_dirs: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list
         r, i = scan_sweep(Path(d))
         records += r
         issues += i
+    records = once_per_job(records)
     roots = pd.Series([rec.pop("_root") for rec in records], dtype=object)
     df = pd.DataFrame.from_records(records)
     # Where the relative job_dir column starts: the gallery needs it to find the images.

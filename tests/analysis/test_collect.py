@@ -66,6 +66,19 @@ def test_a_clean_sweep_has_no_issues(tmp_path):
     assert issues == [] and len(df) == 2
 
 
+def test_a_job_two_sweeps_share_is_one_row(tmp_path, capsys):
+    """NeTI's untruncated job is linked into both the successors and the truncation sweep:
+    collected together, it is one row (the first folder's), not a concept counted twice."""
+    shared, own = make_row("neti", "red_star"), make_row("single_word", "red_star")
+    for sweep, rows in (("successors", (shared, own)), ("neti_truncation", (shared,))):
+        for row in rows:
+            write_row(tmp_path / sweep / f"red_star-{row['choices']['method']}", {**row, "sweep": sweep})
+    df, issues = collect.collect([tmp_path / "successors", tmp_path / "neti_truncation"])
+    assert issues == [] and sorted(df["method"]) == ["neti", "single_word"]
+    assert df.set_index("method").loc["neti", "sweep"] == "successors"
+    assert "1 jobs appear in more than one folder" in capsys.readouterr().err
+
+
 def test_columns_follow_the_config_keys(tmp_path):
     row = make_row("two_word", "red_star", seed=7, num_images=3)
     row["config"]["method"]["inversion"]["lr"] = 0.02
