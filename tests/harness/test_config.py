@@ -42,8 +42,9 @@ def test_method_x_model_composes_into_a_valid_plan(method, model):
     plan = job.make_plan(cfg, job.default_choices(cfg))  # builds InversionConfig / PivotalConfig
     assert (plan.icfg is not None) == bool(cfg["method"]["learns"])
     if plan.icfg is not None:
-        # the model's budget and the method's own fields both reach the engine
-        assert plan.icfg.steps == cfg["model"]["inversion"]["steps"]
+        # the model's budget (or a method's own, as Custom Diffusion's 250) and the method's
+        # own fields both reach the engine
+        assert plan.icfg.steps == cfg["method"]["inversion"].get("steps", cfg["model"]["inversion"]["steps"])
         assert plan.icfg.lr == cfg["method"]["inversion"]["lr"]
         assert plan.icfg.initializer_word == "star"
     assert plan.prompts and all("{}" in p.template for p in plan.prompts)
