@@ -79,6 +79,7 @@ def test_a_successor_lowers_its_loss_and_changes_only_its_own_parameters(make_pa
     res = invert(parts, concept, config(learner, 60), progress=False)
     assert res.learner["name"] == learner
     assert res.eval_loss_before - res.eval_loss_after > 1e-3, (res.eval_loss_before, res.eval_loss_after)
+    assert res.learner["moved"] > 1e-3        # the row's measure of how far its tensors went
     after = base_names(params(parts))
     own = CASES[learner][1]
     assert set(before) <= set(after)            # every parameter is still there (a LoRA wraps, not replaces)
@@ -112,12 +113,22 @@ def test_xti_learns_a_word_per_cross_attention_layer_and_each_layer_reads_its_ow
 
 
 @pytest.mark.parametrize("learner", list(CASES))
+def test_a_learner_held_still_moves_nothing(make_parts, concept, learner):
+    """The control of `moved`: at a vanishing learning rate (the LoRA's own rate too, which
+    must be > 0) nothing the learner trains leaves its start, and the measure says so."""
+    args = {**CASES[learner][0].get("learner_args", {}), **({"lr": 1e-12} if learner == "lora" else {})}
+    res = invert(make_parts("sd"), concept, config(learner, 5, lr=1e-12, learner_args=args), progress=False)
+    assert res.learner["moved"] < 1e-8
+
+
+@pytest.mark.parametrize("learner", list(CASES))
 def test_a_successor_resumes_bit_identically(make_parts, concept, tmp_path, learner):
     cfg = config(learner, 30, checkpoint_every=10)
     whole = invert(make_parts("sd"), concept, cfg, progress=False)
     invert(make_parts("sd"), concept, cfg, ckpt_dir=tmp_path, progress=False, stop_at=20)
     resumed = invert(make_parts("sd"), concept, cfg, ckpt_dir=tmp_path, progress=False)
     assert resumed.losses == whole.losses
+    assert resumed.learner["moved"] == whole.learner["moved"]     # measured from the run's start
     for k, v in whole.embeds.items():
         assert torch.equal(resumed.embeds[k], v), k
     got = tensors(resumed.learner["state"])

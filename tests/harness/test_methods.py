@@ -101,6 +101,8 @@ def test_the_successors_run_through_the_packed_launcher_alone_beside_a_packed_wo
         key = "reconstruction_clip"
         assert row["metrics"][key] != by["single_word"]["metrics"][key]
         assert "embedding_dist_init" not in row["metrics"] and "embedding" in row["training"]["notes"]
+        moved = row["training"]["learner"]["moved"]        # how far the learner's own tensors went
+        assert moved > 0 and ("learner" in row["training"]["notes"]) == (moved < 0.01), (m, moved)
     said = res.stderr + res.stdout
     assert all(f in said for f in ("xti.load(pipe", "neti.load(pipe", "load_attn_procs(", "load_lora_weights("))
 

@@ -112,7 +112,24 @@ class _Set:
         groups = [{"params": [w.vectors for w in self.words if w is not fixed]}]
         if self.learner:
             groups += self.learner.param_groups()
+            # Where the learner's tensors start (made the same way again on a resume, so this
+            # is the start of the run, not of the resumed part): the row says how far they moved.
+            self.learner_start = [t.detach().clone() for t in self.learner_tensors()]
         self.optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr_effective, weight_decay=self.cfg.weight_decay)
+
+    def learner_tensors(self) -> list[torch.Tensor]:
+        """What the learner trains: its optimizer groups and its own words' vectors."""
+        return ([p for g in self.learner.param_groups() for p in g["params"]]
+                + [w.vectors for w in self.learner_words])
+
+    def learner_moved(self) -> float:
+        """||theta - theta_0|| / ||theta_0|| over every tensor the learner trains: a successor's
+        counterpart of embedding_dist_init, so a row shows that its setup trained at all."""
+        now = [t.detach().float() for t in self.learner_tensors()]
+        start = [t.float() for t in self.learner_start]
+        delta = sum(float(((a - b) ** 2).sum()) for a, b in zip(now, start))
+        base = sum(float((b ** 2).sum()) for b in start)
+        return (delta / base) ** 0.5 if base > 0 else float("inf") if delta > 0 else 0.0
 
     def draw(self, device) -> tuple[torch.Tensor, list[str]]:
         """One batch of clean latents and their prompts, from this set's own generator."""
@@ -178,7 +195,8 @@ class _Set:
                    "reg_form": self.cfg.reg_form if self.cfg.reg_weight else "none",
                    "authors_tokens": dict(self.authors_tokens)},
             dvar=self.dvar_record(),
-            learner={"name": self.cfg.learner, "state": self.learner.state()} if self.learner else {})
+            learner={"name": self.cfg.learner, "state": self.learner.state(), "moved": self.learner_moved()}
+            if self.learner else {})
 
     def dvar_record(self) -> dict:
         cfg = self.cfg

@@ -313,6 +313,13 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
             artifacts["learner"] = {k: str(Path(v).relative_to(folder)) for k, v in
                                     learners.export(parts, result.learner, folder / "embeddings").items()}
             training["learner"] = {"name": result.learner["name"], **plan.icfg.learner_args}
+            moved = result.learner.get("moved")     # None: a result stored before rows said it
+            if moved is not None:
+                training["learner"]["moved"] = moved
+                if moved < 0.01:    # a successor's row that equals its starting point must say so
+                    training["notes"]["learner"] = (
+                        f"the {result.learner['name']} learner's tensors moved {moved:.2%} (< 1%) from where "
+                        "they started: this row is practically the untrained setup; raise its lr or steps")
         if plan.pcfg is not None:
             from tinv.engine.pivotal import save_tuned
             piv = got.pivotal               # the UNet in `parts` is tuned already
