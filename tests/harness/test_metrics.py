@@ -180,7 +180,7 @@ def test_toy_worlds_dino_is_its_clip_image_tower_short_of_the_projection_and_tel
     from tinv.toyworld import concepts
 
     folders = sorted(p for p in Path(concepts.__file__).parent.joinpath("concepts").iterdir() if p.is_dir())
-    images = [torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1) / 255.0
+    images = [torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) / 255.0
                            for f in sorted(d.glob("*.png"))]) for d in folders]
     tower = encoders.TowerEncoder.toyworld("cpu")
     clip = encoders.cached(encoders.ClipEncoder.toyworld, "cpu")

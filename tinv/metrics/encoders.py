@@ -77,13 +77,8 @@ class ClipEncoder:
         model, preprocess, tokenizer = loaded[:3]
         return cls(model, preprocess, tokenizer, device, "toyworld")
 
-    @torch.no_grad()
     def images(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        out = []
-        for chunk in _batches(images, batch_size):
-            x = torch.stack([self.preprocess(to_pil_image(im.clamp(0, 1))) for im in chunk])
-            out.append(self.model.encode_image(x.to(self.device)).float().cpu())
-        return _unit(torch.cat(out))
+        return _embed(images, self.preprocess, self.model.encode_image, self.device, batch_size)
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> np.ndarray:
@@ -106,13 +101,8 @@ class DinoEncoder:
         self.transform = timm.data.create_transform(**cfg, is_training=False)
         self.device, self.name = device, name
 
-    @torch.no_grad()
     def images(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        out = []
-        for chunk in _batches(images, batch_size):
-            x = torch.stack([self.transform(to_pil_image(im.clamp(0, 1))) for im in chunk])
-            out.append(self.model(x.to(self.device)).float().cpu())
-        return _unit(torch.cat(out))
+        return _embed(images, self.transform, self.model, self.device, batch_size)
 
 
 class TowerEncoder:
@@ -133,15 +123,24 @@ class TowerEncoder:
     def toyworld(cls, device: str = "cpu") -> "TowerEncoder":
         return cls(cached(ClipEncoder.toyworld, device))
 
-    @torch.no_grad()
     def images(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        out = []
-        for chunk in _batches(images, batch_size):
-            x = torch.stack([self.clip.preprocess(to_pil_image(im.clamp(0, 1))) for im in chunk])
-            [fmap] = self.clip.model.visual.forward_intermediates(
-                x.to(self.device), indices=1, intermediates_only=True, output_fmt="NCHW")["image_intermediates"]
-            out.append(fmap.float().mean(dim=(2, 3)).cpu())
-        return _unit(torch.cat(out))
+        return _embed(images, self.clip.preprocess, self._pooled_feature_map, self.device, batch_size)
+
+    def _pooled_feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        [fmap] = self.clip.model.visual.forward_intermediates(
+            x, indices=1, intermediates_only=True, output_fmt="NCHW")["image_intermediates"]
+        return fmap.mean(dim=(2, 3))
+
+
+@torch.no_grad()
+def _embed(images: torch.Tensor, transform, forward, device: str, batch_size: int) -> np.ndarray:
+    """Unit-norm features of `images` in batches, each image through the model's own
+    preprocessing as a PIL image (as a user's photo would be)."""
+    out = []
+    for chunk in _batches(images, batch_size):
+        x = torch.stack([transform(to_pil_image(im.clamp(0, 1))) for im in chunk])
+        out.append(forward(x.to(device)).float().cpu())
+    return _unit(torch.cat(out))
 
 
 def _unit(x: torch.Tensor) -> np.ndarray:

@@ -65,9 +65,12 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
         put(f"dreambench_{name}_clipscore", S.reconstruction([S.clipscore(p) for p in pairs], **boot))
     # DINO: timm's ViT-S/16 for models with `dino: true`; on the toy world, where no DINO
     # was trained, the toy CLIP's image tower short of its projection (encoders.TowerEncoder).
-    dino = (encoders.cached(encoders.TowerEncoder.toyworld, device) if m["evaluator"] == "toyworld"
-            else encoders.cached(encoders.DinoEncoder, e["dino"]["model"], _dino_weights(e["dino"]["pretrained"]),
-                                 device) if m.get("dino") else None)
+    dino = None
+    if m["evaluator"] == "toyworld":
+        dino = encoders.cached(encoders.TowerEncoder.toyworld, device)
+    elif m.get("dino"):
+        dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], _dino_weights(e["dino"]["pretrained"]),
+                               device)
     if dino is not None:
         put("reconstruction_dino", S.reconstruction(
             [S.pair_matrix(embed(dino, train), embed(dino, c.images), exclude_self) for c in rec_cells],
