@@ -252,17 +252,30 @@ def train_evaluator(pool, steps: int, seed: int, out: Path):
 class Joint:
     """UNet and text encoder trained together, with an EMA copy that is what ships."""
 
-    def __init__(self, tokenizer, seed: int):
+    def __init__(self, tokenizer, seed: int, layout: str = "toyworld3"):
         torch.manual_seed(seed + 3)
-        self.unet, self.text = nets.unet(), nets.text_encoder(tokenizer)
-        self.ema_unet, self.ema_text = nets.unet(), nets.text_encoder(tokenizer)
+        self.layout = layout
+        self.unet, self.text = nets.unet(layout), nets.text_encoder(tokenizer)
+        self.ema_unet, self.ema_text = nets.unet(layout), nets.text_encoder(tokenizer)
         self.ema_unet.load_state_dict(self.unet.state_dict())
         self.ema_text.load_state_dict(self.text.state_dict())
+        self._new_optimizer()
+        self.step = 0
+        self.ema_decay = 0.999
+
+    def _new_optimizer(self) -> None:
         self.params = list(self.unet.parameters()) + list(self.text.parameters())
         self.ema_params = list(self.ema_unet.parameters()) + list(self.ema_text.parameters())
         self.opt = torch.optim.AdamW(self.params, 1e-3, weight_decay=0.01)
-        self.step = 0
-        self.ema_decay = 0.999
+
+    def reshape(self, layout: str) -> dict:
+        """ToyWorld 4: move the online and EMA UNets into `layout`, carrying every tensor
+        `reshape_unet` can place; a fresh AdamW (its state was for the old tensors)."""
+        self.unet, report = reshape_unet(self.unet, layout)
+        self.ema_unet, _ = reshape_unet(self.ema_unet, layout)
+        self.layout = layout
+        self._new_optimizer()
+        return report
 
     def update_ema(self) -> None:
         decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
@@ -270,12 +283,50 @@ class Joint:
             torch._foreach_lerp_(self.ema_params, self.params, 1 - decay)
 
     def state(self) -> dict:
-        return {k: getattr(self, k).state_dict() for k in ("unet", "text", "ema_unet", "ema_text", "opt")} | {"step": self.step}
+        return {k: getattr(self, k).state_dict() for k in ("unet", "text", "ema_unet", "ema_text", "opt")} | {
+            "step": self.step, "layout": self.layout}
 
     def load(self, state: dict) -> None:
+        layout = state.get("layout", "toyworld3")   # checkpoints before ToyWorld 4 have no layout
+        if layout != self.layout:
+            self.layout, self.unet, self.ema_unet = layout, nets.unet(layout), nets.unet(layout)
+            self._new_optimizer()
         for k in ("unet", "text", "ema_unet", "ema_text", "opt"):
             getattr(self, k).load_state_dict(state[k])
         self.step = state["step"]
+
+
+# Where each ToyWorld 3 block sits in the SD layout: the old 4x4 level (with the middle block)
+# stays at 4x4 and a 2x2 level is added below it; the up blocks shift by one.
+_RESHAPE = {"toyworld3->sd": (("up_blocks.2.", "up_blocks.3."), ("up_blocks.1.", "up_blocks.2."),
+                              ("up_blocks.0.", "up_blocks.1."))}
+
+
+def reshape_unet(old, layout: str):
+    """A `layout` UNet carrying `old`'s tensors wherever a block of the same shape sits at the
+    same resolution (ResNets, down/up samplers, the 4x4 cross-attention, the middle block).
+
+    Blocks with no counterpart start fresh, and every new cross-attention block starts with
+    its output projection at zero, so that it adds nothing until it has learned something:
+    the reshaped UNet begins near the old function, less the pooled-text path it no longer
+    has (ToyWorld 4, docs/toyworld.md). Returns (unet, {"carried": n, "fresh": [names]})."""
+    key = f"{nets.layout_of(old.config)}->{layout}"
+    new = nets.unet(layout)
+    target = new.state_dict()
+    carried = {}
+    for name, tensor in old.state_dict().items():
+        for a, b in _RESHAPE.get(key, ()):
+            if name.startswith(a):
+                name = b + name[len(a):]
+                break
+        if name in target and target[name].shape == tensor.shape:
+            carried[name] = tensor
+    for name in target:
+        if name not in carried and ".attentions." in name and ".proj_out." in name:
+            carried[name] = torch.zeros_like(target[name])
+    new.load_state_dict(carried, strict=False)
+    fresh = sorted({".".join(n.split(".")[:4]) for n in target if n not in carried})
+    return new, {"carried": len(carried), "of": len(target), "fresh": fresh}
 
 
 def _encode(text_encoder, ids: torch.Tensor) -> torch.Tensor:
@@ -511,8 +562,9 @@ def seed_from_shipped(out: Path, pool, tokenizer, seed: int) -> None:
         marker = json.dumps({"from_shipped": str(pipe / "vae")})
         _atomic_dir(out / "vae", lambda tmp: (vae.save_pretrained(tmp), (tmp / "oracle_check.json").write_text(marker),
                                               (tmp / "decoder_finetune.json").write_text(marker)))
-    joint = Joint(tokenizer, seed)
-    unet = UNet2DConditionModel.from_pretrained(pipe / "unet", torch_dtype=torch.float32).state_dict()
+    unet = UNet2DConditionModel.from_pretrained(pipe / "unet", torch_dtype=torch.float32)
+    joint = Joint(tokenizer, seed, nets.layout_of(unet.config))
+    unet = unet.state_dict()
     text = CLIPTextModel.from_pretrained(pipe / "text_encoder", torch_dtype=torch.float32).state_dict()
     for net, state in ((joint.unet, unet), (joint.ema_unet, unet), (joint.text, text), (joint.ema_text, text)):
         net.load_state_dict(state)
@@ -532,7 +584,7 @@ def main(argv=None) -> None:
     p.add_argument("--ae-steps", type=int, default=3000)
     p.add_argument("--decoder-steps", type=int, default=1500, help="decoder-only fine-tuning after the autoencoder")
     p.add_argument("--evaluator-steps", type=int, default=4000)
-    p.add_argument("--unet-steps", type=int, default=30500)
+    p.add_argument("--unet-steps", type=int, default=42500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--offset-noise", type=float, default=0.1, help="offset-noise strength (0: plain noise)")
     p.add_argument("--offset-from", type=int, default=8000,
@@ -556,6 +608,9 @@ def main(argv=None) -> None:
                         "(\"a red star in the style of sks\": style, background and outline in one vector)")
     p.add_argument("--style-share", type=float, default=0.5, help="share of compound captions that are style "
                    "compounds from --style-from")
+    p.add_argument("--reshape-from", type=int, default=30500,
+                   help="ToyWorld 4: the UNet step where the UNet is reshaped into Stable Diffusion's layout "
+                        "(nets.LAYOUTS['sd'], reshape_unet) and training goes on with the style stage's captions")
     p.add_argument("--from-shipped", action="store_true",
                    help="seed an empty --out with the shipped weights (oracle, evaluator, VAE, and the pipeline's "
                         "UNet and text encoder at their step, fresh optimizer) and continue from there: "
@@ -668,7 +723,8 @@ def main(argv=None) -> None:
         _atomic_dir(out / "pipeline", lambda tmp: save_pipeline(tmp, vae, j.ema_text, j.ema_unet, tokenizer, sched))
         identity = {"from": args.identity_from, "p": args.identity_p, "scale": args.identity_scale,
                     "ema": args.identity_ema, "side_seed": SIDE_SEED,
-                    "style_from": args.style_from, "style_share": args.style_share}
+                    "style_from": args.style_from, "style_share": args.style_share,
+                    "reshape_from": args.reshape_from, "layout": j.layout}
         (out / "pipeline" / "training.json").write_text(json.dumps({"step": j.step, "text_following": acc,
                                                                      "seed": args.seed, "identity": identity,
                                                                      "times": times}, indent=2))
@@ -685,10 +741,17 @@ def main(argv=None) -> None:
                                                 if args.compound_p else None,
                                                 compound_from=args.compound_from, **common))
     stages = (("unet+text identity", args.identity_from, min(args.unet_steps, args.style_from), 0.0),
-              ("unet+text style", args.style_from, args.unet_steps, args.style_share))
+              ("unet+text style", args.style_from, min(args.unet_steps, args.reshape_from), args.style_share),
+              ("unet+text sd layout", args.reshape_from, args.unet_steps, args.style_share))
     for stage, start, end, style in stages:
         if joint.step >= end:
             continue
+        if start == args.reshape_from and joint.layout != "sd":
+            # ToyWorld 4: cross-attention at three scales, no pooled text (docs/toyworld.md)
+            report = joint.reshape("sd")
+            log.info("reshaped the UNet into the SD layout: %d of %d tensors carried; fresh: %s",
+                     report["carried"], report["of"], ", ".join(report["fresh"]))
+            atomic.save_torch(ckpt, joint.state())
         # ToyWorld 2: the unnamed details become renderable; ToyWorld 3: so do styles
         joint.ema_decay = args.identity_ema
         timed(stage, lambda: train_joint(

@@ -4,9 +4,14 @@ The diffusion pipeline uses the libraries' own classes so that `StableDiffusionP
 (and `tinv.engine.models.load_parts`) load it like any Stable Diffusion folder:
 * AutoencoderKL with factor-2 downsampling: 32 px pictures -> 16x16x4 latents. A factor-4
   autoencoder blurred shapes in the feasibility run; factor 2 keeps them at little cost.
-* UNet2DConditionModel (32, 64, 64), one layer per block, cross-attention only at 4x4 and
-  in the middle; `addition_embed_type="text"` also pools the text into the time embedding,
-  so every ResNet block sees the caption (global attributes are learned fast).
+* UNet2DConditionModel laid out as Stable Diffusion's (ToyWorld 4, `LAYOUTS["sd"]`): four
+  levels (32, 64, 64, 64 channels at 16, 8, 4, 2 px), cross-attention in the down and up
+  blocks at 8x8 and 4x4 and in the middle at 2x2, none at the finest and coarsest levels (as
+  SD 1.5 cross-attends at 64, 32, 16 and in its 8x8 middle), and no pooled-text path: the
+  caption reaches the image only through cross-attention, at three scales. The layout of
+  ToyWorld 1-3 (`LAYOUTS["toyworld3"]`: cross-attention only at 4x4, the caption also
+  pooled into every ResNet block) is kept because the pretraining recipe runs it up to the
+  step where ToyWorld 4 reshapes it (`tinv.tools.pretrain.reshape_unet`).
 * CLIPTextModel, 64 wide and 2 layers deep, over the real CLIP BPE vocabulary, 77 tokens.
 The oracle is a plain CNN with one head per attribute.
 """
@@ -32,13 +37,26 @@ def autoencoder() -> AutoencoderKL:
                          mid_block_add_attention=False)
 
 
-def unet() -> UNet2DConditionModel:
+LAYOUTS = {
+    "sd": dict(block_out_channels=(32, 64, 64, 64),
+               down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")),
+    "toyworld3": dict(block_out_channels=(32, 64, 64),
+                      down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+                      up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+                      addition_embed_type="text", addition_embed_type_num_heads=4),
+}
+
+
+def unet(layout: str = "sd") -> UNet2DConditionModel:
     return UNet2DConditionModel(
-        sample_size=LATENT_SIDE, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64, 64), norm_num_groups=16, cross_attention_dim=TEXT_DIM,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"), attention_head_dim=16,
-        addition_embed_type="text", addition_embed_type_num_heads=4)
+        sample_size=LATENT_SIDE, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=16,
+        cross_attention_dim=TEXT_DIM, attention_head_dim=16, **LAYOUTS[layout])
+
+
+def layout_of(config) -> str:
+    """Which of `LAYOUTS` a UNet config (a saved pipeline's) is."""
+    return "toyworld3" if config.get("addition_embed_type") == "text" else "sd"
 
 
 def text_encoder(tokenizer) -> CLIPTextModel:
