@@ -26,7 +26,7 @@ def test_pretrain_tiny_end_to_end_and_resume(tmp_path):
             "--export-every", "2", "--offset-from", "1", "--identity-from", "3"]
     pretrain.main(args)
     parts = load_parts(tmp_path / "pipeline")
-    assert parts.resolution == 32 and parts.unet.config.addition_embed_type == "text"
+    assert parts.resolution == 32 and parts.unet.config.addition_embed_type == "text"   # ToyWorld 1-3 layout
     assert json.loads((tmp_path / "pipeline" / "training.json").read_text())["step"] == 2
     load_evaluator(weights=tmp_path / "evaluator" / f"{NAME}.safetensors")
     assert set(load_oracle(folder=tmp_path / "oracle").predict(torch.rand(2, 3, 32, 32))) >= {"shape", "outline"}
@@ -44,6 +44,32 @@ def test_pretrain_tiny_end_to_end_and_resume(tmp_path):
     training = json.loads((tmp_path / "pipeline" / "training.json").read_text())
     assert training["step"] == 5 and training["identity"]["style_from"] == 4
     assert "unet+text style" in json.loads((tmp_path / "times.json").read_text())
+    # and into ToyWorld 4 at step 5: the UNet reshaped into SD's layout, the export is that layout
+    pretrain.main(args[:-12] + ["--unet-steps", "6", "--export-every", "6", "--offset-from", "1", "--identity-from",
+                                "3", "--style-from", "4", "--reshape-from", "5"])
+    training = json.loads((tmp_path / "pipeline" / "training.json").read_text())
+    assert training["step"] == 6 and training["identity"]["layout"] == "sd"
+    unet = load_parts(tmp_path / "pipeline").unet
+    assert unet.config.addition_embed_type is None and len(set(unet.config.down_block_types)) == 2
+    assert torch.load(tmp_path / "joint.pt", weights_only=False)["layout"] == "sd"
+
+
+def test_reshape_carries_the_old_blocks_and_starts_new_attention_at_zero():
+    from tinv.toyworld import nets
+    torch.manual_seed(0)
+    old = nets.unet("toyworld3")
+    new, report = pretrain.reshape_unet(old, "sd")
+    assert new.config.addition_embed_type is None and report["carried"] > report["of"] // 2
+    o, n = old.state_dict(), new.state_dict()
+    # the old 4x4 cross-attention block, the 8x8 ResNet and the finest up block keep their weights
+    for a, b in (("down_blocks.2.attentions.0.proj_in.weight",) * 2, ("down_blocks.1.resnets.0.conv1.weight",) * 2,
+                 ("up_blocks.0.attentions.1.proj_out.weight", "up_blocks.1.attentions.1.proj_out.weight"),
+                 ("up_blocks.2.resnets.1.conv2.weight", "up_blocks.3.resnets.1.conv2.weight")):
+        assert torch.equal(o[a], n[b]), (a, b)
+    # new cross-attention blocks (8x8) add nothing until trained; the fresh 2x2 level is listed
+    assert "down_blocks.1.attentions.0" in report["fresh"] and "down_blocks.3.resnets.0" in report["fresh"]
+    for name in ("down_blocks.1.attentions.0.proj_out", "up_blocks.2.attentions.0.proj_out"):
+        assert not n[name + ".weight"].any() and not n[name + ".bias"].any()
 
 
 def test_style_compound_caption_says_the_object_and_hides_the_look():

@@ -353,9 +353,64 @@ def pivotal_gate(concept: str = "red_star", **calibration) -> dict:
             "fall": (res.eval_loss_before - res.eval_loss_after) / res.eval_loss_before, "tuned_tensors": len(res.tuned)}
 
 
+def layer_resolution(unet, name: str) -> int:
+    """The latent side at which the cross-attention layer `name` (a `Cond.layers` key) works."""
+    side, levels = unet.config.sample_size, len(unet.config.block_out_channels)
+    block, index = name.split(".")[0], int(name.split(".")[1]) if name.split(".")[1].isdigit() else 0
+    if block == "down_blocks":
+        return side // 2 ** index
+    if block == "up_blocks":
+        return side // 2 ** (levels - 1 - index)
+    return side // 2 ** (levels - 1)   # mid_block
+
+
+def layer_mixing_gate(n_pairs: int = 32, n_seeds: int = 4, steps: int = 20, guidance: float = 5.0,
+                      seed: int = 0, model: str | None = None) -> dict:
+    """Positive control for per-layer words (P+'s observation): prompt A ("a photo of a red
+    star") at the coarse cross-attention layers, prompt B ("a photo of a blue heart", another
+    shape and colour) at the finest ones. Returns how often the oracle sees A's and B's shape
+    and colour (chance 1/8 each), per split of the layers: `fine` = the finest resolution with
+    cross-attention gets B; `coarse` = the coarsest does (the reverse split). `model`: a
+    pipeline folder other than the shipped one (e.g. a pretraining export)."""
+    from tinv.engine import sampling
+    from tinv.engine.conditioning import Cond, cross_attention_layers
+    from tinv.engine.models import load_parts
+    parts = load_parts(model or MODEL_DIR)
+    layers = cross_attention_layers(parts.unet)
+    sides = {name: layer_resolution(parts.unet, name) for name in layers}
+    rng = np.random.default_rng(seed)
+    shapes, colors = attributes.NAMED["shape"], attributes.NAMED["color"]
+    pairs = []
+    for _ in range(n_pairs):
+        sa, sb = rng.choice(len(shapes), 2, replace=False)
+        ca, cb = rng.choice(len(colors), 2, replace=False)
+        pairs.append(({"shape": shapes[sa], "color": colors[ca]}, {"shape": shapes[sb], "color": colors[cb]}))
+    text = lambda a: f"a photo of a {a['color']} {a['shape']}"
+    a_cond = sampling.encode_prompts(parts, [text(a) for a, _ in pairs])
+    b_cond = sampling.encode_prompts(parts, [text(b) for _, b in pairs])
+    uncond = sampling.encode_prompts(parts, [""])
+    out = {"resolutions": sorted(set(sides.values()), reverse=True), "n": n_pairs * n_seeds}
+    for split, side in (("fine", max(sides.values())), ("coarse", min(sides.values()))):
+        to_b = [name for name, s in sides.items() if s == side]
+        seeds = list(range(n_seeds))
+        x_T, _ = sampling.initial_noise(parts, seeds)
+        rows = torch.arange(n_pairs).repeat_interleave(n_seeds)
+        a, b = a_cond.text[rows], b_cond.text[rows]
+        cond = Cond(a, {name: b for name in to_b})
+        latents = sampling.denoise(parts, x_T.repeat(n_pairs, 1, 1, 1), cond, Cond(uncond.text.expand(len(rows), -1, -1)),
+                                   steps, guidance)
+        pred = load_oracle().predict(sampling.decode_latents(parts, latents))
+        truth = [pairs[i] for i in rows.tolist()]
+        out[split] = {"layers_given_b": len(to_b), "of": len(layers), "at_side": side} | {
+            f"{k}_from_{which}": float(np.mean([pred[k][i] == t[j][k] for i, t in enumerate(truth)]))
+            for k in ("shape", "color") for j, which in ((0, "a"), (1, "b"))}
+    return out
+
+
 GATES = {"oracle": oracle_gate, "autoencoder": autoencoder_gate, "generation": generation_gate,
          "evaluator": evaluator_gate, "inversion": inversion_gate, "existence": existence_gate,
-         "editability": editability_gate, "regularizer": regularizer_gate, "pivotal": pivotal_gate}
+         "editability": editability_gate, "regularizer": regularizer_gate, "pivotal": pivotal_gate,
+         "layer_mixing": layer_mixing_gate}
 
 
 def main(argv=None, gates: dict = GATES, doc: str = __doc__) -> None:
