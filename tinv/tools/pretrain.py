@@ -70,6 +70,18 @@ def render_pool(n: int, seed: int, exclude=EXCLUDE, desc: str = "render") -> dic
     return {"images": torch.from_numpy(imgs), "attrs": torch.from_numpy(idx), "captions": caps}
 
 
+def recaption(pool: dict, tokenizer, seed: int, mention_p: dict) -> torch.Tensor:
+    """Fresh captions of the pool's scenes with other mention rates (ToyWorld 4's position
+    stage): token ids [N, N_CAPTIONS, 77]."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for row in tqdm(pool["attrs"].tolist(), desc="recaption", mininterval=5):
+        scene = {k: attributes.ALL[k][i] for k, i in zip(ATTR_NAMES, row)}
+        texts += [captions.caption(scene, rng, mention_p) for _ in range(N_CAPTIONS)]
+    ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    return ids.view(len(pool["attrs"]), N_CAPTIONS, 77).to(torch.int32)
+
+
 def accuracy(net: nets.OracleNet, images: torch.Tensor, attrs: torch.Tensor) -> dict[str, float]:
     """Per-attribute accuracy of the oracle on float images [N, 3, 32, 32]."""
     logits = oracle.Oracle(net).logits(images)
@@ -611,6 +623,11 @@ def main(argv=None) -> None:
     p.add_argument("--reshape-from", type=int, default=30500,
                    help="ToyWorld 4: the UNet step where the UNet is reshaped into Stable Diffusion's layout "
                         "(nets.LAYOUTS['sd'], reshape_unet) and training goes on with the style stage's captions")
+    p.add_argument("--position-from", type=int, default=32800,
+                   help="ToyWorld 4: from this step the pool is recaptioned with position mentioned at "
+                        "--position-p (captions.MENTION_P says 0.3): the SD layout can place objects, the "
+                        "ToyWorld 3 model never followed position (chance)")
+    p.add_argument("--position-p", type=float, default=0.7)
     p.add_argument("--from-shipped", action="store_true",
                    help="seed an empty --out with the shipped weights (oracle, evaluator, VAE, and the pipeline's "
                         "UNet and text encoder at their step, fresh optimizer) and continue from there: "
@@ -724,7 +741,8 @@ def main(argv=None) -> None:
         identity = {"from": args.identity_from, "p": args.identity_p, "scale": args.identity_scale,
                     "ema": args.identity_ema, "side_seed": SIDE_SEED,
                     "style_from": args.style_from, "style_share": args.style_share,
-                    "reshape_from": args.reshape_from, "layout": j.layout}
+                    "reshape_from": args.reshape_from, "layout": j.layout,
+                    "position_from": args.position_from, "position_p": args.position_p}
         (out / "pipeline" / "training.json").write_text(json.dumps({"step": j.step, "text_following": acc,
                                                                      "seed": args.seed, "identity": identity,
                                                                      "times": times}, indent=2))
@@ -742,10 +760,14 @@ def main(argv=None) -> None:
                                                 compound_from=args.compound_from, **common))
     stages = (("unet+text identity", args.identity_from, min(args.unet_steps, args.style_from), 0.0),
               ("unet+text style", args.style_from, min(args.unet_steps, args.reshape_from), args.style_share),
-              ("unet+text sd layout", args.reshape_from, args.unet_steps, args.style_share))
+              ("unet+text sd layout", args.reshape_from, min(args.unet_steps, args.position_from), args.style_share),
+              ("unet+text sd layout, position", args.position_from, args.unet_steps, args.style_share))
     for stage, start, end, style in stages:
         if joint.step >= end:
             continue
+        ids = pool["ids"].long()
+        if start == args.position_from:
+            ids = recaption(pool, tokenizer, args.seed + 7, {"position": args.position_p}).long()
         if start == args.reshape_from and joint.layout != "sd":
             # ToyWorld 4: cross-attention at three scales, no pooled text (docs/toyworld.md)
             report = joint.reshape("sd")
@@ -755,7 +777,7 @@ def main(argv=None) -> None:
         # ToyWorld 2: the unnamed details become renderable; ToyWorld 3: so do styles
         joint.ema_decay = args.identity_ema
         timed(stage, lambda: train_joint(
-            joint, lat["mean"], lat["std"], pool["ids"].long(), empty, sched, end, args.batch,
+            joint, lat["mean"], lat["std"], ids, empty, sched, end, args.batch,
             args.seed, export, args.export_every, ckpt,
             compounds=Compounds(tokenizer, pool["attrs"], args.identity_p, side=args.identity_scale, style=style),
             compound_from=start, warmup_from=start,   # each stage warms up (it may start a fresh AdamW)

@@ -51,9 +51,10 @@ def describe(attrs: dict, mention: set, rng: np.random.Generator | None = None) 
     return f"{prefix} {phrase}".strip()
 
 
-def caption(attrs: dict, rng: np.random.Generator) -> str:
-    """A random human-style caption: each named attribute mentioned with its own probability."""
-    mention = {k for k, p in MENTION_P.items() if rng.random() < p}
+def caption(attrs: dict, rng: np.random.Generator, mention_p: dict | None = None) -> str:
+    """A random human-style caption: each named attribute mentioned with its own probability
+    (`MENTION_P`, or `mention_p` where it says otherwise)."""
+    mention = {k for k, p in (MENTION_P | (mention_p or {})).items() if rng.random() < p}
     return describe(attrs, mention, rng)
 
 
