@@ -60,8 +60,14 @@ def _dtype(name: str, device: str) -> torch.dtype:
 
 
 def model_path(m: Mapping[str, Any]) -> str:
-    if m.get("path"):
-        return str(m["path"])
+    """The folder or hub id to load: `path`; null is the shipped toy world, and
+    "toyworld:<folder>" another pipeline folder shipped beside it (tinv/toyworld/weights/)."""
+    path = m.get("path")
+    if path and str(path).startswith("toyworld:"):
+        from tinv.toyworld import WEIGHTS_DIR
+        return str(WEIGHTS_DIR / str(path)[len("toyworld:"):])
+    if path:
+        return str(path)
     from tinv.toyworld import MODEL_DIR
     return str(MODEL_DIR)
 

@@ -222,6 +222,18 @@ def existence_gate(concepts=INVERSION_CONCEPTS, inverted: dict | None = None, sc
                    **_shares(oracle, im, docs[name]["attributes"])} for name, im in zip(docs, imgs)}
 
 
+MODEL = "toyworld"   # the toy model the gates measure (`use_model`, `--model`)
+
+
+def use_model(name: str) -> None:
+    """Measure the gates on another toy model config (e.g. toyworld4): its weights, its
+    calibrations and its prompt list."""
+    global MODEL, MODEL_DIR
+    from tinv.harness.loading import model_path
+    MODEL = name
+    MODEL_DIR = Path(model_path(composed()["model"]))
+
+
 def composed(*overrides: str) -> dict:
     """`python run.py <overrides>`'s config, composed by Hydra from conf/ as a job sees it."""
     from hydra import compose, initialize_config_dir
@@ -229,15 +241,12 @@ def composed(*overrides: str) -> dict:
 
     from tinv import PACKAGE_DIR
     with initialize_config_dir(config_dir=str(Path(PACKAGE_DIR).parent / "conf"), version_base="1.3"):
-        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+        return OmegaConf.to_container(compose("config", overrides=[f"model={MODEL}", *overrides]), resolve=True)
 
 
 def _read_prompt_file() -> list[dict]:
-    import yaml
-
-    from tinv import PACKAGE_DIR
-    doc = yaml.safe_load((Path(PACKAGE_DIR).parent / "conf" / "eval" / "prompts" / "toyworld.yaml").read_text())
-    return [p for p in doc if p.get("kind", "object") == "object"]
+    prompts = composed()["eval"]["prompt_sets"][composed()["model"]["prompt_set"]]
+    return [p for p in prompts if p.get("kind", "object") == "object"]
 
 
 def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample_steps: int = 20,
@@ -417,6 +426,7 @@ def main(argv=None, gates: dict = GATES, doc: str = __doc__) -> None:
     """The gates CLI; tinv.tools.styles runs its own gates through it."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(gates), help=f"comma-separated subset of {list(gates)}")
+    p.add_argument("--model", default="toyworld", help="the toy model config to measure (conf/model/)")
     p.add_argument("--set", action="append", default=[], metavar="ARG=VALUE",
                    help="a keyword argument of the gate(s) run, e.g. --only editability --set vectors=3")
     args = p.parse_args(argv)
@@ -436,6 +446,9 @@ def main(argv=None, gates: dict = GATES, doc: str = __doc__) -> None:
         if unknown:
             p.error(f"--set {', '.join(sorted(unknown))}: not an argument of the {name} gate "
                     f"(it takes {', '.join(takes) or 'none'})")
+    if args.model not in ("toyworld", "toyworld4"):
+        p.error(f"--model {args.model!r}: the gates measure a toy model (toyworld or toyworld4)")
+    use_model(args.model)
     torch.set_num_threads(1)
     result = {}
     for name in names:
