@@ -34,6 +34,10 @@ def test_oracle_metrics_count_shares():
     assert oracle_reconstruction(pred, {"shape": "star", "color": "red", "accent": "white"}) == pytest.approx(
         [1.0, 2 / 3, 2 / 3])
     assert oracle_editability(pred, {"color": "red"}) == [1.0, 0.0, 1.0]
+    # the strict form: a sample counts only when every asked attribute is there
+    from tinv.toyworld.oracle import oracle_editability_all
+    assert oracle_editability(pred, {"shape": "star", "color": "red"}) == [1.0, 0.5, 0.5]
+    assert oracle_editability_all(pred, {"shape": "star", "color": "red"}) == [1.0, 0.0, 0.0]
     with pytest.raises(KeyError, match="texture"):
         oracle_editability(pred, {"texture": "rough"})
 

@@ -4,6 +4,8 @@ reconstruction_oracle: per sample of "A photo of S*", the share of the concept's
     attributes (unnamed ones included) the oracle sees (tinv.toyworld.oracle).
 editability_oracle: per sample of an editing prompt, the share of the attributes that
     prompt asks for (conf/eval/prompts/toyworld.yaml says which) the oracle sees.
+editability_oracle_all: the share of samples in which the oracle sees EVERY asked attribute
+    (stricter: one missed attribute fails the sample).
 editability_*_d1/_d2/_d3: the same over the prompts that ask one change, two, or three or
     more (the paper's prompts vary in difficulty).
 identity_oracle: the concept's attributes in the EDITED samples, i.e. whether S* survives
@@ -24,7 +26,8 @@ def score_cells(plan, rec_cells, edit_cells, device: str, out: dict, n_boot: int
                 seed: int, levels: dict[str, list[int]] | None = None) -> dict[str, list[float]]:
     """Adds the oracle metrics to `out` (metrics, metrics_ci, scores); returns per-edit-cell
     means {name: [value per edit cell]} for the per-prompt breakdown."""
-    from tinv.toyworld.oracle import load_oracle, oracle_editability, oracle_reconstruction, splits
+    from tinv.toyworld.oracle import (load_oracle, oracle_editability, oracle_editability_all,
+                                      oracle_reconstruction, splits)
     from .encoders import cached
     oracle = cached(load_oracle, device)
     truth = dict(plan.concept.attributes or {})
@@ -34,18 +37,20 @@ def score_cells(plan, rec_cells, edit_cells, device: str, out: dict, n_boot: int
         for suffix, wanted in splits(truth).items():
             rec = [np.asarray(oracle_reconstruction(pred, wanted)) for pred in predicted]
             _put(out, "reconstruction_oracle" + suffix, rec, n_boot, seed)
-    edit, ident, ident_split = [], [], {}
+    edit, edit_all, ident, ident_split = [], [], [], {}
     for c in edit_cells:
         predictions = oracle.predict(c.images)
         asked = plan.prompts[c.prompt].attributes
         if asked:
             edit.append(np.asarray(oracle_editability(predictions, asked)))
+            edit_all.append(np.asarray(oracle_editability_all(predictions, asked)))
         kept = {k: v for k, v in truth.items() if k not in asked}
         ident.append(float(np.mean(oracle_reconstruction(predictions, kept))) if kept else float("nan"))
         for suffix, wanted in splits(kept).items():
             ident_split.setdefault(suffix, []).append(np.asarray(oracle_reconstruction(predictions, wanted)))
     if edit and len(edit) == len(edit_cells):
         _put(out, "editability_oracle", edit, n_boot, seed)
+        _put(out, "editability_oracle_all", edit_all, n_boot, seed)
         per_cell["editability_oracle"] = [float(e.mean()) for e in edit]
         for level, idx in (levels or {}).items():   # prompts asking 1, 2, 3+ changes
             _put(out, f"editability_oracle_{level}", [edit[i] for i in idx], n_boot, seed)

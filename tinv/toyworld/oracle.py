@@ -75,6 +75,12 @@ def oracle_editability(predictions: dict[str, list[str]], asked: dict) -> list[f
     return _share(predictions, asked)
 
 
+def oracle_editability_all(predictions: dict[str, list[str]], asked: dict) -> list[float]:
+    """Per sample: 1.0 when EVERY attribute the prompt asks for is present, else 0.0 (a sample
+    that draws the style but not the background did not follow the prompt)."""
+    return [float(s == 1.0) for s in _share(predictions, asked)]
+
+
 def splits(truth: dict) -> dict[str, dict]:
     """The groups a concept's attributes are scored in: {"": all, "_named": what captions can
     say, "_unnamed": what no word says (accent, outline), "_<attr>": {attr: value}}; empty
