@@ -13,9 +13,9 @@ from tinv.toyworld.attributes import NAMED, UNNAMED
 from tinv.toyworld.oracle import load_oracle, oracle_editability, oracle_reconstruction
 
 
-def test_weights_ship_inside_the_package_within_25_mb():
+def test_weights_ship_inside_the_package_within_40_mb():
     total = sum(f.stat().st_size for f in WEIGHTS_DIR.rglob("*") if f.is_file())
-    assert total <= 25 * 2 ** 20, f"shipped weights take {total / 2 ** 20:.1f} MB"
+    assert total <= 40 * 2 ** 20, f"shipped weights take {total / 2 ** 20:.1f} MB"
     index = json.loads((MODEL_DIR / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     assert {"unet", "vae", "text_encoder", "tokenizer", "scheduler"} <= set(index)
