@@ -25,9 +25,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tinv.toyworld import MODEL_DIR
 from tinv.toyworld.captions import BACKGROUND, STYLE_PREFIX
 from tinv.toyworld.concepts import CONCEPTS
+from tinv.tools import gates
 from tinv.tools.gates import _shares, composed, concept_docs, default_inversion, main, paired_interval
 from tinv.toyworld.oracle import load_oracle, oracle_reconstruction
 
@@ -57,7 +57,7 @@ def diagnosis(concepts=STYLE_CONCEPTS, n_samples: int = 16, sample_steps: int = 
     from tinv.engine.models import load_parts
     from tinv.engine.templates import templates_for
     docs = concept_docs(concepts)
-    oracle, parts = load_oracle(), load_parts(MODEL_DIR)
+    oracle, parts = load_oracle(), load_parts(gates.MODEL_DIR)
     seeds = list(HELD_OUT)[:n_samples]
     words = {}
     for n, c in docs.items():
@@ -98,7 +98,7 @@ def existence_gate(concepts=STYLE_CONCEPTS, scales=(1.0, 1.5, 2.0, 3.0), n_sampl
     from tinv.engine.pseudo_words import set_vectors
     from tinv.tools.pretrain import style_vector
     docs = concept_docs(concepts)
-    oracle, parts = load_oracle(), load_parts(MODEL_DIR)
+    oracle, parts = load_oracle(), load_parts(gates.MODEL_DIR)
     table = parts.input_embeddings().weight.detach().clone()
     template = _recon_template()
     words = [(n, s, f"<{n}-x{s:g}>") for n in docs for s in scales]
@@ -127,7 +127,7 @@ def inversion_gate(concepts=STYLE_CONCEPTS, n_samples: int = 16, sample_steps: i
     from tinv.engine.models import load_parts
     from tinv.harness.prompts import fill
     docs = concept_docs(concepts)
-    oracle, parts = load_oracle(), load_parts(MODEL_DIR)
+    oracle, parts = load_oracle(), load_parts(gates.MODEL_DIR)
     template = _recon_template()
     invert_packed(parts, [(PACKAGE_DIR / c["path"], default_inversion(n, placeholder=f"<{n}>", checkpoint_every=0))
                           for n, c in docs.items()], progress=False)
