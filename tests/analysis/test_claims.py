@@ -369,3 +369,17 @@ def test_identity_per_edit_difficulty_is_read_from_the_per_prompt_scores():
     df = with_levels(pd.DataFrame({"method": ["x"], "concept": ["c"], "per_prompt": [json.dumps(prompts)]}))
     assert df.loc[0, "identity_oracle_d1"] == 0.9 and df.loc[0, "identity_oracle_d2"] == 0.6
     assert abs(df.loc[0, "identity_oracle_d3"] - 0.3) < 1e-12
+
+
+def test_figure_12_is_decided_over_every_set_size():
+    """Claim 14 at each size at least twice the grid's 5 (10 and 25 here, not 2), 14b against
+    every other size; each part on held-out reconstruction, the same images for every size."""
+    sizes = {(O, "single_word", G, n): {**w.base_truth()[(O, "single_word", G, 25)], "embedding_dist_init": dist,
+                                        w.EDIT: edit, w.REC_HELDOUT: 0.80 + 0.005 * (n > 5)}
+             for n, dist, edit in ((2, 0.8, 0.31), (10, 1.5, 0.25))}
+    got = _decide(sizes)
+    assert [g.item.label for g in got["14"].results] == ["10 images", "25 images"]
+    assert [g.item.label for g in got["14b"].results] == ["2 images", "10 images", "25 images"]
+    assert got["14"].verdict == H and got["14b"].verdict == H
+    assert all(k.arms[0][2] == int(g.item.label.split()[0]) and k.arms[1][2] == 5
+               for g in got["14"].results for k in g.children)
