@@ -347,9 +347,9 @@ def chosen(claims, ids) -> tuple:
 
 def is_toyworld(df: pd.DataFrame) -> bool:
     """Rows of the built-in toy world, whose construction makes the control claims true."""
-    for col in ("model", "model.name", "eval_protocol.evaluator", "model.evaluator"):
+    for col in ("model.evaluator", "eval_protocol.evaluator", "model.name", "model"):   # ToyWorld 3 or 4
         if col in df.columns and df[col].notna().any():
-            return bool((df[col].astype(str) == "toyworld").all())
+            return bool(df[col].dropna().astype(str).str.startswith("toyworld").all())
     return False
 
 

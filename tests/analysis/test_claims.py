@@ -353,7 +353,8 @@ def test_the_toy_worlds_built_in_claims_are_positive_controls_not_evidence(tmp_p
         assert not re.search(rf"^\| {control} \| .*holds \|$", evidence, re.M)
         assert "docs/toyworld.md" in controls
     assert "All sections: 24 holds, 1 holds (small)" in text     # the two controls not counted
-    # on a real model's rows the same claims are evidence
+    # ToyWorld 4 (model=toyworld4) is built the same way; on a real model's rows the same claims are evidence
+    assert claims.is_toyworld(pd.DataFrame({"model": ["toyworld4"]}))
     got = {x.claim.id: x for x in claims.decide(w.table(w.world()).query("`concept.kind` == 'object'")
                                                 .assign(model="sd15"), n_boot=200)}
     assert not got["5"].control and got["5"].verdict == H
