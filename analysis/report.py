@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import claims, effects, gallery, plot_guidance, plot_setsize, plot_tradeoff, protocol, style  # noqa: E402
+from analysis import rulebook as rb  # noqa: E402
 from analysis.table import (AXIS_LABELS, N_BOOT, SETUP_COLUMN, atomic_write_text, fail, load_results,  # noqa: E402
                             summarize)
 
@@ -132,10 +133,13 @@ def claims_section(df: pd.DataFrame, n_boot: int) -> str:
     for x in decided:
         c = x.claim
         cells = "<br>".join(html.escape(claims.result_text(r, at)) for r in x.results)
-        css = x.verdict.split()[0]   # holds, holds (small) -> holds; "not decidable here" -> not
+        # holds, holds (small) -> holds; against the paper (reversed, contradicted (small), ...) -> contradicted
+        css = "contradicted" if x.verdict in rb.AGAINST else x.verdict.split()[0]
+        css = css if css in ("holds", "contradicted", "undecided", "negligible", "not") else "undecided"
+        what = ("positive control (built into the toy world), " if x.control else "") + x.verdict
         rows.append(f"<tr><td>{html.escape(c.id)}</td><td>{html.escape(c.text)}</td>"
                     f"<td>“{html.escape(c.quote)}” ({html.escape(c.section)})</td>"
-                    f"<td>{cells}</td><td class={css}>{html.escape(x.verdict)}</td></tr>")
+                    f"<td>{cells}</td><td class={css}>{html.escape(what)}</td></tr>")
     return ("<table class=claims><tr><th>#</th><th>claim</th><th>the paper</th>"
             "<th>effect [95% paired interval] per part</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
             "<p class=note>Rulebook: analysis/rulebook.py, docs/analysis.md (The claims). Effects: setup − "

@@ -59,6 +59,11 @@ SHORT_NAMES = {
     "dreambench_clip_t": "CLIP-T (DreamBench)",
     "dreambench_clip_i_clipscore": "image alignment, CLIPScore scale",
     "dreambench_clip_t_clipscore": "text alignment, CLIPScore scale",
+    "reconstruction_clip_heldout": "reconstruction on held-out images (CLIP)",
+    "identity_oracle_d1": "identity under one-change edits (oracle)",
+    "identity_oracle_d2": "identity under two-change edits (oracle)",
+    "identity_oracle_d3": "identity under edits of three or more changes (oracle)",
+    "training.steps_to_reference_loss": "steps to the single word's final loss",
 }
 # NeTI's truncation is an evaluation option: a row truncated to N dimensions is its own
 # setup, "neti@N", so a sweep over it traces NeTI's curve as setups do.
