@@ -104,7 +104,8 @@ def log_sweep(sweep_dir: str | os.PathLike, logger: Mapping, ran: Iterable[Mappi
     return ([f"the sweep's findings ({took:.1f} s; analysis/sweep_run.py):",
              f"  table   {csv} (+ {csv.stem}.jobs.json)",
              f"  report  {sweep_dir / REPORT}",
-             f"  claims  {sweep_dir / CLAIMS}"] + [f"  {'W&B' if i == 0 else '':<8}{line}" for i, line in enumerate(where)])
+             f"  claims  {sweep_dir / CLAIMS}"]
+            + [f"  {'W&B' if i == 0 else '':<8}{line}" for i, line in enumerate(where)])
 
 
 def _sweep_in(table: pd.DataFrame, name: str) -> str | None:
