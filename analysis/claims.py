@@ -516,12 +516,14 @@ def sensitivity_table(decided) -> list[str]:
     return lines
 
 
-def section(values: dict, df: pd.DataFrame, n_boot: int, ids=()) -> tuple[list[str], list[str]]:
-    """A comparable group's markdown, and its evidence claims' verdicts (none: a line saying so)."""
+def section(values: dict, df: pd.DataFrame, n_boot: int, ids=(), decided=None) -> tuple[list[str], list[str]]:
+    """A comparable group's markdown, and its evidence claims' verdicts (none: a line saying so).
+    `decided`: the group's claims decided already (the report decides them once for the
+    page and the sweep's W&B run)."""
     picked = chosen(claims_for(df), ids)
     if not picked:
         return [f"## {protocol.title(values, df)}", "", f"No claim of --claims {' '.join(ids)} applies here.", ""], []
-    decided = decide(df, picked, n_boot=n_boot)
+    decided = decide(df, picked, n_boot=n_boot) if decided is None else decided
     rows = Rows(df)
     at = ", ".join(x for x in (f"guidance {rows.g_main:g}" if rows.g_main is not None else "",
                                f"{rows.n_main:g} training images" if rows.n_main is not None else "") if x)
@@ -560,7 +562,10 @@ def rulebook_table() -> list[str]:
     return lines
 
 
-def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: int = N_BOOT, ids=()) -> str:
+def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: int = N_BOOT, ids=(),
+                decided=None) -> str:
+    """claims.md; `decided`: each comparable group's decided claims, in the groups' order
+    (protocol.comparable_groups), when they were decided already."""
     groups = protocol.comparable_groups(df, ignore=protocol.SWEPT)
     lines = [f"# The paper's claims{' in ' + source if source else ''}", ""]
     if command:
@@ -590,8 +595,8 @@ def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: i
     if len(groups) > 1:
         lines += [f"The rows hold {len(groups)} protocols that are not comparable; each has its own section.", ""]
     everything = []
-    for values, rows in groups:
-        sec, verdicts = section(values, rows, n_boot, ids)
+    for i, (values, rows) in enumerate(groups):
+        sec, verdicts = section(values, rows, n_boot, ids, decided[i] if decided is not None else None)
         lines += sec
         everything += verdicts
     if len(groups) > 1:

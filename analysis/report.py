@@ -4,7 +4,9 @@
     python analysis/report.py results.csv -o reports/             # report-<sweep>.html each
 
 Every image is inlined as base64 PNG, so the file opens anywhere. The failed and missing
-jobs come from `<csv stem>.jobs.json`, which collect.py writes next to the table.
+jobs come from `<csv stem>.jobs.json`, which collect.py writes next to the table. Where the
+sweep has a W&B run of its own (analysis/sweep_run.py), the page says where it is and how
+to upload an offline one.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import base64
 import html
 import io
 import json
+import os
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -66,12 +70,29 @@ document.body.dataset.forestTop=top('img.forest');document.body.dataset.claimsTo
 document.body.dataset.claimsRows=document.querySelectorAll('table.claims tr').length-1;});"""
 
 
-def data_uri(fig, fmt: str = "png") -> str:
-    """The figure inlined; galleries go as JPEG (photos compress 5-10x better than PNG)."""
+@dataclass
+class Kept:
+    """What a report drew, kept for the sweep's W&B run (analysis/sweep_run.py), so the
+    figures and claims are computed once for both: each figure as PNG bytes and each
+    comparable group's decided claims, with the group's title."""
+    figures: list = field(default_factory=list)    # (group title, figure title, PNG bytes)
+    claims: list = field(default_factory=list)     # (group title, [claims.Decided], claims.Rows)
+
+
+def figure_bytes(fig, fmt: str = "png") -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
+
+
+def data_uri(fig, fmt: str = "png") -> str:
+    """The figure inlined; galleries go as JPEG (photos compress 5-10x better than PNG)."""
+    return _uri(figure_bytes(fig, fmt), fmt)
+
+
+def _uri(data: bytes, fmt: str = "png") -> str:
+    return f"data:image/{fmt};base64," + base64.b64encode(data).decode()
 
 
 def summary_table(df: pd.DataFrame, n_boot: int) -> str:
@@ -125,11 +146,13 @@ def grid_rows(df: pd.DataFrame, keep=()) -> tuple[pd.DataFrame, str]:
     return df, note
 
 
-def claims_section(df: pd.DataFrame, n_boot: int) -> str:
+def claims_section(df: pd.DataFrame, n_boot: int, keep: Kept | None = None, group: str = "") -> str:
     """The claims table of one comparable group (its grid and its sweeps): one row per
     claim, each part's effect and interval, the verdict (claims.md has the same)."""
     decided = claims.decide(df, n_boot=n_boot)
     rows, at = [], claims.Rows(df)
+    if keep is not None:
+        keep.claims.append((group, decided, at))
     for x in decided:
         c = x.claim
         cells = "<br>".join(html.escape(claims.result_text(r, at)) for r in x.results)
@@ -146,23 +169,28 @@ def claims_section(df: pd.DataFrame, n_boot: int) -> str:
             "reference over the same concepts and seeds.</p>")
 
 
-def _figure(title: str, fig, cls: str = "plot") -> str:
+def _figure(title: str, fig, cls: str = "plot", keep: Kept | None = None, group: str = "") -> str:
+    png = figure_bytes(fig)
+    if keep is not None:
+        keep.figures.append((group, title, png))
     return (f"<figure><figcaption>{html.escape(title)}</figcaption>"
-            f"<img class='{cls}' alt='{html.escape(title)}' src='{data_uri(fig)}'></figure>")
+            f"<img class='{cls}' alt='{html.escape(title)}' src='{_uri(png)}'></figure>")
 
 
-def group_section(df: pd.DataFrame, n_boot: int, galleries: bool) -> list[str]:
-    """One comparable group: paired effects first, then claims, scores, figures, galleries."""
+def group_section(df: pd.DataFrame, n_boot: int, galleries: bool, keep: Kept | None = None,
+                  group: str = "") -> list[str]:
+    """One comparable group: paired effects first, then claims, scores, figures, galleries.
+    `keep` collects the figures and claims drawn (titled `group`)."""
     grid, note = grid_rows(df)
     parts = [f"<p class=note>{len(df)} rows. {html.escape(note)}</p>" if note else
              f"<p class=note>{len(df)} rows.</p>"]
     parts.append(f"<h3>Paired effects vs {html.escape(style.style(effects.REFERENCE).label)}</h3>")
     try:
         fig, eff = effects.plot_forest(grid, n_boot=n_boot)
-        parts.append(_figure("Paired effects (forest plot)", fig, "plot forest"))
+        parts.append(_figure("Paired effects (forest plot)", fig, "plot forest", keep, group))
     except ValueError as e:
         parts.append(f"<p class=note>Paired effects: skipped ({html.escape(str(e))})</p>")
-    parts += ["<h3>The paper's claims</h3>", claims_section(df, n_boot),
+    parts += ["<h3>The paper's claims</h3>", claims_section(df, n_boot, keep, group),
               "<h3>Scores per setup</h3>", summary_table(grid, n_boot),
               "<details><summary>per concept (mean over the concept's jobs)</summary>",
               per_concept_table(grid), "</details>", "<h3>Figures</h3>"]
@@ -172,7 +200,7 @@ def group_section(df: pd.DataFrame, n_boot: int, galleries: bool) -> list[str]:
         except ValueError as e:  # the group has no data for this figure
             parts.append(f"<p class=note>{html.escape(title)}: skipped ({html.escape(str(e))})</p>")
             continue
-        parts.append(_figure(title, fig))
+        parts.append(_figure(title, fig, keep=keep, group=group))
     if galleries:
         parts.append("<h3>Galleries</h3>")
         figs = gallery.gallery_figures(df)
@@ -184,16 +212,24 @@ def group_section(df: pd.DataFrame, n_boot: int, galleries: bool) -> list[str]:
     return parts
 
 
+def wandb_section(lines: list[str] | None) -> str:
+    """Where the sweep's own W&B run is (analysis/sweep_run.py's lines), or nothing."""
+    if not lines:
+        return ""
+    return "<h2>W&amp;B</h2>" + "".join(f"<p class=wandb>{html.escape(line)}</p>" for line in lines)
+
+
 def build_report(df: pd.DataFrame, sweep: str, jobs: dict | None = None, n_boot: int = N_BOOT,
-                 galleries: bool = True) -> str:
+                 galleries: bool = True, keep: Kept | None = None, wandb: list[str] | None = None) -> str:
     """The HTML text of one sweep's report: one section per comparable group of rows
-    (analysis/protocol.py), objects before styles."""
+    (analysis/protocol.py), objects before styles. `keep` collects what it drew (the sweep's
+    W&B run logs it); `wandb`: lines saying where the sweep's W&B run is."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tinv report: {html.escape(sweep)}</title>",
              f"<style>{_CSS}</style><script>{_CHECK_JS}</script></head><body>",
              f"<h1>Sweep {html.escape(sweep)}</h1>",
              f"<p class=note>{len(df)} result rows; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
              "Intervals: 95% bootstrap over concepts and samples.</p>",
-             "<h2>Jobs</h2>", jobs_section(jobs)]
+             wandb_section(wandb), "<h2>Jobs</h2>", jobs_section(jobs)]
     if df.empty:
         parts.append("<p class=bad>No job of this sweep finished with status ok: nothing to plot.</p></body></html>")
         return "\n".join(parts)
@@ -203,8 +239,9 @@ def build_report(df: pd.DataFrame, sweep: str, jobs: dict | None = None, n_boot:
                      "each has its own section.</p><ul>" + "".join(
                          f"<li>{html.escape(protocol.title(v, g))}</li>" for v, g in groups) + "</ul>")
     for values, rows in groups:
-        parts.append(f"<h2>{html.escape(protocol.title(values, rows))}</h2>")
-        parts += group_section(rows, n_boot, galleries)
+        title = protocol.title(values, rows)
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts += group_section(rows, n_boot, galleries, keep, title)
     cols = [c for c in df.columns if not c.startswith(("scores.", "provenance.", "_"))
             and c not in ("per_prompt", "artifacts")]
     parts += ["<h2>All rows</h2><details><summary>show the table</summary>",
@@ -228,8 +265,9 @@ def _jobs_of(jobs: dict | None, sweep: str) -> dict | None:
 
 
 def write_reports(csv: str | Path, out: str | Path, sweep: str | None = None, n_boot: int = N_BOOT,
-                  galleries: bool = True) -> list[Path]:
-    """One report per sweep of the table; `out` is a .html file (one sweep) or a folder."""
+                  galleries: bool = True, keep: Kept | None = None, wandb: list[str] | None = None) -> list[Path]:
+    """One report per sweep of the table; `out` is a .html file (one sweep) or a folder.
+    `keep`, `wandb`: as build_report's (`wandb` None: read from each sweep's folder)."""
     csv, out = Path(csv), Path(out)
     df = load_results(csv)
     # Sweeps are named from every row: a sweep whose jobs all failed still gets its page.
@@ -246,9 +284,23 @@ def write_reports(csv: str | Path, out: str | Path, sweep: str | None = None, n_
     written = []
     for name in sweeps:
         path = out if out.suffix == ".html" else out / f"report-{name}.html"
-        atomic_write_text(path, build_report(df[names == name], name, _jobs_of(jobs, name), n_boot, galleries))
+        note = _wandb_lines(csv, jobs, name) if wandb is None else wandb
+        atomic_write_text(path, build_report(df[names == name], name, _jobs_of(jobs, name), n_boot, galleries,
+                                             keep, note))
+        if wandb is None:
+            for line in note:
+                print(line, file=sys.stderr)
         written.append(path)
     return written
+
+
+def _wandb_lines(csv: Path, jobs: dict | None, sweep: str) -> list[str]:
+    """Where the sweep's own W&B run is, found in its sweep folder (<runs root>/<sweep>;
+    the runs root from the table's jobs.json)."""
+    from analysis import sweep_run     # it builds reports itself: imported when used
+    if not jobs or not jobs.get("runs_root"):
+        return []
+    return sweep_run.where_lines(Path(os.path.normpath(csv.resolve().parent / jobs["runs_root"])) / sweep)
 
 
 def main(argv: list[str] | None = None) -> int:

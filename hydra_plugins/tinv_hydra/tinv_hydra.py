@@ -83,13 +83,59 @@ class TinvSweeper(BasicSweeper):
             return out
         self.launcher.launch = launch_and_keep
         # A sweep whose jobs failed ends in the launcher's own summary (tinv.launch.sweep_watch: which
-        # failed, why, and the command that reruns them) and exits there; this one is for the
-        # sweep that got through, so it is printed only then.
+        # failed, why, and the command that reruns them) and exits there, or (basic and packed
+        # launchers) in Hydra re-raising the first job's error; this summary is for the sweep
+        # that got through, so it is printed only then. The sweep's own W&B run is logged
+        # either way: its table marks the failed jobs.
         t0 = time.perf_counter()
-        out = super().sweep([expand_all(a) for a in arguments])
+        folder = os.path.join(str(self.config.results_root), str(self.config.sweep))
+        logger = _logger(self.config)
+        try:
+            out = super().sweep([expand_all(a) for a in arguments])
+        except SystemExit as e:
+            from tinv.launch.sweep_watch import EXIT_JOBS_FAILED
+            if e.code == EXIT_JOBS_FAILED:      # every task ended, some not ok
+                sweep_findings(folder, logger, [], time.perf_counter() - t0)
+            raise
+        except Exception:   # a job's error, which Hydra raises after the batch ran
+            sweep_findings(folder, logger, returns, time.perf_counter() - t0)
+            raise
+        wall_s = time.perf_counter() - t0
         print(sweep_summary(returns, len(returns), str(self.config.results_root), str(self.config.sweep),
-                            wall_s=time.perf_counter() - t0), file=sys.stderr)
+                            wall_s=wall_s, next_steps=not _tracked(logger)), file=sys.stderr)
+        sweep_findings(folder, logger, returns, wall_s)
         return out
+
+
+def _logger(config: Any) -> dict:
+    """The sweep's logger config (the command's `logger=`; a swept logger is not one)."""
+    from omegaconf import OmegaConf
+    try:
+        return dict(OmegaConf.to_container(config.logger, resolve=True))
+    except Exception:   # noqa: BLE001 - no logger group in this config: nothing to log
+        return {}
+
+
+def _tracked(logger: dict) -> bool:
+    from tinv.harness.wandb_log import enabled
+    return enabled(logger)
+
+
+def sweep_findings(folder: str, logger: dict, returns: List[Any], wall_s: float) -> None:
+    """With a W&B logger: the sweep's table, report and claims, and its own W&B run
+    (analysis/sweep_run.py), then where they are. A failure here loses no job: it is said
+    in one line, with the command that does it again."""
+    if not _tracked(logger) or not os.path.isdir(folder):
+        return
+    _, _, done, ran = tally(returns)
+    try:
+        from analysis import sweep_run   # the repository's analysis/ (run.py puts its root on sys.path)
+        lines = sweep_run.log_sweep(folder, logger, ran, done, wall_s)
+    except Exception as e:  # noqa: BLE001
+        print(f"warning: the sweep's W&B run was not written ({type(e).__name__}: {e}); "
+              f"`python analysis/sweep_run.py {folder}` writes it", file=sys.stderr)
+        return
+    print("\n".join(lines), file=sys.stderr)
 
 
 # Overrides that stay out of a sweep's name: how a job runs, not what it computes
@@ -132,12 +178,32 @@ def _readable(value: str) -> str:
 
 
 def sweep_summary(returns: List[Any], n: int, results_root: str, sweep: str,
-                  wall_s: Optional[float] = None) -> str:
+                  wall_s: Optional[float] = None, next_steps: bool = True) -> str:
     """What a person wants at the end of a sweep: how it went, where the time went (per
-    setup: tinv.harness.time_report), where the rows are, and what to run next. Counts come from
-    the jobs' returns and run.py's tinv_job.json."""
+    setup: tinv.harness.time_report), where the rows are, and what to run next (left out
+    when the sweep's own W&B run does it: sweep_findings). Counts come from the jobs'
+    returns and run.py's tinv_job.json."""
     from tinv.harness.time_report import table
 
+    ok, failed, done, ran = tally(returns)
+    folder = os.path.join(results_root, sweep)
+    csv = os.path.join(folder, "results.csv")
+    lines = [f"sweep {sweep}: {n} jobs: {ok} ok, {failed} failed, {done} done already",
+             table(ran, done, wall_s),
+             f"rows in {folder}"]
+    if next_steps:
+        lines += [
+            "next:",
+            f"  python analysis/collect.py {folder} -o {csv}",
+            f"  python analysis/report.py {csv} -o {os.path.join(folder, 'report.html')}",
+            f"  python analysis/claims.py {csv} -o {os.path.join(folder, 'claims.md')}",
+            f"  python analysis/plot_tradeoff.py {csv} -o {os.path.join(folder, 'tradeoff.png')}",
+        ]
+    return "\n".join(lines)
+
+
+def tally(returns: List[Any]) -> tuple:
+    """(ok, failed, done already, rows of the jobs this sweep ran) from the jobs' returns."""
     ok = failed = done = 0
     ran = []        # rows of the jobs this sweep ran (failed ones too: their time was spent)
     for r in returns:
@@ -155,18 +221,7 @@ def sweep_summary(returns: List[Any], n: int, results_root: str, sweep: str,
             ok += 1
             if isinstance(row, dict):
                 ran.append(row)
-    folder = os.path.join(results_root, sweep)
-    csv = os.path.join(folder, "results.csv")
-    return "\n".join([
-        f"sweep {sweep}: {n} jobs: {ok} ok, {failed} failed, {done} done already",
-        table(ran, done, wall_s),
-        f"rows in {folder}",
-        "next:",
-        f"  python analysis/collect.py {folder} -o {csv}",
-        f"  python analysis/report.py {csv} -o {os.path.join(folder, 'report.html')}",
-        f"  python analysis/claims.py {csv} -o {os.path.join(folder, 'claims.md')}",
-        f"  python analysis/plot_tradeoff.py {csv} -o {os.path.join(folder, 'tradeoff.png')}",
-    ])
+    return ok, failed, done, ran
 
 
 def _done_already(job_return: Any) -> bool:

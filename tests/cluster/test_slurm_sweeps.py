@@ -135,6 +135,23 @@ def test_resubmitting_the_finished_sweep_runs_nothing(grid):
     print("\nSLURM per-job overhead:", json.dumps(overhead))
 
 
+def test_a_finished_sweep_with_wandb_logs_its_own_run_from_the_submitting_process(grid):
+    """The sweep's own W&B run (analysis/sweep_run.py) after the SLURM launcher's summary:
+    the finished grid resubmitted under another sweep name with the W&B offline logger."""
+    from tests.analysis.wandb_records import read_run
+    args = [a for a in sweep_args(grid.root, "grid_wandb", grid.tmp / "hydra-wandb", model_dir=grid.model_dir)
+            if a != "logger=none"]
+    proc = run_py(*args, "logger=wandb_offline")
+    [path] = sorted((grid.root / "grid_wandb" / "_wandb" / "wandb").glob("offline-run-*"))
+    assert f"wandb sync {path}" in proc.stderr
+    run = read_run(path)
+    assert (run.group, run.job_type) == ("grid_wandb", "sweep")
+    cols, data = run.table("rows")
+    lines = [dict(zip(cols, d)) for d in data]
+    assert {(r["concept"], r["method"]) for r in lines} == set(itertools.product(CONCEPTS, METHODS))
+    assert {r["status"] for r in lines} == {"ok"}
+
+
 def _complete(times: dict) -> dict | None:
     return times if len(times) == 4 else None
 

@@ -155,7 +155,7 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
     parts = load_model(cfg["model"], device)
     images = training_images(plan, parts, Path(cfg["results_root"]))
 
-    from tinv.harness.wandb_log import tracking
+    from tinv.harness.wandb_log import job_setup, setup_tags, tracking
     folder.mkdir(parents=True, exist_ok=True)
     store.link(cfg["results_root"], cfg["sweep"], folder)   # the sweep sees its job from the start
     row = {"schema": results.SCHEMA, "job_id": job_id, "status": "running", "error": None,
@@ -165,10 +165,10 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
     tries = Attempts(folder, job_id, row["timings"], plan.icfg.steps if plan.icfg else None)
     _RUNNING.update(job_id=job_id, folder=folder, timings=row["timings"], plan=plan, attempts=tries)
     try:
+        setup = job_setup(choices, plan.concept.name)
         with tracking(cfg["logger"], folder, name=f"{plan.concept.name}-{choices['method']}",
-                      group=cfg["sweep"], job_type=choices["method"],
-                      tags=[f"method:{choices['method']}", f"concept:{plan.concept.name}",
-                            f"model:{choices['model']}"], config=cfg) as tracker:
+                      group=cfg["sweep"], job_type=choices["method"], tags=setup_tags(setup),
+                      config={**setup, "sweep": cfg["sweep"], "job_id": job_id, "cfg": cfg}) as tracker:
             row.update(execute(plan, parts, images, folder, device, bool(cfg.get("progress", True)),
                                tracker, row["timings"], job_id))
             row["timings"]["total_s"] = _total_s(row["timings"], t0)

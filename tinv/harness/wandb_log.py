@@ -1,8 +1,12 @@
-"""W&B for one job: offline by default, every file inside the job folder, always closed.
+"""W&B for one job (and one sweep): offline by default, every file inside the job folder,
+always closed.
 
 `tracking(...)` is a context manager yielding a Tracker; with `logger=none` the Tracker
 does nothing. The run is finished in `finally`, with a non-zero exit code when the job
 raised, so a crashed job never leaves a dangling run (or a background process).
+A job's run carries its setup (`method`, `concept`, `model`, `eval`) as top-level config
+keys and as tags, so W&B groups and filters runs by them; the resolved config is under
+`cfg`. The sweep's own run (analysis/sweep_run.py) uses the same `tracking`.
 """
 from __future__ import annotations
 
@@ -40,6 +44,31 @@ class Tracker:
             self.run.summary.update(values)
 
 
+# What a job is, for W&B's "group by" and tag filters: top-level config keys and tags.
+SETUP_KEYS = ("method", "concept", "model", "eval")
+
+
+def job_setup(choices: dict, concept: str) -> dict[str, str]:
+    """The job's setup as W&B config keys: Hydra's choices, with the concept's resolved
+    name (a `folder` or `dreambench` choice would pool different concepts)."""
+    return {"method": str(choices.get("method")), "concept": str(concept),
+            "model": str(choices.get("model")), "eval": str(choices.get("eval"))}
+
+
+def setup_tags(setup: dict[str, str]) -> list[str]:
+    """`method:single_word`, `concept:red_star`, ...: W&B tags hold at most 64 characters."""
+    return [f"{k}:{setup[k]}"[:64] for k in SETUP_KEYS if setup.get(k) not in (None, "None", "")]
+
+
+def enabled(logger: dict) -> bool:
+    return logger.get("name") == "wandb" and logger.get("mode") != "disabled"
+
+
+def offline_dir(run) -> str | None:
+    """The folder `wandb sync` uploads for an offline run (None online)."""
+    return str(run.sync_dir) if run is not None and run.offline else None
+
+
 def _cell(v):
     return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
 
@@ -56,7 +85,7 @@ def _keep_inside(folder: Path, offline: bool) -> None:
 @contextlib.contextmanager
 def tracking(logger: dict, folder: Path, name: str, group: str, job_type: str,
              tags: list[str], config: dict) -> Iterator[Tracker]:
-    if logger.get("name") != "wandb" or logger.get("mode") == "disabled":
+    if not enabled(logger):
         yield Tracker()
         return
     import wandb
