@@ -2,8 +2,9 @@
 
     v* = argmin_v  E_{z~E(x), y, eps~N(0,1), t} || eps - eps_theta(z_t, t, c_theta(y)) ||^2
 
-Only the pseudo-words' vectors learn; the text encoder, UNet and VAE are frozen. The
-setups of section 5.2 / appendix A are fields of `InversionConfig`: k vectors,
+The loss itself is tinv/engine/objective.py (`draw`, `loss`), shared with pivotal tuning and
+the learners. Only the pseudo-words' vectors learn; the text encoder, UNet and VAE are
+frozen. The setups of section 5.2 / appendix A are fields of `InversionConfig`: k vectors,
 progressive unlocking, regularization toward the initializer, per-image tokens.
 `invert_packed` trains several independent configs in one batch through the shared
 frozen model; each set's loss is its own batch mean, so the summed loss gives every
@@ -19,15 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from tinv.core import atomic
 
-from tinv.engine import checkpoint, conditioning, dvar, learners
+from tinv.engine import checkpoint, conditioning, dvar, learners, objective
 from tinv.engine.data import ConceptImages, LatentCache, cache_latents, load_concept_images
 from tinv.engine.embeddings_io import authors_tokens
 from tinv.engine.models import Parts
+from tinv.engine.objective import training_scheduler
 from tinv.engine.pseudo_words import PseudoWord, add_pseudo_word, expand_prompt, learning
 from tinv.engine.inversion_config import InversionConfig
 from tinv.engine.templates import templates_for
@@ -209,17 +210,6 @@ class _Set:
                 "losses": list(self.dvar_losses)}
 
 
-def training_scheduler(parts: Parts) -> DDPMScheduler:
-    """The forward-noising schedule the model was trained with (from its scheduler config)."""
-    return DDPMScheduler.from_config(parts.scheduler.config)
-
-
-def diffusion_target(sched: DDPMScheduler, latents, noise, t) -> torch.Tensor:
-    if sched.config.prediction_type == "v_prediction":
-        return sched.get_velocity(latents, noise, t)
-    return noise
-
-
 @torch.no_grad()
 def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pairs: int = dvar.BATCH,
                        seed: int = dvar.SEED) -> list[float]:
@@ -227,20 +217,22 @@ def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pair
     the diffusion loss on its own fixed pairs. The pairs depend only on the seed, so a set's
     value does not depend on which sets share the call."""
     sched = training_scheduler(parts)
-    zs, ts, conds, targets = [], [], [], []
+    zs, ts, noises, conds = [], [], [], []
     for latents, ids in batches:
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.arange(n_pairs) % len(latents)
-        z = latents.mean[idx, 0].to(parts.device)
-        t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
-        noise = torch.randn(z.shape, generator=g).to(z)
-        zs.append(sched.add_noise(z, noise, t))
-        ts.append(t)
+        z, t, noise = _fixed_pairs(parts, sched, latents, n_pairs, seed)
+        zs.append(z), ts.append(t), noises.append(noise)
         conds.append(conditioning.encode(parts, ids.to(parts.device)).expand(n_pairs))
-        targets.append(diffusion_target(sched, z, noise, t))
-    pred = conditioning.eps(parts.unet, torch.cat(zs).to(parts.dtype), torch.cat(ts),
-                            conditioning.cat(conds).to(parts.dtype))
-    return [F.mse_loss(p.float(), y.float()).item() for p, y in zip(pred.split(n_pairs), targets)]
+    losses = objective.loss(parts, sched, torch.cat(zs), torch.cat(ts), torch.cat(noises),
+                            conditioning.cat(conds), groups=[n_pairs] * len(batches))
+    return [v.item() for v in losses]
+
+
+def _fixed_pairs(parts, sched, latents: LatentCache, n_pairs: int, seed: int):
+    """The fixed (image, t, eps) pairs: unflipped posterior means in turn, t and eps from `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    z = latents.mean[torch.arange(n_pairs) % len(latents), 0].to(parts.device)
+    t, noise = objective.draw(sched, z.shape, g, parts.device)
+    return z, t, noise
 
 
 def eval_prompt(cfg: InversionConfig) -> str:
@@ -253,15 +245,10 @@ def fixed_eval_loss(parts: Parts, latents: LatentCache, prompt_ids: torch.Tensor
     """Diffusion loss on a fixed set of (image, timestep, noise) pairs: comparable across steps.
 
     Uses the posterior mean of unflipped images and one prompt (token ids [1, L])."""
-    g = torch.Generator().manual_seed(seed)
     sched = training_scheduler(parts)
-    idx = torch.arange(n_pairs) % len(latents)
-    z = latents.mean[idx, 0].to(parts.device)
-    t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
-    noise = torch.randn(z.shape, generator=g).to(z)
+    z, t, noise = _fixed_pairs(parts, sched, latents, n_pairs, seed)
     cond = conditioning.encode(parts, prompt_ids.to(parts.device)).expand(n_pairs)
-    pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype))
-    return F.mse_loss(pred.float(), diffusion_target(sched, z, noise, t).float()).item()
+    return objective.loss(parts, sched, z, t, noise, cond).item()
 
 
 def _eval(parts: Parts, s: _Set) -> float:
@@ -329,17 +316,13 @@ def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> Non
         drawn = [s.draw(parts.device) for s in sets]
         z = torch.cat([d[0] for d in drawn])
         prompts = [p for d in drawn for p in d[1]]
-        # Noise and timesteps from each set's own generator, so packing changes nothing.
-        t = torch.cat([torch.randint(sched.config.num_train_timesteps, (s.cfg.batch_size,), generator=s.gen)
-                       for s in sets]).to(parts.device)
-        noise = torch.cat([torch.randn(d[0].shape, generator=s.gen) for s, d in zip(sets, drawn)]).to(z)
+        # t and eps from each set's own generator, so packing changes nothing
+        pairs = [objective.draw(sched, d[0].shape, s.gen, parts.device) for s, d in zip(sets, drawn)]
+        t, noise = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
         cond = conditioning.encode(parts, parts.tokenize(prompts, expand=False))
-        pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype))
-        target = diffusion_target(sched, z, noise, t)
+        diffs = objective.loss(parts, sched, z, t, noise, cond, groups=[s.cfg.batch_size for s in sets])
         losses = 0.0
-        for i, (s, p, y) in enumerate(zip(sets, pred.float().split([s.cfg.batch_size for s in sets]),
-                                          target.float().split([s.cfg.batch_size for s in sets]))):
-            diff = F.mse_loss(p, y)
+        for i, (s, diff) in enumerate(zip(sets, diffs)):
             loss = diff + s.regularizer()
             extra = s.learner.extra_loss(parts, sched) if s.learner else None
             if extra is not None:

@@ -128,21 +128,16 @@ class DreamBoothLoRA(Learner):
         """prior_loss_weight x the diffusion loss on a batch of class images (DreamBooth's Eq. 2)."""
         if self.class_latents is None:
             return None
-        import torch.nn.functional as F
-
-        from tinv.engine.inversion import diffusion_target
+        from tinv.engine import objective
         g, n = self.gen, self.cfg.batch_size
         idx = torch.randint(len(self.class_latents), (n,), generator=g)
         flip = torch.rand(n, generator=g) < self.cfg.flip_p
         z = self.class_latents.draw(idx, flip, g).to(parts.device)
-        t = torch.randint(sched.config.num_train_timesteps, (n,), generator=g).to(parts.device)
-        noise = torch.randn(z.shape, generator=g).to(z)
+        t, noise = objective.draw(sched, z.shape, g, parts.device)
         if self._class_cond is None:      # the class prompt has no S*: its encoding is constant
             with torch.no_grad():
                 self._class_cond = conditioning.encode(parts, parts.tokenize([self.class_prompt()]))
-        pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t,
-                                self._class_cond.expand(n).to(parts.dtype))
-        return self.args["prior_loss_weight"] * F.mse_loss(pred.float(), diffusion_target(sched, z, noise, t).float())
+        return self.args["prior_loss_weight"] * objective.loss(parts, sched, z, t, noise, self._class_cond.expand(n))
 
     def state(self) -> dict[str, Any]:
         return {"identifier": self.args["identifier"], "class_noun": self.cfg.initializer_word if self.cfg.class_noun else None,
