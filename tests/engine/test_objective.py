@@ -87,7 +87,7 @@ def _reference_step(parts, sched, sets):
         s.optimizer.zero_grad(set_to_none=True)
     losses = 0.0
     out = []
-    drawn = [s.draw(parts.device) for s in sets]
+    drawn = [s.draw(parts) for s in sets]       # (then: s.draw(parts.device), the same draws)
     z = torch.cat([d[0] for d in drawn])
     prompts = [p for d in drawn for p in d[1]]
     t = torch.cat([torch.randint(sched.config.num_train_timesteps, (s.cfg.batch_size,), generator=s.gen)
