@@ -4,6 +4,7 @@ computes what the trained one computes."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -552,9 +553,10 @@ def test_dreambooth_exports_weights_a_stock_pipeline_loads_and_draws_what_the_en
     files = learners.export(trained, res.learner, tmp_path)
     stock = make_parts("sd")                           # the base weights, nothing learned, no S*
     pipe = to_pipeline(stock)
-    pipe.unet = UNet2DConditionModel.from_pretrained(files["dreambooth_unet"])
+    assert all(Path(f).is_file() for f in files.values())
+    pipe.unet = UNet2DConditionModel.from_pretrained(Path(files["dreambooth_unet"]).parent)
     if train_text:
-        pipe.text_encoder = CLIPTextModel.from_pretrained(files["dreambooth_text_encoder"])
+        pipe.text_encoder = CLIPTextModel.from_pretrained(Path(files["dreambooth_text_encoder"]).parent)
     assert ("dreambooth_text_encoder" in files) == train_text
     pipe.scheduler = DDIMScheduler.from_config(stock.scheduler.config)
     pipe.set_progress_bar_config(disable=True)

@@ -39,6 +39,7 @@ from tinv.engine.pseudo_words import PseudoWord
 
 FOLDER = "dreambooth"
 INFO = "dreambooth.json"
+WEIGHTS = "diffusion_pytorch_model.safetensors"   # what UNet2DConditionModel.save_pretrained writes
 EMBEDDING = "embeddings."       # the text encoder's input embedding table: the loop's words own its rows
 
 
@@ -128,7 +129,7 @@ def export(parts, learned: Mapping[str, Any], folder: Path) -> dict[str, str]:
     files = {}
     with atomic.replacing_dir(out / "unet") as tmp:
         parts.unet.save_pretrained(tmp, safe_serialization=True)
-    files["dreambooth_unet"] = str(out / "unet")
+    files["dreambooth_unet"] = str(out / "unet" / WEIGHTS)
     if st["text_encoder"]:
         # the stock vocabulary, its identifier row set to the trained S*: "sks" then reads as S*
         text = copy.deepcopy(parts.text_encoder)
@@ -138,7 +139,7 @@ def export(parts, learned: Mapping[str, Any], folder: Path) -> dict[str, str]:
                 text.get_input_embeddings().weight)
         with atomic.replacing_dir(out / "text_encoder") as tmp:
             text.save_pretrained(tmp, safe_serialization=True)
-        files["dreambooth_text_encoder"] = str(out / "text_encoder")
+        files["dreambooth_text_encoder"] = str(out / "text_encoder" / "model.safetensors")
     info = out / INFO
     atomic.write_json(info, {"trigger": trigger(learned), "identifier": st["identifier"],
                              "class_noun": st.get("class_noun"),
@@ -151,8 +152,8 @@ def export(parts, learned: Mapping[str, Any], folder: Path) -> dict[str, str]:
 
 def usage(files: Mapping[str, Path], placeholder: str) -> list[str]:
     trig = json.loads(Path(files["dreambooth_info"]).read_text())["trigger"]
-    text = (f', text_encoder=CLIPTextModel.from_pretrained("{files["dreambooth_text_encoder"]}")'
+    text = (f', text_encoder=CLIPTextModel.from_pretrained("{Path(files["dreambooth_text_encoder"]).parent}")'
             if "dreambooth_text_encoder" in files else "")
     return [f'DreamBooth (diffusers): StableDiffusionPipeline.from_pretrained(<base model>, '
-            f'unet=UNet2DConditionModel.from_pretrained("{files["dreambooth_unet"]}"){text}), '
+            f'unet=UNet2DConditionModel.from_pretrained("{Path(files["dreambooth_unet"]).parent}"){text}), '
             f'then write "{trig}" in prompts']
