@@ -37,12 +37,13 @@ SETUPS: dict[str, SetupStyle] = {
     "neti": SetupStyle("NeTI", "#e6550d", "8"),
     "custom_diffusion": SetupStyle("Custom Diffusion", "#a50f15", "<"),
     "dreambooth_lora": SetupStyle("DreamBooth-LoRA", "#fb6a4a", ">"),
+    "dreambooth": SetupStyle("DreamBooth", "#67000d", "D"),
     "image_only": SetupStyle("Image only", "#000000", "*"),
     "prompt_only": SetupStyle("Prompt only", "#7f7f7f", "*"),
 }
 # Reference points, not methods: drawn larger and never joined by lines.
 REFERENCES = ("image_only", "prompt_only")
-SUCCESSORS = ("xti", "neti", "custom_diffusion", "dreambooth_lora")
+SUCCESSORS = ("xti", "neti", "custom_diffusion", "dreambooth_lora", "dreambooth")
 HUMAN_CAPTIONS = ("human_captions_short", "human_captions_long")
 
 _FALLBACK_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#d62728", "#9467bd")

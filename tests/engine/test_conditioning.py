@@ -108,16 +108,27 @@ def test_a_timestep_dependent_cond_is_resolved_at_every_step(make_parts):
 
 
 def test_every_caller_goes_through_the_seam(make_parts, concept, monkeypatch):
+    """Training runs the UNet through Eq. 2's one function (objective.loss), and it and the
+    samplers through the seam."""
+    from tinv.engine import objective
     parts = make_parts("sd")
     calls: dict[str, int] = {}
-    real = conditioning.eps
+    losses: dict[str, int] = {}
+    real, real_loss = conditioning.eps, objective.loss
+
+    def caller() -> str:
+        import inspect
+        return inspect.stack()[2].function
 
     def counting(unet, x, t, cond):
-        import inspect
-        caller = inspect.stack()[1].function
-        calls[caller] = calls.get(caller, 0) + 1
+        calls[caller()] = calls.get(caller(), 0) + 1
         return real(unet, x, t, cond)
+
+    def counting_loss(*a, **kw):
+        losses[caller()] = losses.get(caller(), 0) + 1
+        return real_loss(*a, **kw)
     monkeypatch.setattr(conditioning, "eps", counting)
+    monkeypatch.setattr(objective, "loss", counting_loss)
     cfg = InversionConfig(steps=2, batch_size=1, initializer_word="cat", checkpoint_every=0)
     result = inversion.invert(parts, concept, cfg, progress=False)
     latents = inversion.cache_latents(parts, concept)
@@ -126,5 +137,7 @@ def test_every_caller_goes_through_the_seam(make_parts, concept, monkeypatch):
     ddim_inversion.bipartite(parts, latents.mean[:1, 0], ["a photo of <S*>"], [1.0, 3.0], steps=2, progress=False)
     sampling.sample(parts, ["a <S*>"], [0], steps=2, progress=False)
     assert result.steps == 2
-    # the loop, its fixed-batch losses, pivotal tuning, DDIM inversion and sampling
-    assert {"_optimizer_step", "fixed_eval_loss", "pivotal_tune", "guided_eps"} <= set(calls), calls
+    # the loop, its fixed-batch losses and pivotal tuning through Eq. 2's function; it, DDIM
+    # inversion and sampling through the seam
+    assert {"_optimizer_step", "fixed_eval_loss", "pivotal_tune"} <= set(losses), losses
+    assert {"loss", "guided_eps"} == set(calls), calls

@@ -4,6 +4,7 @@ computes what the trained one computes."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +27,10 @@ CASES = {
     # "sks" is three word pieces in the tiny BERT vocabulary, "elmo" one token in both
     "lora": (dict(class_noun=True, learner_args={"identifier": "elmo"}), lambda name: ".lora_" in name),
     "neti": (dict(lr=1e-3), lambda name: False),      # the mapper is the learner's own module
+    # DreamBooth: the whole UNet trains (its own rate, larger than the script's 5e-6 so a few
+    # steps move a random UNet); the text encoder stays
+    "dreambooth": (dict(class_noun=True, learner_args={"identifier": "elmo", "lr": 1e-4}),
+                   lambda name: name.startswith("unet.")),
 }
 
 
@@ -116,7 +121,7 @@ def test_xti_learns_a_word_per_cross_attention_layer_and_each_layer_reads_its_ow
 def test_a_learner_held_still_moves_nothing(make_parts, concept, learner):
     """The control of `moved`: at a vanishing learning rate (the LoRA's own rate too, which
     must be > 0) nothing the learner trains leaves its start, and the measure says so."""
-    args = {**CASES[learner][0].get("learner_args", {}), **({"lr": 1e-12} if learner == "lora" else {})}
+    args = {**CASES[learner][0].get("learner_args", {}), **({"lr": 1e-12} if learner in ("lora", "dreambooth") else {})}
     res = invert(make_parts("sd"), concept, config(learner, 5, lr=1e-12, learner_args=args), progress=False)
     assert res.learner["moved"] < 1e-8
 
@@ -152,9 +157,9 @@ def test_a_restored_successor_computes_what_the_trained_one_computes(make_parts,
 def test_the_learner_names_are_the_config_checks():
     from tinv.harness.validate import INVERSION
     assert all(INVERSION["learner"].ok(n) for n in learners.NAMES)
-    assert not INVERSION["learner"].ok("dreambooth")
-    with pytest.raises(ValueError, match="learner='dreambooth'"):
-        InversionConfig(learner="dreambooth", initializer_word="cat")
+    assert not INVERSION["learner"].ok("dreamboth")
+    with pytest.raises(ValueError, match="learner='dreamboth'"):
+        InversionConfig(learner="dreamboth", initializer_word="cat")
 
 
 def test_a_p_plus_file_puts_the_words_on_a_stock_pipeline_and_it_draws_what_the_engine_draws(
@@ -322,19 +327,21 @@ def test_dreambooth_lora_trains_the_lora_and_holds_s_star_at_the_identifier(make
 
 def test_dreambooth_lora_prior_preservation_adds_the_class_loss_and_resumes_bit_identically(make_parts, concept, tmp_path):
     plain = invert(make_parts("sd"), concept, lora_config(2), progress=False)
-    prior = {w: invert(make_parts("sd"), concept, lora_config(2, prior_preservation=True, num_class_images=3,
-                                                              prior_loss_weight=w), progress=False)
+    prior = {w: invert(make_parts("sd"), concept, dataclasses.replace(
+        lora_config(2), prior_preservation=True, num_class_images=3, prior_loss_weight=w), progress=False)
              for w in (1.0, 2.0)}
     # the first micro-batch is the same instance batch; the option adds w x the class batch's loss
     assert plain.diffusion_losses[0] == prior[1.0].diffusion_losses[0] == prior[2.0].diffusion_losses[0]
     assert plain.losses[0] == plain.diffusion_losses[0]
     term = {w: r.losses[0] - r.diffusion_losses[0] for w, r in prior.items()}
     assert term[1.0] > 1e-3 and term[2.0] == pytest.approx(2 * term[1.0], rel=1e-4)
-    cfg = dataclasses.replace(lora_config(12, prior_preservation=True, num_class_images=3), checkpoint_every=4)
+    assert prior[1.0].prior_losses[0] == pytest.approx(term[1.0], rel=1e-6) and not plain.prior_losses
+    cfg = dataclasses.replace(lora_config(12), prior_preservation=True, num_class_images=3, checkpoint_every=4)
     whole = invert(make_parts("sd"), concept, cfg, progress=False)
     invert(make_parts("sd"), concept, cfg, ckpt_dir=tmp_path, progress=False, stop_at=8)
     resumed = invert(make_parts("sd"), concept, cfg, ckpt_dir=tmp_path, progress=False)
-    assert resumed.losses == whole.losses
+    assert resumed.losses == whole.losses and resumed.prior_losses == whole.prior_losses
+    assert len(set(whole.prior_losses)) > 1                 # the prior term is there and moves
     got = tensors(resumed.learner["state"])
     assert all(torch.equal(got[k], v) for k, v in tensors(whole.learner["state"]).items())
 
@@ -496,3 +503,98 @@ def test_a_file_that_is_not_a_neti_file_is_named(tmp_path):
     save_file({"x": torch.zeros(1)}, str(path))
     with pytest.raises(ValueError, match="other.safetensors.*not a tinv NeTI"):
         neti.read(path)
+
+
+# ----------------------------------------------------------------------------- DreamBooth
+def db_config(steps: int, **kw) -> InversionConfig:
+    args = {"identifier": "elmo", "lr": 1e-4, **kw.pop("learner_args", {})}
+    return InversionConfig(steps=steps, learner="dreambooth", class_noun=True, learner_args=args, **{**BASE, **kw})
+
+
+def test_dreambooth_fine_tunes_the_whole_unet_with_the_prior_term_and_holds_s_star(make_parts, concept):
+    parts = make_parts("sd")
+    before = params(parts)
+    res = invert(parts, concept, db_config(8, prior_preservation=True, num_class_images=3), progress=False)
+    after = params(parts)
+    unet = [n for n in before if n.startswith("unet.")]
+    moved = [n for n in unet if not torch.equal(after[n], before[n])]
+    assert len(moved) > 0.9 * len(unet)                       # every weight of the UNet trains
+    assert all(torch.equal(after[n], p) for n, p in before.items()
+               if n.startswith(("text.", "vae.")) and "embedding" not in n)
+    elmo = initializer_embedding(parts, "elmo")
+    assert torch.equal(res.embeds["<S*>"][0], elmo.to(res.embeds["<S*>"]))     # S* is the identifier
+    assert len(res.prior_losses) == 8 and len(set(res.prior_losses)) > 1          # the prior term, moving
+    assert all(a > b for a, b in zip(res.losses, res.diffusion_losses))
+    assert "gradient clipping" in res.notes["leaves_out"]     # the row says what the port leaves out
+
+
+def test_dreambooth_trains_the_text_encoder_and_its_identifier_row_by_option(make_parts, concept):
+    parts = make_parts("sd")
+    before = params(parts)
+    res = invert(parts, concept, db_config(4, lr=1e-4, scale_lr=False, learner_args={"train_text_encoder": True}),
+                 progress=False)
+    after = params(parts)
+    text = [n for n in before if n.startswith("text.") and "embedding" not in n]
+    assert sum(not torch.equal(after[n], before[n]) for n in text) > 0.5 * len(text)
+    assert not torch.equal(res.embeds["<S*>"][0], initializer_embedding(parts, "elmo").to(res.embeds["<S*>"]))
+
+
+@pytest.mark.parametrize("train_text", [False, True])
+def test_dreambooth_exports_weights_a_stock_pipeline_loads_and_draws_what_the_engine_draws(
+        make_parts, concept, tmp_path, train_text):
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from tinv.engine.models import to_pipeline
+    from tinv.engine.sampling import initial_noise, sample
+    trained = make_parts("sd")
+    res = invert(trained, concept, db_config(6, lr=1e-4, scale_lr=False,
+                                             learner_args={"train_text_encoder": train_text}), progress=False)
+    files = learners.export(trained, res.learner, tmp_path)
+    stock = make_parts("sd")                           # the base weights, nothing learned, no S*
+    pipe = to_pipeline(stock)
+    assert all(Path(f).is_file() for f in files.values())
+    pipe.unet = UNet2DConditionModel.from_pretrained(Path(files["dreambooth_unet"]).parent)
+    if train_text:
+        pipe.text_encoder = CLIPTextModel.from_pretrained(Path(files["dreambooth_text_encoder"]).parent)
+    assert ("dreambooth_text_encoder" in files) == train_text
+    pipe.scheduler = DDIMScheduler.from_config(stock.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    seeds = [0, 1]
+    x_T, _ = initial_noise(trained, seeds)
+    ours = sample(trained, ["a photo of <S*> cat on a beach"], seeds, steps=6, guidance=5.0, progress=False)
+    kw = dict(num_images_per_prompt=2, latents=x_T, num_inference_steps=6, guidance_scale=5.0,
+              height=stock.resolution, width=stock.resolution, output_type="pt")
+    theirs = pipe("a photo of elmo cat on a beach", **kw).images        # the trigger, typed as text
+    torch.testing.assert_close(torch.as_tensor(theirs).float(), ours, atol=1e-4, rtol=0)
+    plain = to_pipeline(make_parts("sd"))
+    plain.scheduler = DDIMScheduler.from_config(stock.scheduler.config)
+    plain.set_progress_bar_config(disable=True)
+    assert (torch.as_tensor(plain("a photo of elmo cat on a beach", **kw).images).float() - ours).abs().max() > 1e-3
+
+
+def test_custom_diffusion_augments_as_its_authors_with_a_masked_loss(make_parts, concept):
+    """Their random rescale: small images pasted on a gray canvas with the loss masked to them
+    and "a far away"/"very small" prompts, large ones cropped ("zoomed in"/"close up"), drawn
+    from the set's generator; off by its option."""
+    from tinv.engine.inversion import _Set
+    from tinv.engine.pseudo_words import learning
+
+    def batches(**args):
+        parts = make_parts("sd")
+        parts.freeze()
+        s = _Set(parts, concept, config("custom_diffusion", 1, batch_size=8,
+                                        learner_args={"init_token": "", **args}))
+        with learning(parts, s.words):
+            return [s.draw(parts) for _ in range(4)]
+    drawn = batches()
+    prompts = [p for b in drawn for p in b[1]]
+    cover = torch.cat([b[2] for b in drawn]).mean(dim=(1, 2, 3))
+    small = [p.startswith(("a far away ", "very small ")) for p in prompts]
+    large = [p.startswith(("zoomed in ", "close up ")) for p in prompts]
+    assert any(small) and any(large) and all("<S*> cat" in p for p in prompts)
+    assert all(cover[i] == 1 for i, big in enumerate(large) if big)          # a crop: all of it counts
+    assert all(cover[i] < 0.4 for i, sm in enumerate(small) if sm)            # a small paste: its region only
+    again = batches()
+    assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(drawn, again))   # the set's generator
+    assert all(b[2] is None and not b[1][0].startswith(("a far", "very", "zoomed", "close")) for b in batches(augment=False))

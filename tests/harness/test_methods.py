@@ -79,7 +79,7 @@ def test_a_setup_added_through_the_registry_runs_and_differs_from_its_neighbours
 
 
 # The paper's successors (tinv/engine/learners): each a method YAML over the one loop
-SUCCESSORS = ("xti", "neti", "custom_diffusion", "dreambooth_lora")
+SUCCESSORS = ("xti", "neti", "custom_diffusion", "dreambooth_lora", "dreambooth")
 
 
 def test_the_successors_run_through_the_packed_launcher_alone_beside_a_packed_word(tmp_path):
@@ -104,7 +104,16 @@ def test_the_successors_run_through_the_packed_launcher_alone_beside_a_packed_wo
         moved = row["training"]["learner"]["moved"]        # how far the learner's own tensors went
         assert moved > 0 and ("learner" in row["training"]["notes"]) == (moved < 0.01), (m, moved)
     said = res.stderr + res.stdout
-    assert all(f in said for f in ("xti.load(pipe", "neti.load(pipe", "load_attn_procs(", "load_lora_weights("))
+    assert all(f in said for f in ("xti.load(pipe", "neti.load(pipe", "load_attn_procs(", "load_lora_weights(",
+                                   "UNet2DConditionModel.from_pretrained("))
+    # prior preservation, on for DreamBooth and Custom Diffusion: its term in the row, its class
+    # images drawn once per class prompt and count in the store (the tiny models' counts differ)
+    for m in ("dreambooth_lora", "dreambooth", "custom_diffusion"):
+        prior = by[m]["training"]["prior"]
+        assert prior["weight"] == 1.0 and prior["loss_last"] > 0 and prior["class_images"] == "generated", m
+    assert by["dreambooth"]["training"]["prior"]["class_prompt"] == "a photo of a star"
+    assert by["custom_diffusion"]["training"]["prior"]["class_prompt"] == "star"
+    assert len(list((tmp_path / "jobs" / "_class_images").iterdir())) == 2
 
 
 def methods_learner(method: str) -> str:

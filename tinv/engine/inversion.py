@@ -2,8 +2,9 @@
 
     v* = argmin_v  E_{z~E(x), y, eps~N(0,1), t} || eps - eps_theta(z_t, t, c_theta(y)) ||^2
 
-Only the pseudo-words' vectors learn; the text encoder, UNet and VAE are frozen. The
-setups of section 5.2 / appendix A are fields of `InversionConfig`: k vectors,
+The loss itself is tinv/engine/objective.py (`draw`, `loss`), shared with pivotal tuning and
+the learners. Only the pseudo-words' vectors learn; the text encoder, UNet and VAE are
+frozen. The setups of section 5.2 / appendix A are fields of `InversionConfig`: k vectors,
 progressive unlocking, regularization toward the initializer, per-image tokens.
 `invert_packed` trains several independent configs in one batch through the shared
 frozen model; each set's loss is its own batch mean, so the summed loss gives every
@@ -19,15 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from tinv.core import atomic
 
-from tinv.engine import checkpoint, conditioning, dvar, learners
+from tinv.engine import checkpoint, conditioning, dvar, learners, objective, prior
 from tinv.engine.data import ConceptImages, LatentCache, cache_latents, load_concept_images
 from tinv.engine.embeddings_io import authors_tokens
 from tinv.engine.models import Parts
+from tinv.engine.objective import training_scheduler
 from tinv.engine.pseudo_words import PseudoWord, add_pseudo_word, expand_prompt, learning
 from tinv.engine.inversion_config import InversionConfig
 from tinv.engine.templates import templates_for
@@ -55,16 +56,22 @@ class InversionResult:
     embedding_norm: float = float("nan")      # mean L2 norm of S*'s k vectors
     embedding_dist_init: float = float("nan")  # ||V - V_init|| (Frobenius over the k vectors)
     dvar: dict = field(default_factory=dict)  # stop=dvar: the fixed-batch loss per step, where it stopped
+    prior_losses: list[float] = field(default_factory=list)  # prior preservation's weighted term per step
     learner: dict = field(default_factory=dict)  # a successor's {"name", "state"} (tinv/engine/learners)
 
 
 class _Set:
     """One independent pseudo-word set under training: its words, data, RNG and optimizer."""
 
-    def __init__(self, parts: Parts, images: ConceptImages, cfg: InversionConfig):
+    def __init__(self, parts: Parts, images: ConceptImages, cfg: InversionConfig,
+                 class_images: ConceptImages | None = None):
         self.cfg = cfg
         self.images = images
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        # Prior preservation's class images: drawn by the model before anything of it trains
+        self.class_latents: LatentCache | None = None
+        if cfg.prior_preservation:
+            self.class_latents = cache_latents(parts, class_images or prior.class_images(parts, cfg))
         word = cfg.initializer_word if cfg.init == "word" else None
         self.word = add_pseudo_word(parts, cfg.placeholder, cfg.num_vectors, word, self.gen)
         self.image_words: list[PseudoWord] = []
@@ -86,6 +93,7 @@ class _Set:
         self.step = 0
         self.losses: list[float] = []
         self.diffusion_losses: list[float] = []
+        self.prior_losses: list[float] = []
         self.dvar_losses: list[float] = []        # L_det after each optimizer step (stop=dvar)
         self.stopped_at: int | None = None        # the step DVAR stopped at
         self.optimizer: torch.optim.Optimizer | None = None
@@ -131,12 +139,13 @@ class _Set:
         base = sum(float((b ** 2).sum()) for b in start)
         return (delta / base) ** 0.5 if base > 0 else float("inf") if delta > 0 else 0.0
 
-    def draw(self, device) -> tuple[torch.Tensor, list[str]]:
-        """One batch of clean latents and their prompts, from this set's own generator."""
+    def draw(self, parts: Parts) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+        """One batch of clean latents, their prompts and a loss mask (None: the whole image; a
+        learner's augmentation may set one), from this set's own generator."""
         cfg, g, n = self.cfg, self.gen, self.cfg.batch_size
         idx = torch.randint(len(self.latents), (n,), generator=g)
         flip = torch.rand(n, generator=g) < cfg.flip_p
-        latents = self.latents.draw(idx, flip, g).to(device)
+        latents = self.latents.draw(idx, flip, g).to(parts.device)
         active = {self.word.placeholder: cfg.active_vectors(self.step)}
         prompts = []
         for i in idx.tolist():
@@ -146,7 +155,9 @@ class _Set:
             text = (template.format(cfg.subject, self.image_words[i].placeholder) if dual
                     else template.format(cfg.subject))
             prompts.append(expand_prompt(text, self.words, active))
-        return latents, prompts
+        if self.learner:
+            return self.learner.augment(parts, self.images, idx, flip, latents, prompts)
+        return latents, prompts, None
 
     def regularizer(self) -> torch.Tensor:
         cfg = self.cfg
@@ -157,11 +168,27 @@ class _Set:
             return cfg.reg_weight * (d ** 2).sum()
         return cfg.reg_weight * (d @ d.T).mean()   # the public code's form, cross terms included
 
+    def prior_loss(self, parts: Parts, sched) -> torch.Tensor | None:
+        """prior_loss_weight x Eq. 2 on a batch of class images under the class prompt (DreamBooth's
+        Eq. 2, second term), the batch drawn from this set's own generator."""
+        if self.class_latents is None:
+            return None
+        g, n = self.gen, self.cfg.batch_size
+        idx = torch.randint(len(self.class_latents), (n,), generator=g)
+        flip = torch.rand(n, generator=g) < self.cfg.flip_p
+        z = self.class_latents.draw(idx, flip, g).to(parts.device)
+        t, noise = objective.draw(sched, z.shape, g, parts.device)
+        # the class prompt has no S*: it needs gradients only where the text encoder trains
+        with torch.set_grad_enabled(bool(self.learner and self.learner.trains_text)):
+            cond = conditioning.encode(parts, parts.tokenize([self.cfg.class_text]))
+        return self.cfg.prior_loss_weight * objective.loss(parts, sched, z, t, noise, cond.expand(n))
+
     def state(self) -> dict:
         return {"placeholder": self.cfg.placeholder, "config": asdict(self.cfg), "step": self.step,
                 "vectors": {w.placeholder: w.vectors.detach().clone() for w in self.words},
                 "optimizer": self.optimizer.state_dict(), "generator": self.gen.get_state(),
                 "losses": list(self.losses), "diffusion_losses": list(self.diffusion_losses),
+                "prior_losses": list(self.prior_losses),
                 "dvar_losses": list(self.dvar_losses), "stopped_at": self.stopped_at,
                 **({"learner": self.learner.state()} if self.learner else {})}
 
@@ -177,6 +204,7 @@ class _Set:
         self.gen.set_state(state["generator"])
         self.step = state["step"]
         self.losses, self.diffusion_losses = list(state["losses"]), list(state["diffusion_losses"])
+        self.prior_losses = list(state.get("prior_losses", []))
         self.dvar_losses, self.stopped_at = list(state.get("dvar_losses", [])), state.get("stopped_at")
         if self.learner:
             self.learner.load_state(state["learner"])
@@ -188,12 +216,14 @@ class _Set:
             embedding_dist_init=float((v - self.word.init.to(v)).norm()),
             embeds={w.placeholder: w.vectors.detach().clone() for w in self.words},
             losses=list(self.losses), diffusion_losses=list(self.diffusion_losses),
+            prior_losses=list(self.prior_losses),
             lr_effective=self.cfg.lr_effective, lr_rule=self.cfg.lr_rule, steps=self.step,
             eval_loss_before=before, eval_loss_after=after,
             token_ids={w.placeholder: list(w.token_ids) for w in self.words}, config=asdict(self.cfg),
             notes={"progressive_counts": "optimizer steps",
                    "reg_form": self.cfg.reg_form if self.cfg.reg_weight else "none",
-                   "authors_tokens": dict(self.authors_tokens)},
+                   "authors_tokens": dict(self.authors_tokens),
+                   **({"leaves_out": self.learner.leaves_out} if self.learner and self.learner.leaves_out else {})},
             dvar=self.dvar_record(),
             learner={"name": self.cfg.learner, "state": self.learner.state(), "moved": self.learner_moved()}
             if self.learner else {})
@@ -209,17 +239,6 @@ class _Set:
                 "losses": list(self.dvar_losses)}
 
 
-def training_scheduler(parts: Parts) -> DDPMScheduler:
-    """The forward-noising schedule the model was trained with (from its scheduler config)."""
-    return DDPMScheduler.from_config(parts.scheduler.config)
-
-
-def diffusion_target(sched: DDPMScheduler, latents, noise, t) -> torch.Tensor:
-    if sched.config.prediction_type == "v_prediction":
-        return sched.get_velocity(latents, noise, t)
-    return noise
-
-
 @torch.no_grad()
 def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pairs: int = dvar.BATCH,
                        seed: int = dvar.SEED) -> list[float]:
@@ -227,20 +246,22 @@ def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pair
     the diffusion loss on its own fixed pairs. The pairs depend only on the seed, so a set's
     value does not depend on which sets share the call."""
     sched = training_scheduler(parts)
-    zs, ts, conds, targets = [], [], [], []
+    zs, ts, noises, conds = [], [], [], []
     for latents, ids in batches:
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.arange(n_pairs) % len(latents)
-        z = latents.mean[idx, 0].to(parts.device)
-        t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
-        noise = torch.randn(z.shape, generator=g).to(z)
-        zs.append(sched.add_noise(z, noise, t))
-        ts.append(t)
+        z, t, noise = _fixed_pairs(parts, sched, latents, n_pairs, seed)
+        zs.append(z), ts.append(t), noises.append(noise)
         conds.append(conditioning.encode(parts, ids.to(parts.device)).expand(n_pairs))
-        targets.append(diffusion_target(sched, z, noise, t))
-    pred = conditioning.eps(parts.unet, torch.cat(zs).to(parts.dtype), torch.cat(ts),
-                            conditioning.cat(conds).to(parts.dtype))
-    return [F.mse_loss(p.float(), y.float()).item() for p, y in zip(pred.split(n_pairs), targets)]
+    losses = objective.loss(parts, sched, torch.cat(zs), torch.cat(ts), torch.cat(noises),
+                            conditioning.cat(conds), groups=[n_pairs] * len(batches))
+    return [v.item() for v in losses]
+
+
+def _fixed_pairs(parts, sched, latents: LatentCache, n_pairs: int, seed: int):
+    """The fixed (image, t, eps) pairs: unflipped posterior means in turn, t and eps from `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    z = latents.mean[torch.arange(n_pairs) % len(latents), 0].to(parts.device)
+    t, noise = objective.draw(sched, z.shape, g, parts.device)
+    return z, t, noise
 
 
 def eval_prompt(cfg: InversionConfig) -> str:
@@ -253,15 +274,10 @@ def fixed_eval_loss(parts: Parts, latents: LatentCache, prompt_ids: torch.Tensor
     """Diffusion loss on a fixed set of (image, timestep, noise) pairs: comparable across steps.
 
     Uses the posterior mean of unflipped images and one prompt (token ids [1, L])."""
-    g = torch.Generator().manual_seed(seed)
     sched = training_scheduler(parts)
-    idx = torch.arange(n_pairs) % len(latents)
-    z = latents.mean[idx, 0].to(parts.device)
-    t = torch.randint(sched.config.num_train_timesteps, (n_pairs,), generator=g).to(parts.device)
-    noise = torch.randn(z.shape, generator=g).to(z)
+    z, t, noise = _fixed_pairs(parts, sched, latents, n_pairs, seed)
     cond = conditioning.encode(parts, prompt_ids.to(parts.device)).expand(n_pairs)
-    pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype))
-    return F.mse_loss(pred.float(), diffusion_target(sched, z, noise, t).float()).item()
+    return objective.loss(parts, sched, z, t, noise, cond).item()
 
 
 def _eval(parts: Parts, s: _Set) -> float:
@@ -271,20 +287,24 @@ def _eval(parts: Parts, s: _Set) -> float:
 
 def invert(parts: Parts, images: ConceptImages | str | Path, cfg: InversionConfig,
            ckpt_dir: str | Path | None = None, progress: bool = True,
-           stop_at: int | None = None) -> InversionResult:
-    """Learn `cfg.placeholder` from the images; leaves it in the tokenizer and text encoder."""
-    return invert_packed(parts, [(images, cfg)], ckpt_dir, progress, stop_at)[0]
+           stop_at: int | None = None, class_images: ConceptImages | None = None) -> InversionResult:
+    """Learn `cfg.placeholder` from the images; leaves it in the tokenizer and text encoder.
+
+    class_images: prior preservation's class images (else tinv.engine.prior makes them)."""
+    return invert_packed(parts, [(images, cfg)], ckpt_dir, progress, stop_at, [class_images])[0]
 
 
 def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, InversionConfig]],
                   ckpt_dir: str | Path | None = None, progress: bool = True,
-                  stop_at: int | None = None) -> list[InversionResult]:
+                  stop_at: int | None = None, class_images: list | None = None) -> list[InversionResult]:
     """Train independent pseudo-word sets together through one frozen model.
 
-    stop_at: stop after this optimizer step (writing a checkpoint), as a preempted job would."""
+    stop_at: stop after this optimizer step (writing a checkpoint), as a preempted job would.
+    class_images: per set, its prior preservation's class images or None."""
     parts.freeze()
     _check_pack(jobs)
-    sets = [_Set(parts, _as_images(img, cfg, parts), cfg) for img, cfg in jobs]
+    classes = class_images or [None] * len(jobs)
+    sets = [_Set(parts, _as_images(img, cfg, parts), cfg, cls) for (img, cfg), cls in zip(jobs, classes)]
     words = [w for s in sets for w in s.words]
     ckpt_path = checkpoint.inversion_file(ckpt_dir) if ckpt_dir else None
     sched = training_scheduler(parts)
@@ -325,22 +345,26 @@ def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> Non
     accum = sets[0].cfg.grad_accum
     step_loss = [0.0] * len(sets)
     step_diff = [0.0] * len(sets)
+    step_prior = [0.0] * len(sets)
     for _ in range(accum):
-        drawn = [s.draw(parts.device) for s in sets]
+        drawn = [s.draw(parts) for s in sets]
         z = torch.cat([d[0] for d in drawn])
         prompts = [p for d in drawn for p in d[1]]
-        # Noise and timesteps from each set's own generator, so packing changes nothing.
-        t = torch.cat([torch.randint(sched.config.num_train_timesteps, (s.cfg.batch_size,), generator=s.gen)
-                       for s in sets]).to(parts.device)
-        noise = torch.cat([torch.randn(d[0].shape, generator=s.gen) for s, d in zip(sets, drawn)]).to(z)
+        # t and eps from each set's own generator, so packing changes nothing
+        pairs = [objective.draw(sched, d[0].shape, s.gen, parts.device) for s, d in zip(sets, drawn)]
+        t, noise = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
         cond = conditioning.encode(parts, parts.tokenize(prompts, expand=False))
-        pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t, cond.to(parts.dtype))
-        target = diffusion_target(sched, z, noise, t)
+        masks = [d[2] for d in drawn]
+        mask = None if all(m is None for m in masks) else torch.cat(
+            [m if m is not None else torch.ones(len(d[0]), 1, *d[0].shape[-2:]) for m, d in zip(masks, drawn)])
+        diffs = objective.loss(parts, sched, z, t, noise, cond, mask=mask, groups=[s.cfg.batch_size for s in sets])
         losses = 0.0
-        for i, (s, p, y) in enumerate(zip(sets, pred.float().split([s.cfg.batch_size for s in sets]),
-                                          target.float().split([s.cfg.batch_size for s in sets]))):
-            diff = F.mse_loss(p, y)
+        for i, (s, diff) in enumerate(zip(sets, diffs)):
             loss = diff + s.regularizer()
+            kept = s.prior_loss(parts, sched)
+            if kept is not None:
+                loss = loss + kept
+                step_prior[i] += kept.item() / accum
             extra = s.learner.extra_loss(parts, sched) if s.learner else None
             if extra is not None:
                 loss = loss + extra
@@ -353,6 +377,8 @@ def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> Non
         s.step += 1
         s.losses.append(step_loss[i])
         s.diffusion_losses.append(step_diff[i])
+        if s.class_latents is not None:
+            s.prior_losses.append(step_prior[i])
 
 
 def _track_dvar(parts: Parts, sets: list[_Set]) -> None:

@@ -2,6 +2,7 @@
 so that the config check and the plan build it without importing diffusers."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from tinv.engine import dvar
@@ -40,10 +41,21 @@ class InversionConfig:
     learner: str = "word"                 # "word" (the paper) | a successor: tinv/engine/learners/
     learner_args: dict = field(default_factory=dict)   # the successor's own hyperparameters
     class_noun: bool = False              # prompts say "S* <initializer>" (DreamBooth, Custom Diffusion)
+    # Prior preservation (DreamBooth section 3.3; Custom Diffusion's regularization): each
+    # micro-batch adds prior_loss_weight x Eq. 2 on a batch of class images under class_prompt
+    # (its {} is the class noun, the concept's initializer). The class images are the model's
+    # own samples of that prompt (tinv/engine/prior.py), or the images of a folder (class_images).
+    prior_preservation: bool = False
+    prior_loss_weight: float = 1.0        # --prior_loss_weight (both scripts' default)
+    num_class_images: int = 100           # train_dreambooth.py's --num_class_images default
+    class_prompt: str = "a photo of a {}"
+    class_images: str | None = None       # a folder of real class images; None = the model draws them
 
     # Fields added after the paper's setups, with the value every earlier config had: a job
     # identity or checkpoint made before them reads as made with these.
-    LATER = {"learner": "word", "learner_args": {}, "class_noun": False}
+    LATER = {"learner": "word", "learner_args": {}, "class_noun": False, "prior_preservation": False,
+             "prior_loss_weight": 1.0, "num_class_images": 100, "class_prompt": "a photo of a {}",
+             "class_images": None}
 
     def __post_init__(self):
         bad = []
@@ -68,6 +80,16 @@ class InversionConfig:
             bad.append(f"learner={self.learner!r} (use one of {', '.join(NAMES)})")
         else:
             bad += check_args(self.learner, self.learner_args)
+        if self.prior_preservation:
+            if not self.initializer_word:
+                bad.append("prior_preservation needs an initializer_word (the class noun of the class prompt)")
+            if self.num_class_images < 1 or self.prior_loss_weight < 0:
+                bad.append("prior preservation needs num_class_images >= 1 and prior_loss_weight >= 0")
+            if self.class_prompt.count("{}") != 1:
+                bad.append(f"class_prompt={self.class_prompt!r} (needs one {{}} for the class noun)")
+            if self.class_images and not os.path.isdir(self.class_images):
+                bad.append(f"class_images={self.class_images!r} is not a folder (give a folder of class "
+                           "images, or null to draw them with the model)")
         if self.class_noun and not self.initializer_word:
             bad.append("class_noun=True needs an initializer_word (the concept's class noun)")
         templates_for(self.templates)
@@ -91,6 +113,11 @@ class InversionConfig:
             return f"unscaled: {self.lr:g}"
         return (f"{self.lr:g} x grad_accum {self.grad_accum} x devices {self.n_devices} "
                 f"x batch {self.batch_size} = {self.lr_effective:g}")
+
+    @property
+    def class_text(self) -> str:
+        """The class prompt of prior preservation: "a photo of a <class noun>"."""
+        return self.class_prompt.format(self.initializer_word)
 
     def active_vectors(self, step: int) -> int:
         """Vectors in use at optimizer step `step` (progressive unlocking counts optimizer steps)."""

@@ -2,7 +2,7 @@
 UNet so that "A photo of <S*>" reconstructs the training images, with the learned
 embedding held fixed as the pivot.
 
-Same eps-MSE as Eq. 2, but the conditioning is one fixed prompt (encoded once, no text
+Eq. 2's loss (tinv/engine/objective.py), but the conditioning is one fixed prompt (encoded once, no text
 gradients) and the trainable tensors are UNet weights. Which weights is data
 (`PivotalConfig.params`); only those are saved, beside the embedding.
 """
@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from tinv.core import atomic
 
-from tinv.engine import conditioning, sampling
+from tinv.engine import conditioning, objective, sampling
 from tinv.engine.data import ConceptImages, LatentCache, cache_latents
-from tinv.engine.inversion import diffusion_target, fixed_eval_loss, training_scheduler
+from tinv.engine.inversion import fixed_eval_loss
+from tinv.engine.objective import training_scheduler
 from tinv.engine.progress import bar as progress_bar
 
 TUNED_FILENAME = "pivotal_unet.safetensors"  # written next to learned_embeds.safetensors
@@ -119,11 +119,8 @@ def pivotal_tune(parts, images: ConceptImages | LatentCache, cfg: PivotalConfig,
             idx = torch.randint(len(latents), (cfg.batch_size,), generator=gen)
             flip = torch.rand(cfg.batch_size, generator=gen) < cfg.flip_p
             z = latents.draw(idx, flip, gen).to(parts.device)
-            t = torch.randint(sched.config.num_train_timesteps, (cfg.batch_size,),
-                              generator=gen).to(parts.device)
-            noise = torch.randn(z.shape, generator=gen).to(z)
-            pred = conditioning.eps(unet, sched.add_noise(z, noise, t).to(parts.dtype), t, cond)
-            loss = F.mse_loss(pred.float(), diffusion_target(sched, z, noise, t).float())
+            t, noise = objective.draw(sched, z.shape, gen, parts.device)
+            loss = objective.loss(parts, sched, z, t, noise, cond)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -298,10 +298,16 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                 training.pop(name)
             training["notes"]["embedding"] = (f"no embedding_norm/embedding_dist_init: the {result.learner['name']} "
                                               "learner's own parameters carry the concept, not S*'s vector")
+        if result.prior_losses:     # prior preservation: its term, and where its class images came from
+            icfg = plan.icfg
+            training["prior"] = {"weight": icfg.prior_loss_weight, "num_class_images": icfg.num_class_images,
+                                 "class_prompt": icfg.class_text, "class_images": icfg.class_images or "generated",
+                                 "loss_first": result.prior_losses[0], "loss_last": result.prior_losses[-1]}
         if result.dvar:     # stop=dvar: where it stopped, and the fixed-batch loss it read
             training["dvar"] = dict(result.dvar)
         atomic.write_json(folder / "losses.json", {"losses": result.losses,
-                                                           "diffusion_losses": result.diffusion_losses})
+                                                   "diffusion_losses": result.diffusion_losses,
+                                                   **({"prior_losses": result.prior_losses} if result.prior_losses else {})})
         artifacts["losses"] = "losses.json"
         tracker.log_losses(result.losses)
         if result.dvar:

@@ -104,9 +104,34 @@ def _compute(plan, parts, images, job_folder: Path, packed, progress: bool) -> L
     if packed:
         result = install(parts, packed.result)
     else:
-        result = inversion.invert(parts, images, plan.icfg, ckpt_dir=checkpoint.job_dir(job_folder), progress=progress)
+        result = inversion.invert(parts, images, plan.icfg, ckpt_dir=checkpoint.job_dir(job_folder), progress=progress,
+                                  class_images=class_images(plan, parts))
     piv = pivotal.pivotal_tune(parts, images, plan.pcfg, progress=progress) if plan.pcfg is not None else None
     return Learned(result, piv, packed)
+
+
+def class_images(plan, parts):
+    """Prior preservation's class images for a plan (None without it): a folder's real images,
+    or the model's own samples of the class prompt, made once per (model, prompt, n, seed) in
+    `<results_root>/jobs/_class_images/` under a lock (a job that needs them while another makes
+    them waits, then reads them), so every job and method of that class shares them."""
+    icfg = plan.icfg
+    if icfg is None or not icfg.prior_preservation:
+        return None
+    from tinv.engine import prior
+    if icfg.class_images:
+        return prior.class_images(parts, icfg)
+    spec = {"weights": model_fingerprint(plan.cfg["model"]), "prompt": icfg.class_text, "n": icfg.num_class_images,
+            "seed": prior.CLASS_SEED, "steps": prior.CLASS_STEPS, "guidance": prior.CLASS_GUIDANCE,
+            "resolution": parts.resolution}
+    name = "_".join(icfg.class_text.split())[:40].replace("/", "_")
+    where = Path(plan.cfg["results_root"]) / results.STORE / "_class_images" / f"{name}-{results.identity(spec)}"
+    if not where.is_dir():
+        with joblock.hold(where, f"class images {where.name}"):
+            if not where.is_dir():
+                log.info("drawing %d class images of %r -> %s", icfg.num_class_images, icfg.class_text, where)
+            return prior.class_images(parts, icfg, cache=where)
+    return prior.class_images(parts, icfg, cache=where)
 
 
 def _store(where: Path, learned: Learned, job_id: str, parts, pcfg) -> None:

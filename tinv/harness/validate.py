@@ -79,9 +79,16 @@ INVERSION = {
     "stop": choice("fixed", "dvar"), "dvar_window": count(2, 310), "dvar_batch": count(1, 4),
     "dvar_threshold": number(0.0, None, "0.15", what=" (0: log, never stop)"),
     # tinv.engine.learners.NAMES, named here without importing the engine (a test keeps them equal)
-    "learner": choice("word", "xti", "neti", "custom_diffusion", "lora"),
+    "learner": choice("word", "xti", "neti", "custom_diffusion", "lora", "dreambooth"),
     "learner_args": Rule("a mapping of the successor's settings", lambda v: isinstance(v, Mapping), "{}"),
     "class_noun": FLAG,
+    "prior_preservation": FLAG,
+    "prior_loss_weight": number(0.0, None, "1.0"),
+    "num_class_images": count(1, 100),
+    "class_prompt": Rule("a prompt with {} where the class noun goes",
+                         lambda v: isinstance(v, str) and v.count("{}") == 1, "a photo of a {}"),
+    "class_images": optional(Rule("a folder of class images", lambda v: isinstance(v, str) and v.strip() != "",
+                                  "/data/class_images/dog")),
 }
 
 FIELDS: dict[str, Rule] = {
@@ -129,13 +136,17 @@ FIELDS: dict[str, Rule] = {
     "model.calibration.pivotal.params": PIVOTAL_PARAMS,
     "model.calibration.custom_diffusion.lr": RATE,
     "model.calibration.custom_diffusion.steps": count(1, 250),
+    "model.calibration.custom_diffusion.num_class_images": count(1, 200),
     # conf/method/dreambooth_lora.yaml's settings per model (its learner checks the identifier is one token)
     "model.calibration.dreambooth_lora.identifier": Rule("one word with no spaces or braces (a rare single-token word)",
                                                          lambda v: isinstance(v, str) and re.fullmatch(r"[^\s{}<>]+", v) is not None,
                                                          "sks"),
     "model.calibration.dreambooth_lora.lr": number(0.0, None, "5e-4", lo_open=True),
     "model.calibration.dreambooth_lora.steps": count(1, 300),
-    "model.calibration.dreambooth_lora.num_class_images": count(1, 32),
+    "model.calibration.dreambooth_lora.num_class_images": count(1, 100),
+    "model.calibration.dreambooth.lr": number(0.0, None, "5e-6", lo_open=True),
+    "model.calibration.dreambooth.steps": count(1, 800),
+    "model.calibration.dreambooth.num_class_images": count(1, 100),
     "eval.reconstruction_prompt.object": TEMPLATE,
     "eval.reconstruction_prompt.style": TEMPLATE,
     **{f"model.inversion.{k}": r for k, r in INVERSION.items()},

@@ -191,7 +191,8 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
     ckpt = root / results.STORE / "_packed" / hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
     log.info("packed inversion of %d jobs (%s) -> %s", len(ids), ", ".join(ids), ckpt)
     t = time.perf_counter()
-    out = invert_packed(parts, sets, ckpt_dir=ckpt, progress=bool(first.get("progress", True)))
+    out = invert_packed(parts, sets, ckpt_dir=ckpt, progress=bool(first.get("progress", True)),
+                        class_images=[learned.class_images(p, parts) for p in plans])
     group_s = time.perf_counter() - t
     for i, (res, plan, folder) in enumerate(zip(out, plans, folders)):
         learned.offer(folder, learned.Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0))

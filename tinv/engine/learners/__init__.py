@@ -10,6 +10,7 @@ The loop trains a pseudo-word S*; a successor adds its own math through a `Learn
 | neti | a network of (timestep, layer) -> word | per timestep and layer (Cond.at) | neti.py |
 | custom_diffusion | S* + the cross-attention K/V projections | diffusers' Custom Diffusion processors | custom_diffusion.py |
 | lora | a LoRA on the UNet (peft), a fixed rare word | the LoRA-adapted UNet | lora.py |
+| dreambooth | the whole UNet (and text encoder by option), a fixed rare word | the fine-tuned UNet | dreambooth.py |
 
 A learner is chosen by `InversionConfig.learner`, its hyperparameters are
 `InversionConfig.learner_args` (a method YAML's `inversion.learner_args`). Its trained
@@ -33,7 +34,8 @@ if TYPE_CHECKING:      # the config check imports this module: torch is not need
     from tinv.engine.pseudo_words import PseudoWord
 
 # learner name -> module under tinv.engine.learners ("word" is the paper's, no learner)
-MODULES = {"xti": "xti", "neti": "neti", "custom_diffusion": "custom_diffusion", "lora": "lora"}
+MODULES = {"xti": "xti", "neti": "neti", "custom_diffusion": "custom_diffusion", "lora": "lora",
+           "dreambooth": "dreambooth"}
 NAMES = ("word", *MODULES)
 # Each learner's settings (InversionConfig.learner_args) and their defaults, as data here so
 # the config check reads them without importing a learner: a key not listed, or a value of
@@ -41,11 +43,16 @@ NAMES = ("word", *MODULES)
 ARGS: dict[str, dict] = {
     "word": {}, "xti": {},
     # S*'s start: a vocabulary entry ('' = the initializer word); the authors' rare token
-    "custom_diffusion": {"init_token": "ktn"},
+    "custom_diffusion": {"init_token": "ktn",
+                         # their random rescale with its masked loss (train_custom_diffusion.py: on unless --noaug)
+                         "augment": True},
     # DreamBooth-LoRA (lora.py): the rare identifier S* stands for, the LoRA's rank and own
-    # learning rate, and prior preservation (train_dreambooth_lora.py's flags of those names)
-    "lora": {"identifier": "sks", "rank": 4, "lr": 5e-4, "prior_preservation": False,
-             "prior_loss_weight": 1.0, "num_class_images": 100},
+    # learning rate (train_dreambooth_lora.py's flags of those names); prior preservation is
+    # the loop's (InversionConfig.prior_preservation)
+    "lora": {"identifier": "sks", "rank": 4, "lr": 5e-4},
+    # DreamBooth (dreambooth.py): the whole UNet at train_dreambooth.py's --learning_rate
+    # default, the text encoder too with its --train_text_encoder
+    "dreambooth": {"identifier": "sks", "lr": 5e-6, "train_text_encoder": False},
 }
 # NeTI's mapper (neti.py), the authors' defaults (github.com/NeuralTextualInversion/NeTI)
 ARGS["neti"] = {
@@ -96,6 +103,8 @@ class Learner:
     name = "word"
     packable = False
     trains_word = True       # S*'s own vectors are in the optimizer (weight decay moves them too)
+    trains_text = False      # the text encoder's weights train (then every prompt's encoding needs gradients)
+    leaves_out = ""          # what of its authors' recipe the port does not run (the row's notes say it)
 
     def __init__(self, parts: "Parts", word: "PseudoWord", cfg, gen: torch.Generator):
         self.parts, self.word, self.cfg, self.gen = parts, word, cfg, gen
@@ -108,6 +117,13 @@ class Learner:
     def param_groups(self) -> list[dict]:
         """Optimizer groups beyond the words' vectors (each with its own lr if it has one)."""
         return []
+
+    def augment(self, parts: "Parts", images, idx: torch.Tensor, flip: torch.Tensor, latents: torch.Tensor,
+                prompts: list[str]) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+        """A learner's own augmentation of a drawn batch (the images `idx` of `images`, flipped
+        where `flip`; their latents and prompts): the latents, prompts and a loss mask
+        [B, 1, h, w] (None: the whole image) the loop trains on."""
+        return latents, prompts, None
 
     def extra_loss(self, parts: "Parts", sched) -> torch.Tensor | None:
         """A loss term this set adds per micro-batch (e.g. DreamBooth's prior preservation)."""

@@ -96,6 +96,9 @@ def rare_token_row(parts, token: str) -> torch.Tensor:
 class CustomDiffusion(Learner):
     name = "custom_diffusion"
     packable = False      # it trains the shared UNet's K/V: one set at a time
+    leaves_out = ("the authors' retrieved real regularization images (the model's own samples of the class "
+                  "instead, their script without --real_prior; a folder by inversion.class_images), their single "
+                  "instance prompt (the loop's templates instead) and gradient clipping (--max_grad_norm 1.0)")
 
     def __init__(self, parts, word: PseudoWord, cfg, gen):
         super().__init__(parts, word, cfg, gen)
@@ -107,6 +110,49 @@ class CustomDiffusion(Learner):
                 table[word.token_ids] = row.to(table)
             word.init = row.expand(word.num_vectors, -1).clone()
         self.procs = install(parts.unet)
+
+    def augment(self, parts, images, idx, flip, latents, prompts):
+        """The authors' augmentation (train_custom_diffusion.py's CustomDiffusionDataset, on unless
+        --noaug): each image rescaled to a random size, w.p. 0.66 in [S/3, S] and pasted at a random
+        place on a gray canvas (0 in [-1, 1]), the loss masked to where it lies (one latent pixel in
+        from its edges), else in [1.2 S, 1.4 S) and randomly cropped (the whole image counts); the
+        prompt says "a far away "/"very small " below 0.6 S, "zoomed in "/"close up " above S. The
+        latents are encoded again from the new pixels (the script encodes every batch)."""
+        if not self.args["augment"]:
+            return latents, prompts, None
+        import torch.nn.functional as F
+
+        from tinv.engine.data import ConceptImages, cache_latents
+        g, size = self.gen, parts.resolution
+        f = size // latents.shape[-1]
+        pix = images.pixels[idx]
+        pix = torch.where(flip[:, None, None, None], pix.flip(-1), pix)
+        canvases, masks, out = [], [], []
+        for i, prompt in enumerate(prompts):
+            r = lambda lo, hi: int(torch.randint(lo, hi, (), generator=g))   # noqa: E731  (numpy's randint(lo, hi))
+            scale = r(size // 3, size + 1) if torch.rand((), generator=g).item() < 0.66 else r(int(1.2 * size), int(1.4 * size))
+            outer, inner = (scale, size) if scale > size else (size, scale)
+            top, left = r(0, outer - inner + 1), r(0, outer - inner + 1)
+            img = F.interpolate(pix[i:i + 1], size=(scale, scale), mode="bilinear", antialias=True, align_corners=False)
+            mask = torch.zeros(1, size // f, size // f)
+            if scale > size:
+                canvas = img[0, :, top:top + size, left:left + size]
+                mask[:] = 1
+            else:
+                canvas = torch.zeros(3, size, size)
+                canvas[:, top:top + scale, left:left + scale] = img[0]
+                mask[:, top // f + 1:(top + scale) // f - 1, left // f + 1:(left + scale) // f - 1] = 1
+            if scale < 0.6 * size:
+                prompt = ("a far away ", "very small ")[r(0, 2)] + prompt
+            elif scale > size:
+                prompt = ("zoomed in ", "close up ")[r(0, 2)] + prompt
+            canvases.append(canvas)
+            masks.append(mask)
+            out.append(prompt)
+        cache = cache_latents(parts, ConceptImages(pixels=torch.stack(canvases), paths=[]))
+        n = len(prompts)
+        z = cache.draw(torch.arange(n), torch.zeros(n, dtype=torch.bool), g).to(latents)
+        return z, out, torch.stack(masks).to(latents.device)
 
     def param_groups(self) -> list[dict]:
         # one rate for the word and the K/V, as the authors' single optimizer group

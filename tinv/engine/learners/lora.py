@@ -10,12 +10,9 @@ stock pipeline with no embedding file at all. What trains is a rank-r LoRA on th
 attention projections (peft, `unet.add_adapter`, as the script does); the text encoder
 stays frozen (the script's default without --train_text_encoder).
 
-Prior preservation (section 3.3 of the paper; the script's --with_prior_preservation, off
-by default): the frozen model draws `num_class_images` images of "a photo of a <class
-noun>" once, from fixed seeds, before the LoRA exists; each micro-batch adds
-`prior_loss_weight` x the diffusion loss of a batch of them under that prompt, so the LoRA
-cannot drift the class toward the concept. The class batch comes from the set's own
-generator, so a resumed run draws what the whole run drew.
+Prior preservation (section 3.3 of the paper; the script's --with_prior_preservation) is
+the loop's (InversionConfig.prior_preservation, tinv/engine/prior.py): on by default in
+conf/method/dreambooth_lora.yaml, as DreamBooth runs it.
 
 Exports: `pytorch_lora_weights.safetensors` in diffusers' LoRA format (what the script
 writes), loaded with `StableDiffusionPipeline.load_lora_weights(folder)`, and
@@ -29,7 +26,6 @@ from typing import Any, Mapping
 
 import torch
 
-from tinv.engine import conditioning
 from tinv.engine.learners import Learner, cpu_state
 from tinv.engine.pseudo_words import PseudoWord
 
@@ -40,19 +36,26 @@ TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_v_proj"]
 ADAPTER = "default"              # peft's adapter name, the one diffusers' loaders use
 FILE = "pytorch_lora_weights.safetensors"   # diffusers' LORA_WEIGHT_NAME_SAFE
 INFO = "dreambooth_lora.json"
-# Class images: the script samples them with the pipeline's defaults (50 steps, guidance 7.5).
-CLASS_STEPS, CLASS_GUIDANCE = 50, 7.5
-CLASS_SEED = 100_000             # seeds apart from the evaluation's (eval.seed counts up from 0)
 
 
-def identifier_id(parts, identifier: str) -> int:
+def identifier_id(parts, identifier: str, who: str = "dreambooth_lora") -> int:
     """The vocabulary id of the rare identifier; it must be one token of this tokenizer."""
     ids = parts.tokenizer(identifier, add_special_tokens=False).input_ids
     if len(ids) != 1:
         pieces = parts.tokenizer.convert_ids_to_tokens(ids)
-        raise ValueError(f"dreambooth_lora: identifier {identifier!r} is {len(ids)} tokens {pieces} for this "
+        raise ValueError(f"{who}: identifier {identifier!r} is {len(ids)} tokens {pieces} for this "
                          "tokenizer; set inversion.learner_args.identifier to a rare word that is one token")
     return ids[0]
+
+
+def hold_identifier(parts, word: PseudoWord, identifier: str, who: str) -> None:
+    """S* := the identifier's embedding (its row and its init), so "S* dog" encodes as "sks dog".
+    Its vectors are made from the table when training starts."""
+    table = parts.input_embeddings().weight
+    ident = table[identifier_id(parts, identifier, who)].detach().clone()
+    word.init = ident.reshape(1, -1).clone()
+    with torch.no_grad():
+        table[word.token_ids] = ident.to(table)
 
 
 def lora_parameters(unet) -> dict[str, torch.nn.Parameter]:
@@ -81,68 +84,26 @@ class DreamBoothLoRA(Learner):
     name = "lora"
     packable = False      # it trains the shared UNet
     trains_word = False   # S* is the identifier's embedding, held fixed
+    leaves_out = ("train_dreambooth_lora.py's single instance prompt (the loop's 27 templates instead) "
+                  "and gradient clipping (--max_grad_norm 1.0)")
 
     def __init__(self, parts, word: PseudoWord, cfg, gen):
         super().__init__(parts, word, cfg, gen)
         a = self.args
         if cfg.num_vectors != 1:
             raise ValueError(f"dreambooth_lora binds one identifier token: num_vectors must be 1, got {cfg.num_vectors}")
-        if a["rank"] < 1 or a["lr"] <= 0 or a["prior_loss_weight"] < 0 or a["num_class_images"] < 1:
-            raise ValueError(f"dreambooth_lora: rank >= 1, lr > 0, prior_loss_weight >= 0 and "
-                             f"num_class_images >= 1 are needed, got {a}")
-        # S* := the identifier. Its vectors are made from the table when training starts.
-        table = parts.input_embeddings().weight
-        ident = table[identifier_id(parts, a["identifier"])].detach().clone()
-        word.init = ident.reshape(1, -1).clone()
-        with torch.no_grad():
-            table[word.token_ids] = ident.to(table)
-        # Class images come from the model as it is before the LoRA: the prior to preserve.
-        self.class_latents = self._class_latents(parts) if a["prior_preservation"] else None
-        self._class_cond: conditioning.Cond | None = None
+        if a["rank"] < 1 or a["lr"] <= 0:
+            raise ValueError(f"dreambooth_lora: rank >= 1 and lr > 0 are needed, got {a}")
+        hold_identifier(parts, word, a["identifier"], "dreambooth_lora")
         self.params = add_lora(parts.unet, a["rank"], cfg.seed)
         for p in self.params.values():
             p.requires_grad_(True)
-
-    def class_prompt(self) -> str:
-        """'a photo of a <class noun>' (a style's first template for a style concept)."""
-        from tinv.engine.templates import templates_for
-        return templates_for(self.cfg.templates, self.cfg.style_noun)[0][0].format(self.cfg.initializer_word)
-
-    def _class_latents(self, parts):
-        from tinv.engine.data import ConceptImages, cache_latents
-        from tinv.engine.sampling import sample
-        if not self.cfg.initializer_word:
-            raise ValueError("dreambooth_lora: prior preservation needs the class noun (the concept's initializer)")
-        n = self.args["num_class_images"]
-        images = sample(parts, [self.class_prompt()], list(range(CLASS_SEED, CLASS_SEED + n)),
-                        steps=CLASS_STEPS, guidance=CLASS_GUIDANCE, batch_size=min(n, 16), progress=False)
-        return cache_latents(parts, ConceptImages(pixels=images * 2 - 1, paths=[]))
 
     def param_groups(self) -> list[dict]:
         # The LoRA's own rate: inversion.lr is the word's (scaled by TI's batch rule), and
         # the script's rate is unscaled (--scale_lr off). AdamW's weight decay is the loop's
         # 0.01, the script's --adam_weight_decay.
         return [{"params": list(self.params.values()), "lr": float(self.args["lr"])}]
-
-    def extra_loss(self, parts, sched) -> torch.Tensor | None:
-        """prior_loss_weight x the diffusion loss on a batch of class images (DreamBooth's Eq. 2)."""
-        if self.class_latents is None:
-            return None
-        import torch.nn.functional as F
-
-        from tinv.engine.inversion import diffusion_target
-        g, n = self.gen, self.cfg.batch_size
-        idx = torch.randint(len(self.class_latents), (n,), generator=g)
-        flip = torch.rand(n, generator=g) < self.cfg.flip_p
-        z = self.class_latents.draw(idx, flip, g).to(parts.device)
-        t = torch.randint(sched.config.num_train_timesteps, (n,), generator=g).to(parts.device)
-        noise = torch.randn(z.shape, generator=g).to(z)
-        if self._class_cond is None:      # the class prompt has no S*: its encoding is constant
-            with torch.no_grad():
-                self._class_cond = conditioning.encode(parts, parts.tokenize([self.class_prompt()]))
-        pred = conditioning.eps(parts.unet, sched.add_noise(z, noise, t).to(parts.dtype), t,
-                                self._class_cond.expand(n).to(parts.dtype))
-        return self.args["prior_loss_weight"] * F.mse_loss(pred.float(), diffusion_target(sched, z, noise, t).float())
 
     def state(self) -> dict[str, Any]:
         return {"identifier": self.args["identifier"], "class_noun": self.cfg.initializer_word if self.cfg.class_noun else None,

@@ -335,7 +335,7 @@ def quickstart(a) -> dict:
 
 
 # ------------------------------------------------------------------------- successors
-SUCCESSORS = ("word", "xti", "neti", "custom_diffusion", "lora")
+SUCCESSORS = ("word", "xti", "neti", "custom_diffusion", "lora", "dreambooth")
 
 
 def successors(a) -> dict:
