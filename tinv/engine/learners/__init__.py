@@ -57,6 +57,8 @@ ARGS["neti"] = {
     "nested_dropout": True,         # training/config.py use_nested_dropout
     "nested_dropout_prob": 0.5,     # training/config.py nested_dropout_prob
     "normalize_output": True,       # training/config.py normalize_mapper_output
+    "output_bypass": True,          # training/config.py output_bypass: the textual bypass
+    "bypass_scale": 0.2,            # models/neti_clip_text_encoder.py: existing_state + 0.2 * bypass
 }
 
 
