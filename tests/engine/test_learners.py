@@ -127,7 +127,7 @@ def test_a_successor_resumes_bit_identically(make_parts, concept, tmp_path, lear
     whole = invert(make_parts("sd"), concept, cfg, progress=False)
     invert(make_parts("sd"), concept, cfg, ckpt_dir=tmp_path, progress=False, stop_at=20)
     resumed = invert(make_parts("sd"), concept, cfg, ckpt_dir=tmp_path, progress=False)
-    assert resumed.losses == whole.losses
+    assert resumed.losses == whole.losses and resumed.curve == whole.curve
     assert resumed.learner["moved"] == whole.learner["moved"]     # measured from the run's start
     for k, v in whole.embeds.items():
         assert torch.equal(resumed.embeds[k], v), k
