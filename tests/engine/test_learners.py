@@ -470,11 +470,23 @@ def test_neti_bypass_moves_the_values_only_and_at_scale_zero_is_no_bypass(make_p
     torch.testing.assert_close(zero, keys_only, atol=1e-6, rtol=0)    # scaled to zero: no bypass
 
 
-def test_neti_no_bypass_is_the_ablation_its_cond_has_no_values(make_parts, concept):
+def test_neti_no_bypass_is_the_ablation_its_cond_has_no_values(make_parts, concept, tmp_path):
+    from tinv.engine.learners import neti
+    from tinv.harness.learned import install
     parts = make_parts("sd")
     res = invert(parts, concept, config("neti", 3, learner_args={"output_bypass": False}), progress=False)
     assert res.learner["state"]["settings"]["output_bypass"] is False
     assert _at(cond_of(parts, "a photo of <S*>"), 500).values is None
+    prompt = "a photo of <S*> on a beach"
+    fresh = make_parts("sd")           # its export round trip computes what the engine computes
+    neti.install_file(fresh, learners.export(parts, res.learner, tmp_path)["neti"])
+    torch.testing.assert_close(eps_of(fresh, prompt), eps_of(parts, prompt), atol=1e-6, rtol=0)
+    # a mapper stored before the bypass existed (its settings do not name it) restores as one
+    old = {**res.learner, "state": {**res.learner["state"], "settings": {
+        k: v for k, v in res.learner["state"]["settings"].items() if k not in ("output_bypass", "bypass_scale")}}}
+    older = make_parts("sd")
+    install(older, dataclasses.replace(res, learner=old))
+    torch.testing.assert_close(eps_of(older, prompt), eps_of(parts, prompt), atol=1e-6, rtol=0)
 
 
 def test_cross_attention_layers_run_in_the_unets_forward_order(make_parts):
@@ -539,6 +551,7 @@ def test_a_neti_file_puts_the_mapper_on_a_stock_pipeline_and_it_draws_what_the_e
     assert set(files) == {"neti"}
     placeholder, vector, state = neti.read(files["neti"])
     assert placeholder == "<S*>" and state["layers"] == neti.consumers(trained.unet)
+    assert state["settings"]["output_bypass"] is True           # the file carries the bypass
     for k, v in res.learner["state"].items():
         assert torch.equal(state[k], v) if isinstance(v, torch.Tensor) else state[k] == v, k
 
