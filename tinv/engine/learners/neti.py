@@ -12,7 +12,7 @@ The mapper, as the authors' code builds it (github.com/NeuralTextualInversion/Ne
   (NeTIPositionalEncoding.init_layer), so the first hidden unit says "how near (t, l) is to
   each anchor";
 - Linear -> 128, LayerNorm, LeakyReLU, twice (models/neti_mapper.py set_net), then nested
-  dropout on those 128 units and a Linear to the embedding width;
+  dropout on those 128 units and a Linear to the embedding width (twice it with the bypass);
 - the output rescaled to the norm of the super-category word's embedding
   (coach.py _add_concept_token_to_tokenizer: target_norm; here the initializer word's).
 
