@@ -40,7 +40,8 @@ MAX_PER_IMAGE_TOKENS = 21   # the authors' per-image token list has 21 entries
 # The fixed-batch loss (fixed_eval_loss, the eval_loss_before/after of a result) is logged at
 # about this many evenly spaced optimizer steps of a run, so rows can say when a setup first
 # reached another's final loss (P+'s "converges faster"). A no-grad pass with its own seeds:
-# it changes nothing the run computes.
+# it changes nothing the run computes, and costs about one training step on the toy world,
+# so about a tenth of a run's time.
 CURVE_POINTS = 30
 
 
