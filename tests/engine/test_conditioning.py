@@ -68,6 +68,33 @@ def test_per_layer_text_reaches_the_layer_it_names(parts):
     assert not torch.allclose(one, plain) and not torch.allclose(one, out)
 
 
+@torch.no_grad()
+def test_value_states_reach_the_values_of_the_layer_they_name_and_its_keys_stay(parts):
+    """Cond.values (NeTI's textual bypass): the named layer's to_v projects those states, its
+    to_k still its own text's; values equal to the keys' states are the plain call, exactly."""
+    names = conditioning.cross_attention_layers(parts.unet)
+    x, t = _latents(parts), torch.tensor([10, 500])
+    base, other = _text(parts, PROMPTS[0]), _text(parts, PROMPTS[1])
+    attn = parts.unet.get_submodule(names[0][:-len(".processor")])
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [attn.to_k.register_forward_hook(lambda m, a, o: seen.__setitem__("k", a[0].clone())),
+             attn.to_v.register_forward_hook(lambda m, a, o: seen.__setitem__("v", a[0].clone()))]
+    try:
+        out = conditioning.eps(parts.unet, x, t, Cond(base, values={names[0]: other}))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert torch.equal(seen["k"], base) and torch.equal(seen["v"], other)
+    assert attn.to_v is not None and not isinstance(attn.to_v, conditioning._Projecting)   # put back
+    plain = conditioning.eps(parts.unet, x, t, Cond(base))
+    assert not torch.allclose(out, plain)
+    assert torch.equal(conditioning.eps(parts.unet, x, t, Cond(base, values={n: base for n in names})), plain)
+    # guidance's [uncond, cond]: a Cond without values gives its own text to the values
+    both = conditioning.cat([Cond(other[:1]), Cond(base[:1], values={names[0]: other[:1]})])
+    assert torch.equal(both.values[names[0]], torch.cat([other[:1], other[:1]]))
+    assert torch.equal(both.layers[names[0]], torch.cat([other[:1], base[:1]]))
+
+
 def _first_layer_conditioner(prompt: str, calls: list):
     def conditioner(parts, ids):
         calls.append(len(ids))

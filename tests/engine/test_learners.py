@@ -132,7 +132,7 @@ def test_a_successor_resumes_bit_identically(make_parts, concept, tmp_path, lear
     whole = invert(make_parts("sd"), concept, cfg, progress=False)
     invert(make_parts("sd"), concept, cfg, ckpt_dir=tmp_path, progress=False, stop_at=20)
     resumed = invert(make_parts("sd"), concept, cfg, ckpt_dir=tmp_path, progress=False)
-    assert resumed.losses == whole.losses
+    assert resumed.losses == whole.losses and resumed.curve == whole.curve
     assert resumed.learner["moved"] == whole.learner["moved"]     # measured from the run's start
     for k, v in whole.embeds.items():
         assert torch.equal(resumed.embeds[k], v), k
@@ -407,22 +407,112 @@ def test_neti_nested_dropout_is_on_in_training_only():
     gen = torch.Generator().manual_seed(0)
     m = Mapper(4, 32, {**learners.ARGS["neti"], "nested_dropout_prob": 1.0}, 1.0, 1000, gen)
     t, layer = torch.tensor([10, 500, 990, 10]), torch.tensor([0, 1, 2, 3])
+
+    def run():            # both halves (the word and the bypass), as one vector per row
+        return torch.cat(m(t, layer), dim=1)
     m.eval()
-    whole = m(t, layer).detach()
+    whole = run().detach()
     m.train()
     with torch.no_grad():                      # a fixed-batch loss during training: the whole mapper
-        assert torch.equal(m(t, layer), whole)
+        assert torch.equal(run(), whole)
     drawn = gen.get_state()
-    dropped = m(t, layer)
+    dropped = run()
     assert not torch.equal(gen.get_state(), drawn)             # the set's generator draws it...
     assert (dropped - whole).abs().amax(dim=1).min() > 1e-4     # ...and every row lost units
     gen.set_state(drawn)
-    assert torch.equal(m(t, layer), dropped)                    # ...so a resumed run draws the same
+    assert torch.equal(run(), dropped)                          # ...so a resumed run draws the same
     m.eval()
-    assert torch.equal(m(t, layer), whole)
+    assert torch.equal(run(), whole)
     off = Mapper(4, 32, {**learners.ARGS["neti"], "nested_dropout": False}, 1.0, 1000,
                  torch.Generator().manual_seed(0)).train()
-    assert torch.equal(off(t, layer), off.eval()(t, layer))
+    assert torch.equal(off(t, layer)[0], off.eval()(t, layer)[0])
+
+
+def test_neti_mapper_outputs_the_word_and_the_bypass_at_the_super_category_norm_together():
+    """The authors rescale the mapper's whole output (both halves) to the super-category
+    word's norm, then split it (neti_mapper.py get_output, net_clip_text_embedding.py)."""
+    from tinv.engine.learners.neti import Mapper
+    t, layer = torch.tensor([10, 500, 990]), torch.tensor([0, 1, 2])
+    on = Mapper(3, 32, learners.ARGS["neti"], 2.0, 1000, torch.Generator().manual_seed(0)).eval()
+    word, bypass = on(t, layer)
+    assert word.shape == bypass.shape == (3, 32)
+    torch.testing.assert_close(torch.cat([word, bypass], 1).norm(dim=1), torch.full((3,), 2.0))
+    assert (word.norm(dim=1) < 2.0).all() and not torch.allclose(word, bypass)
+    off = Mapper(3, 32, {**learners.ARGS["neti"], "output_bypass": False}, 2.0, 1000,
+                 torch.Generator().manual_seed(0)).eval()
+    word, none = off(t, layer)
+    assert none is None and off.output.out_features == 32
+    torch.testing.assert_close(word.norm(dim=1), torch.full((3,), 2.0))
+
+
+@pytest.mark.parametrize("family", ["sd", "sd2", "ldm"])
+def test_neti_bypass_moves_the_values_only_and_at_scale_zero_is_no_bypass(make_parts, concept, family):
+    """The textual bypass: S*'s output state plus 0.2 x the mapper's second vector (at that
+    state's norm), read by the cross-attention values, not the keys. Positive control: on, it
+    changes what the UNet computes; scaled to zero, it computes what no bypass does."""
+    from tinv.engine.learners.neti import conditioner
+    parts = make_parts(family)
+    invert(parts, concept, config("neti", 3), progress=False)
+    layers = conditioning.cross_attention_layers(parts.unet)
+    prompt = "a photo of <S*>"
+    ids = parts.tokenize([prompt])
+    pos = int((ids[0] == parts.tokenizer.convert_tokens_to_ids("<S*>")).nonzero()[0])
+    c = _at(cond_of(parts, prompt), 500)
+    assert set(c.values) == set(c.layers) == set(layers)
+    for n in layers:      # the values' states differ from the keys' at S* only (the final norm is per token)
+        diff = (c.values[n] - c.layers[n]).abs().amax(dim=-1)[0]
+        assert diff[pos] > 1e-4 and diff[:pos].max() == 0 and diff[pos + 1:].max() == 0, n
+    on = eps_of(parts, prompt)
+    no_values = lambda cond: conditioning.Cond(cond.text, cond.layers)        # noqa: E731
+    with torch.no_grad():
+        x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([50, 700])
+        full = cond_of(parts, prompt).expand(2)
+        assert torch.allclose(conditioning.eps(parts.unet, x, t, full), on)
+        keys_only = conditioning.eps(parts.unet, x, t, conditioning.Cond(
+            full.text, at=lambda tt: no_values(full.resolved(tt))))
+    assert (keys_only - on).abs().max() > 1e-5                       # the bypass changes the output
+    mapper = next(iter(conditioner(parts).mappers.values()))
+    mapper.bypass_scale = 0.0
+    zero = eps_of(parts, prompt)
+    torch.testing.assert_close(zero, keys_only, atol=1e-6, rtol=0)    # scaled to zero: no bypass
+
+
+def test_neti_no_bypass_is_the_ablation_its_cond_has_no_values(make_parts, concept, tmp_path):
+    from tinv.engine.learners import neti
+    from tinv.harness.learned import install
+    parts = make_parts("sd")
+    res = invert(parts, concept, config("neti", 3, learner_args={"output_bypass": False}), progress=False)
+    assert res.learner["state"]["settings"]["output_bypass"] is False
+    assert _at(cond_of(parts, "a photo of <S*>"), 500).values is None
+    prompt = "a photo of <S*> on a beach"
+    fresh = make_parts("sd")           # its export round trip computes what the engine computes
+    neti.install_file(fresh, learners.export(parts, res.learner, tmp_path)["neti"])
+    torch.testing.assert_close(eps_of(fresh, prompt), eps_of(parts, prompt), atol=1e-6, rtol=0)
+    # a mapper stored before the bypass existed (its settings do not name it) restores as one
+    old = {**res.learner, "state": {**res.learner["state"], "settings": {
+        k: v for k, v in res.learner["state"]["settings"].items() if k not in ("output_bypass", "bypass_scale")}}}
+    older = make_parts("sd")
+    install(older, dataclasses.replace(res, learner=old))
+    torch.testing.assert_close(eps_of(older, prompt), eps_of(parts, prompt), atol=1e-6, rtol=0)
+
+
+def test_cross_attention_layers_run_in_the_unets_forward_order(make_parts):
+    """down, mid, up: the order the forward pass calls the layers (the NeTI authors' layer
+    index, constants.UNET_LAYERS), which diffusers' attn_processors (up before mid) is not."""
+    for family in ("sd", "ldm"):
+        unet = make_parts(family).unet
+        layers = conditioning.cross_attention_layers(unet)
+        blocks = [n.split(".")[0] for n in layers]
+        assert blocks == sorted(blocks, key=["down_blocks", "mid_block", "up_blocks"].index)
+        assert "mid_block" in blocks and blocks[-1] == "up_blocks"
+        called = []
+        hooks = [unet.get_submodule(n.rsplit(".processor", 1)[0]).register_forward_hook(
+            lambda m, i, o, n=n: called.append(n)) for n in layers]
+        with torch.no_grad():
+            unet(torch.zeros(1, 4, 8, 8), 10, encoder_hidden_states=torch.zeros(1, 77, 32))
+        for h in hooks:
+            h.remove()
+        assert called == layers
 
 
 def test_neti_truncation_is_applied_at_sampling_only_when_asked(make_parts, concept):
@@ -468,6 +558,7 @@ def test_a_neti_file_puts_the_mapper_on_a_stock_pipeline_and_it_draws_what_the_e
     assert set(files) == {"neti"}
     placeholder, vector, state = neti.read(files["neti"])
     assert placeholder == "<S*>" and state["layers"] == neti.consumers(trained.unet)
+    assert state["settings"]["output_bypass"] is True           # the file carries the bypass
     for k, v in res.learner["state"].items():
         assert torch.equal(state[k], v) if isinstance(v, torch.Tensor) else state[k] == v, k
 

@@ -22,7 +22,7 @@ KIND = {"single_word": "learned word", "two_word": "learned word", "three_word":
         "human_captions_short": "human captions", "human_captions_long": "human captions",
         "image_only": "image-only", "prompt_only": "prompt-only", "initializer_word": "initializer word",
         "xti": "learned word", "custom_diffusion": "word and class noun", "dreambooth_lora": "word and class noun",
-        "neti": "learned word"}
+        "neti": "learned word", "neti_no_bypass": "learned word"}
 
 
 def test_every_method_yaml_is_one_kind_and_every_kind_is_used():
@@ -103,6 +103,19 @@ def test_the_successors_run_through_the_packed_launcher_alone_beside_a_packed_wo
         assert "embedding_dist_init" not in row["metrics"] and "embedding" in row["training"]["notes"]
         moved = row["training"]["learner"]["moved"]        # how far the learner's own tensors went
         assert moved > 0 and ("learner" in row["training"]["notes"]) == (moved < 0.01), (m, moved)
+        # when it reached the single word's final fixed-batch loss: that row's, if it was written first
+        t = row["training"]
+        steps = [s for s, _ in t["fixed_batch_curve"]]
+        assert steps[0] == 0 and steps[-1] == t["steps"] and steps == sorted(set(steps)), m
+        ref = t["reference_loss"]
+        if ref is None:
+            assert t["steps_to_reference_loss"] is None and "no finished single_word row" in t["notes"]["steps_to_reference_loss"]
+        else:
+            assert ref["job_id"] == by["single_word"]["job_id"]
+            assert ref["eval_loss_after"] == by["single_word"]["training"]["eval_loss_after"]
+            assert (t["steps_to_reference_loss"] is None) == ("steps_to_reference_loss" in t["notes"]), m
+    own = by["single_word"]["training"]      # the single word is its own reference: it reaches it by its end
+    assert own["reference_loss"]["job_id"] == "this job" and 0 <= own["steps_to_reference_loss"] <= 3
     said = res.stderr + res.stdout
     assert all(f in said for f in ("xti.load(pipe", "neti.load(pipe", "load_attn_procs(", "load_lora_weights(",
                                    "UNet2DConditionModel.from_pretrained("))

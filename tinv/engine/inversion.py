@@ -38,6 +38,17 @@ CHECKPOINT_NAME = checkpoint.INVERSION_FILE
 PRE_DVAR = {"stop": "fixed", "dvar_window": dvar.WINDOW, "dvar_threshold": dvar.THRESHOLD, "dvar_batch": dvar.BATCH,
             **InversionConfig.LATER}
 MAX_PER_IMAGE_TOKENS = 21   # the authors' per-image token list has 21 entries
+# The fixed-batch loss (fixed_eval_loss, the eval_loss_before/after of a result) is logged at
+# about this many evenly spaced optimizer steps of a run, so rows can say when a setup first
+# reached another's final loss (P+'s "converges faster"). A no-grad pass with its own seeds:
+# it changes nothing the run computes, and costs about one training step on the toy world,
+# so about a tenth of a run's time.
+CURVE_POINTS = 30
+
+
+def curve_every(steps: int) -> int:
+    """Optimizer steps between two points of the fixed-batch loss curve."""
+    return max(1, -(-steps // CURVE_POINTS))
 
 
 @dataclass
@@ -58,6 +69,7 @@ class InversionResult:
     dvar: dict = field(default_factory=dict)  # stop=dvar: the fixed-batch loss per step, where it stopped
     prior_losses: list[float] = field(default_factory=list)  # prior preservation's weighted term per step
     learner: dict = field(default_factory=dict)  # a successor's {"name", "state"} (tinv/engine/learners)
+    curve: list = field(default_factory=list)    # [step, fixed_eval_loss] every curve_every(steps), 0 and the end
 
 
 class _Set:
@@ -95,6 +107,7 @@ class _Set:
         self.diffusion_losses: list[float] = []
         self.prior_losses: list[float] = []
         self.dvar_losses: list[float] = []        # L_det after each optimizer step (stop=dvar)
+        self.curve: list[list] = []               # [step, fixed_eval_loss] (CURVE_POINTS)
         self.stopped_at: int | None = None        # the step DVAR stopped at
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -190,6 +203,7 @@ class _Set:
                 "losses": list(self.losses), "diffusion_losses": list(self.diffusion_losses),
                 "prior_losses": list(self.prior_losses),
                 "dvar_losses": list(self.dvar_losses), "stopped_at": self.stopped_at,
+                "curve": [list(p) for p in self.curve],
                 **({"learner": self.learner.state()} if self.learner else {})}
 
     def load_state(self, state: dict, path: Path) -> None:
@@ -206,6 +220,7 @@ class _Set:
         self.losses, self.diffusion_losses = list(state["losses"]), list(state["diffusion_losses"])
         self.prior_losses = list(state.get("prior_losses", []))
         self.dvar_losses, self.stopped_at = list(state.get("dvar_losses", [])), state.get("stopped_at")
+        self.curve = [list(p) for p in state.get("curve", [])]   # none in checkpoints from before it
         if self.learner:
             self.learner.load_state(state["learner"])
 
@@ -224,9 +239,22 @@ class _Set:
                    "reg_form": self.cfg.reg_form if self.cfg.reg_weight else "none",
                    "authors_tokens": dict(self.authors_tokens),
                    **({"leaves_out": self.learner.leaves_out} if self.learner and self.learner.leaves_out else {})},
-            dvar=self.dvar_record(),
+            dvar=self.dvar_record(), curve=self.final_curve(after),
             learner={"name": self.cfg.learner, "state": self.learner.state(), "moved": self.learner_moved()}
             if self.learner else {})
+
+    def log_curve(self, parts: Parts) -> None:
+        """The fixed-batch loss at this step, when it is one of the curve's (the last step's is
+        the run's eval_loss_after, computed once at the end)."""
+        if self.step % curve_every(self.cfg.steps) == 0 and not self.done:
+            self.curve.append([self.step, _eval(parts, self)])
+
+    def final_curve(self, after: float) -> list[list]:
+        """The curve with the run's last step (eval_loss_after) at its end."""
+        curve = [list(p) for p in self.curve]
+        if not curve or curve[-1][0] != self.step:
+            curve.append([self.step, after])
+        return curve
 
     def dvar_record(self) -> dict:
         cfg = self.cfg
@@ -314,6 +342,9 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
         before = [_eval(parts, s) for s in sets]
         if ckpt_path and ckpt_path.exists():
             _resume(sets, ckpt_path)
+        for s, b in zip(sets, before):
+            if not s.curve and s.step == 0:
+                s.curve.append([0, b])
         total = max(s.cfg.steps for s in sets)
         end = total if stop_at is None else min(stop_at, total)
         start = max(s.step for s in sets)   # sets run in lockstep; a shorter one just stops
@@ -325,6 +356,8 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
                 break
             _optimizer_step(parts, sched, live)
             _track_dvar(parts, [s for s in live if s.cfg.stop == "dvar"])
+            for s in live:
+                s.log_curve(parts)
             bar.set_postfix(loss=f"{sets[0].losses[-1]:.4f}" if sets[0].losses else "-", refresh=False)
             every = sets[0].cfg.checkpoint_every
             if ckpt_path and every and (step + 1) % every == 0:

@@ -36,7 +36,7 @@ import torch
 
 from tinv.core import atomic
 
-from tinv.harness import joblock, preflight, prompts as P, results, store, tokens, validate
+from tinv.harness import convergence, joblock, preflight, prompts as P, results, store, tokens, validate
 from tinv.harness.attempts import Attempts, checkpoint_step
 from tinv.harness.concepts import resolve_concept, scan_images, training_images
 from tinv.core.errors import InputError
@@ -305,6 +305,11 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                                  "loss_first": result.prior_losses[0], "loss_last": result.prior_losses[-1]}
         if result.dvar:     # stop=dvar: where it stopped, and the fixed-batch loss it read
             training["dvar"] = dict(result.dvar)
+        # when its fixed-batch loss first reached the single word's final one (tinv.harness.convergence)
+        reached = convergence.fields(cfg, plan.concept.name, result.curve, result.eval_loss_after)
+        if "note" in reached:
+            training["notes"]["steps_to_reference_loss"] = reached.pop("note")
+        training.update(reached)
         atomic.write_json(folder / "losses.json", {"losses": result.losses,
                                                    "diffusion_losses": result.diffusion_losses,
                                                    **({"prior_losses": result.prior_losses} if result.prior_losses else {})})

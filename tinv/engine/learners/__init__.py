@@ -7,7 +7,7 @@ The loop trains a pseudo-word S*; a successor adds its own math through a `Learn
 | --- | --- | --- | --- |
 | word (none) | S*'s vectors | the prompt's encoding, every layer | - |
 | xti (P+) | one word per cross-attention layer | each layer its own word (conditioning.Cond.layers) | xti.py |
-| neti | a network of (timestep, layer) -> word | per timestep and layer (Cond.at) | neti.py |
+| neti | a network of (timestep, layer) -> word (+ its textual bypass) | per timestep and layer (Cond.at; the bypass in Cond.values) | neti.py |
 | custom_diffusion | S* + the cross-attention K/V projections | diffusers' Custom Diffusion processors | custom_diffusion.py |
 | lora | a LoRA on the UNet (peft), a fixed rare word | the LoRA-adapted UNet | lora.py |
 | dreambooth | the whole UNet (and text encoder by option), a fixed rare word | the fine-tuned UNet | dreambooth.py |
@@ -64,6 +64,8 @@ ARGS["neti"] = {
     "nested_dropout": True,         # training/config.py use_nested_dropout
     "nested_dropout_prob": 0.5,     # training/config.py nested_dropout_prob
     "normalize_output": True,       # training/config.py normalize_mapper_output
+    "output_bypass": True,          # training/config.py output_bypass: the textual bypass
+    "bypass_scale": 0.2,            # models/neti_clip_text_encoder.py: existing_state + 0.2 * bypass
 }
 
 

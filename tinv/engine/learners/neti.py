@@ -12,7 +12,7 @@ The mapper, as the authors' code builds it (github.com/NeuralTextualInversion/Ne
   (NeTIPositionalEncoding.init_layer), so the first hidden unit says "how near (t, l) is to
   each anchor";
 - Linear -> 128, LayerNorm, LeakyReLU, twice (models/neti_mapper.py set_net), then nested
-  dropout on those 128 units and a Linear to the embedding width;
+  dropout on those 128 units and a Linear to the embedding width (twice it with the bypass);
 - the output rescaled to the norm of the super-category word's embedding
   (coach.py _add_concept_token_to_tokenizer: target_norm; here the initializer word's).
 
@@ -33,10 +33,25 @@ world's; SD has none) reads it there too, so that path is one more "layer" with 
 being learned (oracle colour 1/16 of "A photo of S*" samples after 300 steps; 15/16 with it,
 as single_word's 15/16).
 
-Left out: the authors' textual bypass (neti_clip_text_encoder.py, output_bypass = True), a
-second mapper output added (x 0.2, norm-matched) to S*'s encoder OUTPUT and read by the
-cross-attention values only; it needs keys and values from different states, which the
-engine's Route (a layer's states in, any processor) does not split.
+The textual bypass (neti_mapper.py output_bypass, on by default in training/config.py and
+input_configs/train.yaml; the setting `output_bypass`): the mapper outputs two vectors, its
+last layer twice as wide and the whole output rescaled to the super-category word's norm
+(neti_mapper.py get_output) before it is split in halves (net_clip_text_embedding.py). The
+first half is S*'s input embedding, as without the bypass. The second is added to the text
+encoder's OUTPUT at S*'s position, before its final layer norm: rescaled to the norm of the
+state there and scaled by 0.2 (`bypass_scale`; neti_clip_text_encoder.py: existing_state +
+0.2 * bypass_output), then the final norm; the encoder returns both states, and each
+cross-attention layer computes its keys from the first and its values from the bypassed one
+(models/xti_attention_processor.py: key = to_k(_ehs), value = to_v(_ehs_bypass)); here
+Cond.layers and Cond.values (conditioning.Route). The negative prompt of guided sampling has
+no S* and no bypass (the authors' sd_pipeline_call.py encodes it plainly). The toy world's
+pooled-text path reads the keys' states (it is no attention layer; SD has no such path).
+`method=neti_no_bypass` is the authors' ablation without it.
+
+The layer index is the UNet's forward order, down, mid, up (constants.py UNET_LAYERS: IN01 ..
+IN08, MID, OUT03 .. OUT11; xti_attention_processor.py counts the layers as they are called):
+conditioning.cross_attention_layers. A stored mapper keeps the order it was trained with
+(`layers` in its state and file), so one trained before the order was fixed reads its own.
 
 Exports `neti.safetensors`: the mapper's tensors ("mapper.*") and S*'s table vector
 ("word"), with the placeholder, the layer order, the mapper's settings, its target norm and
@@ -71,6 +86,8 @@ class Mapper(nn.Module):
         self.n_layers, self.dim, self.norm = n_layers, dim, norm
         self.hidden, self.p = int(s["hidden"]), float(s["nested_dropout_prob"])
         self.nested = bool(s["nested_dropout"])
+        self.bypass = bool(s["output_bypass"])       # a second vector: the textual bypass
+        self.bypass_scale = float(s["bypass_scale"])
         self.gen: torch.Generator | None = gen        # nested dropout's draws (training only)
         self.truncation: int | None = None            # keep the first N hidden units (inference)
         w = torch.randn(int(s["frequencies"]), 2, generator=gen)
@@ -87,7 +104,7 @@ class Mapper(nn.Module):
             self.net = nn.Sequential(nn.Linear(anchors * n_layers, self.hidden), nn.LayerNorm(self.hidden),
                                      nn.LeakyReLU(), nn.Linear(self.hidden, self.hidden),
                                      nn.LayerNorm(self.hidden), nn.LeakyReLU())
-            self.output = nn.Linear(self.hidden, dim)
+            self.output = nn.Linear(self.hidden, 2 * dim if self.bypass else dim)
         step = timesteps // anchors
         grid = torch.tensor([(ta, la) for ta in range(0, step * anchors, step) for la in range(n_layers)],
                             dtype=torch.float32)
@@ -100,15 +117,19 @@ class Mapper(nn.Module):
         v = torch.cat([torch.sin(wx), torch.cos(wx)], dim=1)
         return v / v.norm(dim=1, keepdim=True)
 
-    def forward(self, t: torch.Tensor, layer: torch.Tensor, groups: int = 1) -> torch.Tensor:
-        """Vectors [N, dim]; `groups` consecutive blocks of rows are one encoder call each
-        (one per layer), which is what nested dropout's coin is drawn for."""
+    def forward(self, t: torch.Tensor, layer: torch.Tensor, groups: int = 1
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(S*'s input embeddings [N, dim], the bypass vectors [N, dim] or None); `groups`
+        consecutive blocks of rows are one encoder call each (one per layer), which is what
+        nested dropout's coin is drawn for."""
         h = self.net(self.input(self.encode(t, layer)))
         keep = self._kept(len(h), groups, h.device)
         if keep is not None:
             h = h * keep
         out = self.output(h)
-        return out if self.norm is None else nn.functional.normalize(out, dim=-1) * self.norm
+        # the authors rescale the whole output, both halves together, then split it
+        out = out if self.norm is None else nn.functional.normalize(out, dim=-1) * self.norm
+        return (out[:, :self.dim], out[:, self.dim:]) if self.bypass else (out, None)
 
     def _kept(self, n: int, groups: int, device) -> torch.Tensor | None:
         units = torch.arange(self.hidden)
@@ -121,6 +142,36 @@ class Mapper(nn.Module):
         if not self.training and self.truncation is not None:
             return (units < self.truncation).to(device=device, dtype=torch.float32)
         return None
+
+
+def _final_norm(encoder) -> nn.Module:
+    """The text encoder's last module, the norm over its last hidden states: CLIP's
+    final_layer_norm, LDMBert's encoder layer_norm (where the bypass goes in before)."""
+    for path in ("text_model.final_layer_norm", "final_layer_norm", "model.layer_norm"):
+        m = encoder
+        for name in path.split("."):
+            m = getattr(m, name, None)
+        if isinstance(m, nn.Module):
+            return m
+    raise ValueError(f"neti's textual bypass: no final norm found in {type(encoder).__name__}")
+
+
+class _Bypassed:
+    """A forward hook on the text encoder's final norm: besides the states it returns (the
+    keys'), the states with each bypass added at S*'s positions before the norm (the values')."""
+
+    def __init__(self, bypasses: list[tuple[torch.Tensor, torch.Tensor, float]]):
+        self.bypasses, self.states = bypasses, None
+
+    def __call__(self, module, inputs, output):
+        x = inputs[0]
+        y = x
+        for mask, vec, scale in self.bypasses:
+            # rescaled to the norm of the encoder's state at S* (neti_clip_text_encoder.py)
+            b = nn.functional.normalize(vec.to(x.dtype), dim=-1)[:, None, :] * x.norm(dim=-1, keepdim=True)
+            y = torch.where(mask[..., None], y + scale * b, y)
+        self.states = module.forward(y)      # forward, not __call__: the hook does not re-enter
+        return output
 
 
 class _Replaced(nn.Module):
@@ -188,24 +239,35 @@ class SpaceTimeWords:
         # every layer x row in one encoder call, layer-major (the blocks Cond.layers splits)
         all_ids = ids.repeat(n_layers, 1)
         layer = torch.arange(n_layers, device=parts.device).repeat_interleave(b)
-        swaps = []
+        swaps, bypasses = [], []
         for tok, mapper in self.mappers.items():
             mask = all_ids == tok
             if mask.any():
-                vec = mapper(t.repeat(n_layers), layer, groups=n_layers)
+                vec, bypass = mapper(t.repeat(n_layers), layer, groups=n_layers)
                 swaps.append((mask, vec))
+                if bypass is not None:
+                    bypasses.append((mask, bypass, mapper.bypass_scale))
         encoder = parts.text_encoder
         base = encoder.get_input_embeddings()
         emb = base
         for mask, vec in swaps:
             emb = _Replaced(emb, mask, vec)
         encoder.set_input_embeddings(emb)
+        hook = _Bypassed(bypasses)
+        handle = _final_norm(encoder).register_forward_hook(hook) if bypasses else None
         try:
             encoded = parts.encode_text(all_ids)
         finally:
             encoder.set_input_embeddings(base)
+            if handle is not None:
+                handle.remove()
         per = dict(zip(self.layers, encoded.split(b)))
-        return Cond(per.pop(TEXT, text), per)
+        pooled = per.pop(TEXT, text)          # the pooled-text path reads the keys' states
+        values = None
+        if hook.states is not None:
+            values = dict(zip(self.layers, hook.states.split(b)))
+            values.pop(TEXT, None)
+        return Cond(pooled, per, values=values)
 
 
 def conditioner(parts) -> SpaceTimeWords:
@@ -259,13 +321,19 @@ def _mapper_tensors(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len("mapper."):]: v for k, v in state.items() if k.startswith("mapper.")}
 
 
+# What a mapper stored before a setting existed ran with (a mapper from before the textual
+# bypass has none: its output layer is one vector wide)
+BEFORE = {"output_bypass": False}
+
+
 def _install(parts, token_id: int, state: Mapping[str, Any]) -> Mapper:
-    layers = consumers(parts.unet)
-    if list(state["layers"]) != layers:
-        raise ValueError(f"neti mapper for layers {list(state['layers'])} does not fit this UNet's "
-                         f"text consumers {layers}")
+    # the mapper's layer index is the position in the order it was trained with
+    layers = list(state["layers"])
+    if sorted(layers) != sorted(consumers(parts.unet)):
+        raise ValueError(f"neti mapper for layers {layers} does not fit this UNet's "
+                         f"text consumers {consumers(parts.unet)}")
     dim = parts.input_embeddings().weight.shape[1]
-    mapper = Mapper(len(layers), dim, {**ARGS["neti"], **state["settings"]}, state["norm"],
+    mapper = Mapper(len(layers), dim, {**ARGS["neti"], **BEFORE, **state["settings"]}, state["norm"],
                     int(state["timesteps"]), torch.Generator().manual_seed(0))   # weights: loaded next
     mapper.load_state_dict(_mapper_tensors(state))
     mapper.gen = None

@@ -37,21 +37,24 @@ def parts_of(pipe) -> Any:
 
 class _Live(Mapping):
     """`tinv_layers` for the step the pipeline is at: the Cond of [negative, prompt] resolved
-    at the scheduler's current timestep, each row repeated for the images per prompt."""
+    at the scheduler's current timestep, each row repeated for the images per prompt
+    (`values`: `tinv_values` of the same step, NeTI's textual bypass)."""
 
     def __init__(self, pipe, cond: Cond, rows: torch.Tensor):
         self.pipe, self.cond, self.rows = pipe, cond, rows
         self.step, self._cache = 0, None
+        self.values = _LiveValues(self)
 
     def advance(self, step: int) -> None:
         self.step, self._cache = step, None
 
-    def _resolved(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _resolved(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         if self._cache is None:
             timesteps = self.pipe.scheduler.timesteps
             t = timesteps[min(self.step, len(timesteps) - 1)]
             c = self.cond.resolved(t)
-            self._cache = c.text[self.rows], {k: v[self.rows] for k, v in (c.layers or {}).items()}
+            self._cache = (c.text[self.rows], {k: v[self.rows] for k, v in (c.layers or {}).items()},
+                           {k: v[self.rows] for k, v in (c.values or {}).items()})
         return self._cache
 
     def _layers(self) -> dict[str, torch.Tensor]:
@@ -68,6 +71,22 @@ class _Live(Mapping):
 
     def __len__(self):
         return len(self._layers())
+
+
+class _LiveValues(Mapping):
+    """`tinv_values` of the step a _Live is at."""
+
+    def __init__(self, live: _Live):
+        self.live = live
+
+    def __getitem__(self, name):
+        return self.live._resolved()[2][name]
+
+    def __iter__(self):
+        return iter(self.live._resolved()[2])
+
+    def __len__(self):
+        return len(self.live._resolved()[2])
 
 
 class _PooledText(torch.nn.Module):
@@ -107,7 +126,7 @@ def generate(pipe, prompt: str, negative_prompt: str = "", num_images_per_prompt
         unet.add_embedding = _PooledText(unet.add_embedding, live)
     try:
         return pipe(prompt_embeds=text[1:2], negative_prompt_embeds=text[0:1], num_images_per_prompt=n,
-                    guidance_scale=guidance_scale, cross_attention_kwargs={conditioning.LAYERS_KW: live},
+                    guidance_scale=guidance_scale, cross_attention_kwargs={conditioning.LAYERS_KW: live, conditioning.VALUES_KW: live.values},
                     callback_on_step_end=on_step_end, **kwargs)
     finally:
         if pooled:

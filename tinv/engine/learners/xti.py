@@ -99,12 +99,17 @@ class XTI(Learner):
 LEARNER = XTI
 
 
+def _check_layers(stored: list[str], parts, what: str) -> None:
+    """Each word is named by its layer, so only the set of layers must match (results stored
+    before cross_attention_layers took the forward order list the mid block last)."""
+    layers = conditioning.cross_attention_layers(parts.unet)
+    if sorted(stored) != sorted(layers):
+        raise ValueError(f"{what} for layers {list(stored)} do not fit this UNet's cross-attention layers {layers}")
+
+
 def restore(parts, learned: Mapping[str, Any], words: Mapping[str, PseudoWord]) -> None:
     st = learned["state"]
-    layers = conditioning.cross_attention_layers(parts.unet)
-    if list(st["layers"]) != layers:
-        raise ValueError(f"xti words for layers {st['layers']} do not fit this UNet's cross-attention "
-                         f"layers {layers}")
+    _check_layers(list(st["layers"]), parts, "xti words")
     conditioner(parts).add(words[st["placeholder"]].token_ids[0],
                            {n: words[w].token_ids[0] for n, w in zip(st["layers"], st["words"])})
 
@@ -151,9 +156,8 @@ def install_file(parts, path: str | Path) -> str:
     returns its placeholder, which prompts then use as the engine's would."""
     placeholder, per_layer = read(path)
     pooled = per_layer.pop(POOLED)
-    layers = conditioning.cross_attention_layers(parts.unet)
-    if list(per_layer) != layers:
-        raise ValueError(f"{str(path)!r} holds words for layers {list(per_layer)}, this UNet has {layers}")
+    _check_layers(list(per_layer), parts, f"{str(path)!r} holds words")
+    layers = list(per_layer)
     base = set_vectors(parts, placeholder, pooled)
     words = [set_vectors(parts, layer_placeholder(placeholder, i), v) for i, v in enumerate(per_layer.values())]
     conditioner(parts).add(base.token_ids[0], {n: w.token_ids[0] for n, w in zip(layers, words)})
