@@ -191,8 +191,10 @@ def wandb_env(monkeypatch):
 
 def test_failed_and_missing_jobs_are_lines_of_the_rows_table(tmp_path, wandb_env):
     folder = tmp_path / "runs" / "mixed"
-    for concept in ("red_star", "blue_cube"):
-        for method in ("single_word", "two_word", "image_only", "prompt_only"):
+    # four concepts and three learned setups: on fewer concepts a claim's part is "not
+    # decidable here" (the rulebook's n), and the learned setups' spread sets d
+    for concept in ("red_star", "blue_cube", "pink_square", "white_circle"):
+        for method in ("single_word", "two_word", "three_word", "image_only", "prompt_only"):
             write_row(folder / f"{concept}-{method}", make_row(method, concept))
     write_row(folder / "green_ring-two_word", make_row("two_word", "green_ring", status="failed"))
     crashed = folder / "_hydra" / "multirun-x" / "7"          # a Hydra job that died before its row
@@ -209,7 +211,7 @@ def test_failed_and_missing_jobs_are_lines_of_the_rows_table(tmp_path, wandb_env
     for d in data:
         r = dict(zip(cols, d))
         by_status.setdefault(r["status"], []).append(r)
-    assert len(by_status["ok"]) == 8
+    assert len(by_status["ok"]) == 20
     failed = {r.get("concept") or r["job_dir"]: r for r in by_status["failed"]}
     assert failed["green_ring"]["error"] == "RuntimeError: CUDA out of memory"
     [died] = [r for k, r in failed.items() if k != "green_ring"]
