@@ -163,16 +163,17 @@ class StepClock:
 
     def __init__(self, cuda: bool):
         from torch.optim.optimizer import register_optimizer_step_post_hook
-        self.cuda, self.last, self.intervals = cuda, {}, []
+        self.cuda, self.last, self.intervals, self.cpu = cuda, {}, [], []
         self.handle = register_optimizer_step_post_hook(self.hook)
 
     def hook(self, opt, args, kwargs) -> None:
         import torch
         if self.cuda:
             torch.cuda.synchronize()
-        now = time.perf_counter()
+        now = (time.perf_counter(), time.process_time())
         if id(opt) in self.last:
-            self.intervals.append(now - self.last[id(opt)])
+            self.intervals.append(now[0] - self.last[id(opt)][0])
+            self.cpu.append(now[1] - self.last[id(opt)][1])
         self.last[id(opt)] = now
 
     def close(self) -> None:
@@ -209,6 +210,9 @@ def job(cfg: dict, eval_pairs: int) -> dict:
     iv = clock.intervals
     return {"row": str(Path(row["folder"]) / "result.json"), "status": row["status"], "device": device,
             "wall_s": wall, "s_per_step": sum(iv) / len(iv) if iv else None, "timed_steps": len(iv),
+            # the process's CPU seconds over the same steps: on a shared CPU the wall time says
+            # how busy the machine was, this what the step costs
+            "cpu_s_per_step": sum(clock.cpu) / len(clock.cpu) if clock.cpu else None,
             "peak_mem_gib": peak, "peak_mem_kind": kind, "timings": row.get("timings", {})}
 
 
@@ -390,7 +394,9 @@ def report(rec: dict) -> str:
         f"full-size random weights, {rec['device']}",
         f"  job: {rec['status']} in {rec['wall_s']:.1f} s (invert {t.get('invert_s', 0):.1f} s, sample "
         f"{t.get('sample_s', 0):.1f} s, evaluate {t.get('evaluate_s', 0):.1f} s); row {rec['row'] if rec.get('kept') else '(removed)'}",
-        f"  seconds per step: {step} (batch {rec['batch_size']}, {rec['timed_steps']} step interval(s) timed)",
+        f"  seconds per step: {step} (batch {rec['batch_size']}, {rec['timed_steps']} step interval(s) timed"
+        + (f"; {rec['cpu_s_per_step']:.2f} s of CPU" if rec.get("cpu_s_per_step") is not None and rec["device"] == "cpu"
+           else "") + ")",
         f"  peak memory: {rec['peak_mem_gib']:.2f} GiB ({rec['peak_mem_kind']})",
         f"  export -> stock {e['pipeline']}: {'ok' if e['ok'] else 'FAILED'}"
         + (f", one step on {e['prompt']!r}" if e.get("prompt") else f" ({e.get('note')})"),
