@@ -8,7 +8,7 @@ What a user's first `model=sd15` job would do on a GPU, in minutes and without t
    published unet/vae/text encoder/scheduler configs; random weights) and saved as a diffusers
    folder, once per (model, latent size) under $TINV_CACHE (default /tmp/tinv-cache);
 2. the job runs through the harness's own `run_job` on that folder (`model=<m>
-   model.path=<folder>`), in a process of its own: the method's training for 2 optimizer
+   model.path=<folder>`), as run.py runs it: the method's training for 2 optimizer
    steps (every `steps` of the method, pivotal tuning's included; `num_class_images` 1), one
    DDIM step of one sample per prompt (the reconstruction prompt and one edit prompt), the
    evaluation on a random-weight CLIP (`tinv-tiny-clip`: the scores mean nothing), the exports;
@@ -16,8 +16,10 @@ What a user's first `model=sd15` job would do on a GPU, in minutes and without t
    the loader its format has (tinv.tools.dryrun.LOADERS), and the pipeline takes one denoising
    step with the learned word in its prompt.
 It prints the seconds per optimizer step (between consecutive steps of one optimizer, so the
-latent caching and the fixed-batch losses are not in it), the sampling time, and the peak
-memory of the job's process (CUDA: max_memory_allocated; CPU: max RSS).
+latent caching and the fixed-batch losses are not in it; on the CPU also the process's CPU
+seconds), the sampling time, and the job's peak memory (CUDA: max_memory_allocated; CPU: the
+peak RSS, Linux's VmHWM reset before the job). `method=a,b,...` runs each in turn in one
+process (imports and the weights' fingerprint paid once) and ends with a table.
 
 --latent N runs at a latent side of N (N x 8 px) with the same full-size weights (the tests'
 setting on a 2-core CPU); the default is the model's own (64 for SD, 32 for the LDM).
@@ -85,9 +87,11 @@ def parse(argv: list[str]) -> dict:
     if model not in model_configs.NAMES:
         raise InputError(f"model={model}: a dry run builds a real model's architecture; give model="
                          + "|".join(model_configs.NAMES))
-    if not any(o.split("=", 1)[0] == "method" for o in overrides):
-        raise InputError("name the method: method=<one of conf/method/> (e.g. method=single_word)")
-    return {"model": model, "overrides": overrides, **flags}
+    methods = [m for o in overrides if o.split("=", 1)[0] == "method" for m in o.split("=", 1)[1].split(",")]
+    if not methods:
+        raise InputError("name the method: method=<one of conf/method/> (e.g. method=single_word; "
+                         "method=a,b runs each in turn)")
+    return {"model": model, "methods": methods, "overrides": overrides, **flags}
 
 
 def compose(overrides: list[str]) -> dict:
@@ -180,6 +184,26 @@ class StepClock:
         self.handle.remove()
 
 
+def _reset_peak_rss() -> bool:
+    """Linux: start the process's peak RSS (VmHWM) again from its current RSS."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_gib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2 ** 20
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
 def job(cfg: dict, eval_pairs: int) -> dict:
     """run_job on the dry-run config, in this process; its row, s/step and peak memory."""
     import torch
@@ -189,8 +213,11 @@ def job(cfg: dict, eval_pairs: int) -> dict:
     from tinv.harness.loading import choose_device
     device = choose_device(str(cfg.get("device", "auto")))
     cuda = device.startswith("cuda")
+    import gc
+    gc.collect()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    fresh = cuda or _reset_peak_rss()
     # the fixed-batch loss's pairs (its second default): a measurement around training, not training
     measured = inversion.fixed_eval_loss.__wrapped__      # under torch.no_grad's wrapper
     saved = measured.__defaults__
@@ -206,7 +233,8 @@ def job(cfg: dict, eval_pairs: int) -> dict:
     if cuda:
         peak, kind = torch.cuda.max_memory_allocated() / GIB, "cuda max_memory_allocated"
     else:
-        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "max RSS of the job's process"
+        peak, kind = _peak_rss_gib(), ("peak RSS during the job (VmHWM, reset before it)" if fresh
+                                        else "max RSS of the process")
     iv = clock.intervals
     return {"row": str(Path(row["folder"]) / "result.json"), "status": row["status"], "device": device,
             "wall_s": wall, "s_per_step": sum(iv) / len(iv) if iv else None, "timed_steps": len(iv),
@@ -275,8 +303,10 @@ def stock_pipeline(folder: Path, device: str):
     return pipe.to(device)
 
 
-def load_exports(pipe, row: dict) -> tuple[list[str], str | None]:
-    """Every export of the job in `pipe`; (what loaded each file, the phrase to prompt with)."""
+def load_exports(pipe, row: dict) -> tuple[list[str], str | None, bool]:
+    """Every export of the job in `pipe`; (what loaded each file, the phrase to prompt with,
+    whether the pipeline must sample through tinv.engine.learners.pipeline.generate: the
+    per-layer or per-timestep words of tinv's own formats)."""
     import importlib
     folder = Path(row["folder"])
     art = row.get("artifacts") or {}
@@ -291,9 +321,9 @@ def load_exports(pipe, row: dict) -> tuple[list[str], str | None]:
         for what, rel in art["learner"].items():
             trigger = own.load(pipe, folder / rel)
             loaded.append(f"{rel}: tinv.engine.learners.{own.__name__.rsplit('.', 1)[1]}.load")
-        return loaded, trigger
+        return loaded, trigger, True
     if row["config"]["model"]["family"] == "ldm":
-        return _load_ldm(pipe, row), "*"
+        return _load_ldm(pipe, row), "*", False
     files = sorted((folder / "embeddings").iterdir()) if (folder / "embeddings").is_dir() else []
     for f in files:
         if f.is_dir() and (f / "config.json").is_file():
@@ -307,7 +337,7 @@ def load_exports(pipe, row: dict) -> tuple[list[str], str | None]:
                              f"(tinv.tools.dryrun.LOADERS)")
     if trigger is None:
         trigger = (art.get("triggers") or {}).get("diffusers")
-    return loaded, trigger
+    return loaded, trigger, False
 
 
 def _load_ldm(pipe, row: dict) -> list[str]:
@@ -336,12 +366,16 @@ def stock_check(folder: Path, row: dict, device: str) -> dict:
         out.update(ok=True, loaded=[], note="the method exports nothing (it learns nothing)",
                    load_s=time.perf_counter() - t0)
         return out
-    loaded, trigger = load_exports(pipe, row)
+    loaded, trigger, routed = load_exports(pipe, row)
     prompt = f"a photo of {trigger}"
     gen = torch.Generator("cpu").manual_seed(0)
     size = {} if out["pipeline"] == "LDMTextToImagePipeline" else {"output_type": "latent"}
     with torch.no_grad():
-        images = pipe(prompt, num_inference_steps=1, generator=gen, **size).images
+        if routed:
+            from tinv.engine.learners.pipeline import generate
+            images = generate(pipe, prompt, num_inference_steps=1, generator=gen, **size).images
+        else:
+            images = pipe(prompt, num_inference_steps=1, generator=gen, **size).images
     arr = images if isinstance(images, torch.Tensor) else torch.as_tensor(__import__("numpy").asarray(images))
     out.update(ok=bool(torch.isfinite(arr.float()).all()), loaded=loaded, prompt=prompt,
                load_s=time.perf_counter() - t0)
@@ -353,36 +387,35 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
-def run(spec: dict) -> dict:
-    """The whole dry run (module docstring); the report."""
+def run(spec: dict, method: str) -> dict:
+    """One method's dry run (module docstring), in this process; the report's record."""
+    import gc
+
+    import torch
     t0 = time.perf_counter()
-    cfg = compose(spec["overrides"])
+    overrides = [o for o in spec["overrides"] if o.split("=", 1)[0] != "method"] + [f"method={method}"]
+    cfg = compose(overrides)
     folder = pipeline_folder(spec["model"], spec["latent"])
-    build_s = time.perf_counter() - t0
-    root = Path(spec["keep"]) if spec["keep"] else Path(tempfile.mkdtemp(prefix="tinv-dryrun-"))
+    prepare_s = time.perf_counter() - t0
+    root = Path(spec["keep"]) / method if spec["keep"] else Path(tempfile.mkdtemp(prefix="tinv-dryrun-"))
     try:
         cfg = shrink(cfg, folder, root)
-        spec_file, result = root / "dryrun-job.json", root / "dryrun-result.json"
-        root.mkdir(parents=True, exist_ok=True)
-        spec_file.write_text(json.dumps({"cfg": cfg, "eval_pairs": spec["eval_pairs"]}))
-        code = subprocess.call([sys.executable, "-m", "tinv.tools.dryrun", "--_job", str(spec_file), str(result)],
-                               env=_env())
-        if code != 0 or not result.is_file():
-            raise RuntimeError(f"the job's process exited {code} (its log is above)")
-        rec = json.loads(result.read_text())
+        rec = job(cfg, spec["eval_pairs"])
         row = json.loads(Path(rec["row"]).read_text())
-        rec["export"] = stock_check(folder, row, rec["device"])
+        gc.collect()
+        rec["export"] = stock_check(folder, row, rec["device"]) if rec["status"] == "ok" else \
+            {"ok": False, "pipeline": "-", "note": f"the job failed: {row.get('error')}"}
     finally:
         if not spec["keep"]:
             shutil.rmtree(root, ignore_errors=True)
-    import torch
     unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
     vae_dir = "vae" if (folder / "vae").is_dir() else "vqvae"
     down = 2 ** (len(json.loads((folder / vae_dir / "config.json").read_text())["block_out_channels"]) - 1)
-    rec.update(model=spec["model"], method=cfg["method"]["name"], folder=str(folder),
+    rec.update(model=spec["model"], method=method, folder=str(folder),
                resolution=unet_cfg["sample_size"] * down, latent=unet_cfg["sample_size"],
                batch_size=cfg["model"]["inversion"]["batch_size"], steps=STEPS, eval_pairs=spec["eval_pairs"],
-               prepare_s=build_s, total_s=time.perf_counter() - t0, torch_threads=torch.get_num_threads())
+               prepare_s=prepare_s, total_s=time.perf_counter() - t0, torch_threads=torch.get_num_threads(),
+               kept=bool(spec["keep"]))
     return rec
 
 
@@ -409,16 +442,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--_build"]:
         build(argv[1], int(argv[2]) or None, Path(argv[3]))
         return 0
-    if argv[:1] == ["--_job"]:
-        from tinv.core import atomic
-        import logging
-
-        from tinv.harness.logs import quiet_third_party
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        quiet_third_party()
-        spec = json.loads(Path(argv[1]).read_text())
-        atomic.write_json(Path(argv[2]), job(spec["cfg"], spec["eval_pairs"]))
-        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
@@ -434,13 +457,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_third_party()
     third_party(False)
-    rec = run(spec)
-    rec["kept"] = bool(spec["keep"])
-    print(report(rec))
-    if spec["json"]:
-        from tinv.core import atomic
-        atomic.write_json(Path(spec["json"]), rec)
-    return 0 if rec["status"] == "ok" and rec["export"]["ok"] else 1
+    records = []
+    for method in spec["methods"]:
+        rec = run(spec, method)
+        records.append(rec)
+        print(report(rec), flush=True)
+        if spec["json"]:
+            from tinv.core import atomic
+            atomic.write_json(Path(spec["json"]), records if len(spec["methods"]) > 1 else rec)
+    if len(records) > 1:
+        print(table(records))
+    return 0 if all(r["status"] == "ok" and r["export"]["ok"] for r in records) else 1
+
+
+def table(records: list[dict]) -> str:
+    """The methods side by side (docs/speed.md's table)."""
+    def f(v):
+        return f"{v:.2f}" if v is not None else "-"
+    lines = ["| method | peak memory (GiB) | s/step (wall) | s/step (CPU) | export + load |",
+             "| --- | ---: | ---: | ---: | --- |"]
+    for r in records:
+        lines.append(f"| {r['method']} | {r['peak_mem_gib']:.2f} | {f(r['s_per_step'])} | {f(r.get('cpu_s_per_step'))} | "
+                     + ("ok" if r["export"]["ok"] else "FAILED") + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

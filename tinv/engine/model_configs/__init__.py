@@ -62,8 +62,9 @@ def bert_standin():
     return BertTokenizer(vocab=str(out), model_max_length=models.MAX_TOKENS)
 
 
-def build(name: str, sample_size: int | None = None, seed: int = 0):
-    """`Parts` of model `name` at its full size with random weights, fp32 on the CPU.
+def build(name: str, sample_size: int | None = None, seed: int = 0, device: str = "cpu"):
+    """`Parts` of model `name` at its full size with random weights, fp32 on `device` (the
+    tensors are made where torch's default device says: "meta" builds shapes only).
 
     sample_size: the UNet's latent side (and the VAE's image side with it) when it should
     work at a smaller resolution than the model's; the weights' shapes do not depend on it."""
@@ -90,4 +91,4 @@ def build(name: str, sample_size: int | None = None, seed: int = 0):
     sched_cfg = json.loads(next((folder(name) / "scheduler").glob("*.json")).read_text())
     scheduler = getattr(diffusers, sched_cfg["_class_name"]).from_config(
         {k: v for k, v in sched_cfg.items() if not k.startswith("_")})
-    return models._assemble(tokenizer, text_encoder, unet, vae, scheduler, fam, "cpu", torch.float32)
+    return models._assemble(tokenizer, text_encoder, unet, vae, scheduler, fam, device, torch.float32)
