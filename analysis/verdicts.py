@@ -111,7 +111,7 @@ class Result:
 
 
 # The grid's guidance and set size when a sweep runs every value equally often: the public
-# evaluation script's guidance (REFERENCE.md) and the paper's five images (appendix B).
+# evaluation script's guidance (docs/reference.md, "Evaluation") and the paper's five images (appendix B).
 PREFERRED = {GUIDANCE: 5.0, "setsize": 5}
 
 

@@ -62,6 +62,9 @@ def test_quick_suite_writes_every_key(tmp_path):
     sc = suite["successors"]   # every learner timed beside the single word
     assert set(sc["s_per_step"]) == set(sc["learners"]) >= {"word", "xti", "neti", "custom_diffusion", "lora"}
     assert not sc["errors"] and sc["ratio_to_word"]["word"] == 1.0
+    d = suite["dryrun"]    # the single word's dry run on SD 1.5's full-size weights, its export loaded
+    assert d["methods"] == ["single_word"] and d["export_ok"] == {"single_word": True} and not d["errors"]
+    assert d["s_per_step"]["single_word"] > 0 and d["peak_mem_gib"]["single_word"] > 3.0
     q = suite["quickstart"]
     assert q["complete"] and q["rows_ok"] == q["jobs"] == 3 and q["rows_failed"] == 0
 
@@ -74,7 +77,7 @@ def test_quick_suite_writes_every_key(tmp_path):
     assert files == ["bench.json", "details.tar.gz", "profile.txt", "suite.json", "suite.log", "suite.md"]
     with tarfile.open(out / "details.tar.gz") as tar:
         rows = [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith("result.json")]
-    assert len(rows) == 1 + q["jobs"] and all(r["status"] == "ok" for r in rows)
+    assert len(rows) == 1 + len(d["methods"]) + q["jobs"] and all(r["status"] == "ok" for r in rows)
 
 
 def test_a_part_that_runs_out_of_time_leaves_nulls_and_a_reason(tmp_path):

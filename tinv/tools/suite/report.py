@@ -73,6 +73,15 @@ def markdown(s: dict) -> str:
     lines += _table(["learner", "s/step", "x the single word's", "error"],
                     [[k, _f(steps.get(k)), _f(ratio.get(k), ".2f", "x"), (sc.get("errors") or {}).get(k, "")]
                      for k in (sc.get("learners") or [])])
+    d = s["dryrun"]
+    lines += ["", f"## Dry runs: {_f(d['model'])} at {_f(d['resolution'])} px on {_f(d['device'])}, "
+              f"{_f(d['steps'])} steps (`python -m tinv.tools.dryrun`)", ""]
+    lines += _table(["method", "s/step", "peak GiB", "export + load", "error"],
+                    [[m, _f((d.get("s_per_step") or {}).get(m)), _f((d.get("peak_mem_gib") or {}).get(m), ".2f"),
+                      {True: "ok", False: "FAILED"}.get((d.get("export_ok") or {}).get(m), "-"),
+                      (d.get("errors") or {}).get(m, "")] for m in (d.get("methods") or [])]
+                    + [[m, "-", "-", "-", f"skipped: {why}"] for m, why in (d.get("skipped") or {}).items()])
+    lines += ["", f"Peak memory: {_f(d['peak_mem_kind'])}."]
     p, q = s["pretrain"], s["quickstart"]
     lines += ["", f"## Toy world on {_f(p['device'] or q['device'])}", ""]
     lines += _table(["pretraining (joint UNet + text)", "batch", "steps/s", "samples/s"],
