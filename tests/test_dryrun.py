@@ -101,9 +101,15 @@ def test_pivotal_whole_unet_adamw(sd15, tmp_path):
 
 
 def test_whole_unet_dreambooth(sd15, tmp_path):
-    if not (REPO / "conf" / "method" / "dreambooth.yaml").is_file():
-        pytest.skip("method=dreambooth (DreamBooth fine-tuning the whole UNet) is not in conf/method yet: "
-                    "the whole-UNet learner's dry run is pivotal_tuning's for now")
+    # Measured: the whole UNet with AdamW in fp32, the prior batch beside the instance batch and
+    # the model's own class image reached 20 GiB of RSS on the 24 GiB dev VM (killed there with
+    # the suite running beside it). pivotal_tuning's dry run above is the whole-UNet optimizer at
+    # this size within the suite; this one runs where the memory is (python -m tinv.tools.dryrun
+    # model=sd15 method=dreambooth, and the GPU suite).
+    import psutil
+    free = psutil.virtual_memory().available / 2 ** 30
+    if free < 24:
+        pytest.skip(f"method=dreambooth at SD 1.5's size needs about 20 GiB free with headroom; {free:.0f} GiB here")
     rec, row, check = dry("dreambooth", sd15, tmp_path)
     common(rec, row, check)
 
