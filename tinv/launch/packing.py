@@ -49,6 +49,13 @@ def check_pack(size: int) -> int:
     return size
 
 
+def check_one_batch(value: Any) -> bool:
+    """`hydra.launcher.one_batch` as a bool, or a ValueError naming it."""
+    if not isinstance(value, bool):
+        raise ValueError(f"hydra.launcher.one_batch={value!r} (true or false)")
+    return value
+
+
 # ----------------------------------------------------------------------------- configs
 def resolve_tasks(launcher: Any, job_overrides, initial_job_idx: int) -> tuple[list, list[dict]]:
     """Each sweep job's Hydra config (hydra.job.id/num set) and the plain resolved config its
@@ -144,13 +151,15 @@ def renamed(result, i: int, icfg):
 
 
 @contextmanager
-def packed_inversion(cfgs: list[dict]) -> Iterator[None]:
+def packed_inversion(cfgs: list[dict], one_batch: bool = False) -> Iterator[None]:
     """Invert the jobs of `cfgs` (plain configs of one group) together; within the block,
     `tinv.harness.job.run_job` of each of them uses its share instead of inverting. If the packed
-    inversion fails, the jobs run alone (each then fails, or not, on its own row)."""
+    inversion fails, the jobs run alone (each then fails, or not, on its own row).
+    one_batch: the jobs' micro-batches in one UNet call (faster; rows then equal the lone
+    job's only to float error); else each job's in its own call, bit-identical to alone."""
     folders = []
     try:
-        folders = _invert_group(cfgs) if len(cfgs) > 1 else []
+        folders = _invert_group(cfgs, one_batch) if len(cfgs) > 1 else []
     except Exception:   # noqa: BLE001 - the jobs' own runs will report a real error
         log.exception("packed inversion of %d jobs failed; running them one by one", len(cfgs))
     try:
@@ -160,7 +169,7 @@ def packed_inversion(cfgs: list[dict]) -> Iterator[None]:
             learned.forget(f)
 
 
-def _invert_group(cfgs: list[dict]) -> list[str]:
+def _invert_group(cfgs: list[dict], one_batch: bool = False) -> list[str]:
     from tinv.engine.inversion import invert_packed
     plans, ids, folders, seen = [], [], [], set()
     for cfg in cfgs:
@@ -188,11 +197,14 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
     root = Path(first["results_root"])
     sets = [(training_images(p, parts, root), dataclasses.replace(p.icfg, placeholder=packed_name(i)))
             for i, p in enumerate(plans)]
-    ckpt = root / results.STORE / "_packed" / hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
+    # one_batch computes other floats: its checkpoint is another group's
+    name = ",".join(ids) + ("|one_batch" if one_batch else "")
+    ckpt = root / results.STORE / "_packed" / hashlib.sha256(name.encode()).hexdigest()[:12]
     log.info("packed inversion of %d jobs (%s) -> %s", len(ids), ", ".join(ids), ckpt)
     t = time.perf_counter()
-    out = invert_packed(parts, sets, ckpt_dir=ckpt, progress=bool(first.get("progress", True)))
+    out = invert_packed(parts, sets, ckpt_dir=ckpt, progress=bool(first.get("progress", True)), one_batch=one_batch)
     group_s = time.perf_counter() - t
     for i, (res, plan, folder) in enumerate(zip(out, plans, folders)):
-        learned.offer(folder, learned.Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0))
+        learned.offer(folder, learned.Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0,
+                                                  one_batch=one_batch))
     return folders
