@@ -42,9 +42,11 @@ def test_two_workers_give_the_rows_of_one_process_with_one_thread(tmp_path):
                                          ("many", "hydra.launcher.workers='many' (auto, or an integer >= 1)")])
 def test_bad_workers_is_one_error_line(tmp_path, value, said):
     res = run_cli(["-m", "method=single_word", *FAST, "hydra/launcher=packed",
-                   f"hydra.launcher.workers={value}", "hydra.launcher.pack=0"], tmp_path)
+                   f"hydra.launcher.workers={value}", "hydra.launcher.pack=0", "hydra.launcher.one_batch=maybe"],
+                  tmp_path)
     line = one_error(res, tmp_path)
     assert said in line and "hydra.launcher.pack=0 (an integer >= 1)" in line, line
+    assert "hydra.launcher.one_batch='maybe' (true or false)" in line, line
 
 
 def test_worker_count_follows_the_cores_and_the_units():
