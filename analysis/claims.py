@@ -15,6 +15,7 @@ and training-set size) unless it names the guidance or set size the paper speaks
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -338,11 +339,31 @@ def section(values: dict, df: pd.DataFrame, n_boot: int, ids=()) -> tuple[list[s
     return lines, verdicts
 
 
-def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: int = N_BOOT, ids=()) -> str:
+def rows_origin(csv: str | Path) -> str:
+    """What made a table's rows, from collect.py's sidecar `<table>.jobs.json`: the commits
+    the rows were computed at and the sweeps' command lines ("" without a sidecar)."""
+    side = Path(csv).with_name(Path(csv).stem + ".jobs.json")
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return ""
+    shas = ", ".join(f"{(c['sha'] or 'no git')[:7]}{' (dirty)' if c['dirty'] else ''}: {c['rows']} rows"
+                     for c in info.get("commits", []))
+    cmds = "; ".join(f"`{c['command']}`" for c in info.get("commands", []))
+    if not shas and not cmds:
+        return ""
+    return (f"Its rows ({side.name}): computed at commit {shas or 'unrecorded'}; "
+            f"by {cmds or 'an unrecorded command'}.")
+
+
+def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: int = N_BOOT, ids=(),
+                origin: str = "") -> str:
     groups = protocol.comparable_groups(df, ignore=protocol.SWEPT)
     lines = [f"# The paper's claims{' in ' + source if source else ''}", ""]
     if command:
         lines += [f"Made by `{command}`.", ""]
+    if origin:
+        lines += [origin, ""]
     lines += ["Effect: setup − reference, mean over the concepts both have; interval: paired 95% two-level "
               "bootstrap (concepts, then samples; analysis/effects.py); a rank correlation's interval redraws "
               "concepts. ↑/↓: predicted rise/fall; ≈: comparable; no gain: not better. The rulebook "
@@ -383,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [i for i in args.claims if not any(k == i or k.startswith(i) for k in known)]
         if unknown:
             raise ValueError(f"--claims {' '.join(unknown)}: no such claim (ids: {', '.join(sorted(known))})")
-        text = to_markdown(df, Path(args.csv).name, command, args.n_boot, args.claims)
+        text = to_markdown(df, Path(args.csv).name, command, args.n_boot, args.claims, rows_origin(args.csv))
     except (FileNotFoundError, ValueError) as e:
         return fail(e)
     atomic_write_text(Path(args.out), text)
