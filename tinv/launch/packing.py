@@ -1,15 +1,18 @@
 """Packing a sweep: several jobs' inversions through ONE `invert_packed` call.
 
-The frozen model is shared, so K concepts (or setups) learn in one UNet batch of K x
-batch_size for about the price of a few single ones (docs/speed.md). Everything after the
+The frozen model is shared: K concepts (or setups) learn in one process and one call, each
+job's micro-batch through the UNet in its own batch shape (`one_batch`: all K in one UNet
+batch of K x batch_size, for about the price of a few single ones; docs/speed.md, "Exact or
+one batch"). Everything after the
 inversion stays per job: `tinv.harness.job.run_job` samples, scores and writes the row exactly as
 for an unpacked job. The hand-over is tinv.harness.learned's registry of packed shares:
 `packed_inversion` offers each job its share, the job takes it where it would invert.
 
 Equivalence: each set draws from its own generator and is trained under its own
-placeholder (`<S*0>`, `<S*1>`, ...), renamed back to `<S*>` afterwards, so a packed job
-learns the same vectors as when alone, up to the float error of a bigger UNet batch
-(tests/harness/test_packing.py).
+placeholder (`<S*0>`, `<S*1>`, ...), renamed back to `<S*>` afterwards, and runs the UNet
+in the batch shape it has alone, so a packed job learns bit for bit the vectors it learns
+alone (tests/harness/test_packing.py); with `one_batch` only up to the float error of a
+bigger UNet batch (the kernels are not batch invariant).
 
 Checkpoints: a group checkpoints to `<results_root>/jobs/_packed/<hash of its job ids>/`
 (in the job store: the group is named by its jobs, not by the sweep) and a rerun of the
