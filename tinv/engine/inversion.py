@@ -227,7 +227,8 @@ def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pair
                        seed: int = dvar.SEED) -> list[float]:
     """L_det of several sets in one UNet call: for each (latent cache, prompt ids [1, L]),
     the diffusion loss on its own fixed pairs. The pairs depend only on the seed, so a set's
-    value does not depend on which sets share the call."""
+    value depends on which sets share the call only through float error (the kernels are
+    not batch invariant: `_track_dvar` calls it per set unless asked for one batch)."""
     sched = training_scheduler(parts)
     zs, ts, conds, targets = [], [], [], []
     for latents, ids in batches:
