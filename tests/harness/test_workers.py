@@ -20,7 +20,7 @@ def test_two_workers_give_the_rows_of_one_process_with_one_thread(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     res1 = run_cli([*SWEEP, "sweep=w", "cpu_threads=1", "hydra.launcher.workers=1"], one)
     assert res1.returncode == 0, res1.stderr[-3000:]
-    res2 = run_cli([*SWEEP, "sweep=w", "hydra.launcher.workers=2"], two)   # cpu_threads=auto, capped at 1
+    res2 = run_cli([*SWEEP, "sweep=w", "cpu_threads=auto", "hydra.launcher.workers=2"], two)   # auto: capped at 1
     assert res2.returncode == 0, res2.stderr[-3000:]
     assert "in 2 worker processes" in res2.stdout + res2.stderr
     assert "worker processes" not in res1.stdout + res1.stderr
