@@ -30,9 +30,9 @@ EXAMPLE = Path(os.environ.get("TINV_QUICKSTART_EXAMPLE") or REPO / "analysis" / 
 # One object concept and one setup of each kind the quickstart has (a word, several vectors
 # unlocked in turn, per-image tokens, a tuned generator, bipartite inversion, captions, the
 # two references): 8 of its 14 jobs, 5 of them in one packed group. The whole quickstart on
-# red_star used 400-odd s of CPU on the busy 2-core dev VM (4 of its learning jobs: 120 s),
-# most of it the group's 10 inversions in one worker, over this test's budget; these 8 are
-# about 3 minutes on 2 idle cores (estimated from those CPU times, not measured idle).
+# red_star took 349 s user + 13 s system CPU on the 2-core dev VM (load 14-16: 43.6 min wall),
+# most of it the group's 10 inversions in one worker, which would keep the other idle; these
+# 8 should take about 3 minutes on 2 idle cores (estimated from those CPU times, not measured).
 CONCEPTS = ("red_star",)
 SETUPS = ("single_word", "progressive", "per_image_tokens", "pivotal_tuning", "bipartite_inversion",
           "human_captions_short", "image_only", "prompt_only")
