@@ -68,8 +68,9 @@ def regenerate(root: Path, concepts=CONCEPTS, setups=SETUPS, extra=()) -> pd.Dat
     """The README's quickstart command on `concepts` x `setups`, in a fresh results root; its table."""
     env = {**os.environ, "TINV_RUNS": str(root)}
     proc = subprocess.run([sys.executable, "run.py", "-m", "+experiment=quickstart",
-                           f"hydra.sweeper.params.concept={','.join(concepts)}",
-                           f"hydra.sweeper.params.method={','.join(setups)}", *QUIET, *extra],
+                           # quoted: a bare comma list would be a sweep over Hydra's own config
+                           f'hydra.sweeper.params.concept="{",".join(concepts)}"',
+                           f'hydra.sweeper.params.method="{",".join(setups)}"', *QUIET, *extra],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     df, issues = collect.collect([root / "quickstart"])
