@@ -19,6 +19,7 @@ paper speaks of. A claim the toy world was built to make true is a positive cont
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -562,14 +563,34 @@ def rulebook_table() -> list[str]:
     return lines
 
 
+def rows_origin(csv: str | Path) -> str:
+    """What made a table's rows, from collect.py's sidecar `<table>.jobs.json`: the commits
+    the rows were computed at and the sweeps' command lines ("" without a sidecar)."""
+    side = Path(csv).with_name(Path(csv).stem + ".jobs.json")
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return ""
+    shas = ", ".join(f"{(c['sha'] or 'no git')[:7]}{' (dirty)' if c['dirty'] else ''}: {c['rows']} rows"
+                     for c in info.get("commits", []))
+    cmds = "; ".join(f"`{c['command']}`" for c in info.get("commands", []))
+    if not shas and not cmds:
+        return ""
+    return (f"Its rows ({side.name}): computed at commit {shas or 'unrecorded'}; "
+            f"by {cmds or 'an unrecorded command'}.")
+
+
 def to_markdown(df: pd.DataFrame, source: str = "", command: str = "", n_boot: int = N_BOOT, ids=(),
-                decided=None) -> str:
+                decided=None, origin: str = "") -> str:
     """claims.md; `decided`: each comparable group's decided claims, in the groups' order
-    (protocol.comparable_groups), when they were decided already."""
+    (protocol.comparable_groups), when they were decided already; `origin`: what made the rows
+    (`rows_origin`)."""
     groups = protocol.comparable_groups(df, ignore=protocol.SWEPT)
     lines = [f"# The paper's claims{' in ' + source if source else ''}", ""]
     if command:
         lines += [f"Made by `{command}`.", ""]
+    if origin:
+        lines += [origin, ""]
     lines += ["Effect: setup − reference, mean over the concepts both have; interval: paired 95% two-level "
               "bootstrap (concepts, then samples; analysis/effects.py); a rank correlation's interval redraws "
               "concepts. ↑/↓: predicted rise/fall; ≈: comparable; no gain / no loss: not better / not worse; "
@@ -622,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [i for i in args.claims if not any(k == i or k.startswith(i) for k in known)]
         if unknown:
             raise ValueError(f"--claims {' '.join(unknown)}: no such claim (ids: {', '.join(sorted(known))})")
-        text = to_markdown(df, Path(args.csv).name, command, args.n_boot, args.claims)
+        text = to_markdown(df, Path(args.csv).name, command, args.n_boot, args.claims, origin=rows_origin(args.csv))
     except (FileNotFoundError, ValueError) as e:
         return fail(e)
     atomic_write_text(Path(args.out), text)

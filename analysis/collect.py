@@ -29,6 +29,10 @@ Missing and failed jobs (the rule, also in docs/analysis.md):
               `multirun.yaml` expands to and that no job folder or row matches
               ("never started").
 Both are listed on stderr and in `<out>.jobs.json`; the table is written regardless.
+
+`<out>.jobs.json` also says what made the rows: the git commits they were computed at (each
+row's provenance: sha, dirty, how many rows), the command line of every Hydra run in the
+folders read (from Hydra's own multirun.yaml / hydra.yaml) and the collect command itself.
 """
 from __future__ import annotations
 
@@ -36,7 +40,9 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -421,16 +427,67 @@ def collect(sweep_dirs: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list
     return df[first + [c for c in df.columns if c not in first]], issues
 
 
-def write_outputs(df: pd.DataFrame, issues: list[JobIssue], out: Path) -> Path:
-    """Table to `out` and the job issues to `<out stem>.jobs.json`, both atomically."""
+# ---------------------------------------------------------------- what made the rows
+def hydra_command(hydra_cfg: dict) -> str:
+    """The command line of one Hydra run, from Hydra's record of it (its `hydra:` config):
+    `python run.py [-m] HYDRA_OVERRIDES TASK_OVERRIDES`, each quoted for a shell."""
+    over = hydra_cfg.get("overrides") or {}
+    hydra_over = [o for o in over.get("hydra") or [] if not o.startswith("hydra.mode=")]
+    multirun = "hydra.mode=MULTIRUN" in (over.get("hydra") or []) or hydra_cfg.get("mode") == "MULTIRUN"
+    script = f"{(hydra_cfg.get('job') or {}).get('name') or 'run'}.py"     # run.py's Hydra job is "run"
+    words = ["python", script, *(["-m"] if multirun else []), *hydra_over, *(over.get("task") or [])]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def sweep_commands(folders: Iterable[str | os.PathLike]) -> list[dict]:
+    """Every Hydra run recorded under the folders read (a sweep's `_hydra/multirun-*/multirun.yaml`,
+    a single run's `_hydra/<time>/.hydra/hydra.yaml`): its command line and its folder, oldest first."""
+    found = {}
+    for folder in folders:
+        folder = Path(folder)
+        for f in [*folder.rglob("multirun.yaml"), *folder.rglob(".hydra/hydra.yaml")]:
+            if STORE in f.relative_to(folder).parts[:1]:
+                continue        # the job store's own folders: not a run of these sweeps
+            if f.name == "hydra.yaml" and (f.parent.parent.parent / "multirun.yaml").is_file():
+                continue        # one job of a multirun: the multirun's command says it
+            try:
+                cfg = (yaml.safe_load(f.read_text()) or {}).get("hydra") or {}
+            except (OSError, yaml.YAMLError):
+                continue
+            run_dir = f.parent if f.name == "multirun.yaml" else f.parent.parent
+            found[run_dir.resolve()] = {"command": hydra_command(cfg), "folder": str(run_dir)}
+    return sorted(found.values(), key=lambda r: Path(r["folder"]).name)
+
+
+def commits(df: pd.DataFrame) -> list[dict]:
+    """The checkouts the rows were computed in (each row's provenance): sha, dirty, how many rows.
+    More than one, or a dirty one, means the table is not one commit's output."""
+    if "provenance.sha" not in df or df.empty:
+        return []
+    plain = lambda v: None if pd.isna(v) else v    # noqa: E731
+    dirty = df["provenance.dirty"] if "provenance.dirty" in df else pd.Series([None] * len(df))
+    counts = Counter((plain(sha), None if pd.isna(d) else str(d).lower() == "true")
+                     for sha, d in zip(df["provenance.sha"], dirty))
+    return [{"sha": sha, "dirty": d, "rows": n} for (sha, d), n in counts.items()]
+
+
+def write_outputs(df: pd.DataFrame, issues: list[JobIssue], out: Path, folders: Iterable = ()) -> Path:
+    """Table to `out` and the job issues to `<out stem>.jobs.json`, both atomically. The
+    sidecar also says what made the rows: the commits they were computed at (`commits`), the
+    command line of every Hydra run in the folders read (`commands`) and how the table was
+    collected (`collect`), so a committed example states how to make it again."""
     atomic_write_text(out, df.to_csv(index=False))
     jobs = out.with_name(out.stem + ".jobs.json")
     n_ok = int((df["status"] == "ok").sum()) if "status" in df else 0
     root = df.attrs.get("runs_root")
+    folders = [str(f) for f in folders]
     atomic_write_text(jobs, json.dumps({
         # job_dir is relative to this folder, itself given relative to the table's folder
         "runs_root": os.path.relpath(root, out.resolve().parent) if root else None,
         "ok": n_ok,
+        "commits": commits(df),
+        "commands": sweep_commands(folders),
+        "collect": " ".join(shlex.quote(w) for w in ["python", "analysis/collect.py", *folders, "-o", str(out)]),
         "failed": [asdict(i) for i in issues if i.kind == "failed"],
         "missing": [asdict(i) for i in issues if i.kind == "missing"],
     }, indent=1))
@@ -459,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         ap.error(str(e))
     out = Path(args.out)
-    jobs = write_outputs(df, issues, out)
+    jobs = write_outputs(df, issues, out, args.sweeps)
     print(summary_text(df, issues), file=sys.stderr)
     print(f"wrote {out} and {jobs}", file=sys.stderr)
     return 1 if args.strict and issues else 0

@@ -65,13 +65,15 @@ def prompt_only_cached(plan, parts, texts: list[str], cache_dir, progress: bool)
     e = plan.cfg["eval"]
     spec = {"model": plan.weights, "dtype": str(plan.cfg["model"].get("dtype")),
             "device": str(parts.device.type), "seeds": seeds(plan.cfg),
-            **{k: e[k] for k in ("steps", "guidance", "eta")}}
+            **{k: e[k] for k in ("steps", "guidance", "eta")}, "one_prompt_per_call": True}
     files = {t: cache_dir / (hashlib.sha256(json.dumps({**spec, "text": t}, sort_keys=True)
                                             .encode()).hexdigest()[:20] + ".pt") for t in texts}
     missing = [t for t in texts if not files[t].exists()]
     if missing:
         log.info("prompt-only: sampling %d uncached prompt(s)", len(missing))
-        for t, imgs in zip(missing, generate(plan, parts, missing, progress)):
+        # One prompt per sampling call: a batch that mixed the missing prompts would depend on
+        # what the cache held already (the kernels are not batch invariant), and with it the row.
+        for t, imgs in ((t, generate(plan, parts, [t], progress)[0]) for t in missing):
             # uint8 as an image file holds it; +0.5 on load makes the round trip exact
             atomic.save_torch(files[t], {"spec": {**spec, "text": t}, "images": (imgs * 255).to(torch.uint8)})
     return [(torch.load(files[t])["images"].float() + 0.5) / 255 for t in texts]

@@ -13,6 +13,7 @@ from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
 from tinv.launch.cluster import TinvLauncherMixin, check_pack, refuse
+from tinv.launch.packing import check_one_batch
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,17 @@ class LocalLauncher(TinvLauncherMixin, submitit_launcher.LocalLauncher):
 
 class PackedLauncher(BasicLauncher):
     """Hydra's basic launcher with the inversions of up to `pack` compatible learning jobs
-    done together in one UNet batch (tinv.launch.packing); each job then samples, scores and writes
-    its own row. The units (packed groups, lone jobs) run in `workers` local processes
-    (tinv.launch.workers; 1: one after another in this process)."""
+    done together through one model (tinv.launch.packing; `one_batch`: in one UNet batch);
+    each job then samples, scores and writes its own row. The units (packed groups, lone
+    jobs) run in `workers` local processes (tinv.launch.workers; 1: one after another in
+    this process)."""
 
-    def __init__(self, pack: int = 8, workers: Any = 1) -> None:
+    def __init__(self, pack: int = 8, workers: Any = 1, one_batch: Any = False) -> None:
         super().__init__()
         from tinv.launch.workers import check_workers
         bad = []
-        for name, check, value in (("pack", check_pack, pack), ("workers", check_workers, workers)):
+        for name, check, value in (("pack", check_pack, pack), ("workers", check_workers, workers),
+                                   ("one_batch", check_one_batch, one_batch)):
             try:
                 setattr(self, name, check(value))
             except (TypeError, ValueError) as e:
@@ -62,7 +65,7 @@ class PackedLauncher(BasicLauncher):
 
         def run_unit(unit: list[int]) -> dict[int, Any]:
             runs = {}
-            with packing.packed_inversion([tasks[i] for i in unit]):
+            with packing.packed_inversion([tasks[i] for i in unit], self.one_batch):
                 for i in unit:
                     log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}")
                     runs[i] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,

@@ -279,6 +279,24 @@ def test_claims_md_has_a_section_per_kind_with_d_per_metric(tmp_path, capsys):
     assert "| no gain | [+0.2, +0.8] | contradicted (small) | [-0.8, -0.2] | holds |" in text
 
 
+def test_claims_md_says_what_made_its_rows(tmp_path):
+    """The table's sidecar (collect.py's <table>.jobs.json) names the commits and the sweep's
+    command: the claims file repeats them under its own command; no sidecar, no line."""
+    import json
+    csv = tmp_path / "world.csv"
+    w.table(w.world()).to_csv(csv, index=False)
+    assert claims.rows_origin(csv) == ""
+    csv.with_name("world.jobs.json").write_text(json.dumps({
+        "commits": [{"sha": "0123456789abcdef", "dirty": False, "rows": 40}, {"sha": "fedcba9876543210", "dirty": True, "rows": 2}],
+        "commands": [{"command": "python run.py -m +experiment=quickstart", "folder": "runs/quickstart/_hydra/m"}]}))
+    origin = claims.rows_origin(csv)
+    assert origin == ("Its rows (world.jobs.json): computed at commit 0123456: 40 rows, fedcba9 (dirty): 2 rows; "
+                      "by `python run.py -m +experiment=quickstart`.")
+    out = tmp_path / "claims.md"
+    assert claims.main([str(csv), "-o", str(out), "--n-boot", "50", "--claims", "X"]) == 0
+    assert origin in out.read_text().split("## ")[0]
+
+
 @pytest.mark.parametrize("args, message", [
     (["nope.csv"], "nope.csv does not exist"),
     (["{csv}", "--where", "concept=nope"], "no ok rows"),

@@ -55,6 +55,29 @@ def test_reports_failed_and_missing_and_still_writes_the_table(hydra_sweep, tmp_
     assert "never started" in err and "error in log" in err
 
 
+def test_the_sidecar_says_what_made_the_rows(hydra_sweep, tmp_path):
+    """<out>.jobs.json names the sweep's command line (from Hydra's multirun.yaml), the commits
+    the rows were computed at and the collect command: a committed example says how to remake it."""
+    out = tmp_path / "results.csv"
+    collect.main([str(hydra_sweep), "-o", str(out)])
+    jobs = json.loads(out.with_name("results.jobs.json").read_text())
+    (cmd,) = jobs["commands"]
+    words = cmd["command"].split()
+    assert words[:3] == ["python", "hydra_app.py", "-m"]
+    assert {"+method=single_word,oom,crash,stall", "+concept=red_star,blue_cube", f"+rows={hydra_sweep}",
+            f"hydra.sweep.dir={hydra_sweep / '_hydra' / 'multirun'}"} == set(words[3:])
+    assert Path(cmd["folder"]) == hydra_sweep / "_hydra" / "multirun"
+    assert jobs["collect"] == f"python analysis/collect.py {hydra_sweep} -o {out}"
+    df = pd.read_csv(out)
+    assert sum(c["rows"] for c in jobs["commits"]) == df["provenance.sha"].notna().sum() > 0
+
+
+def test_commits_count_rows_per_checkout():
+    df = pd.DataFrame({"provenance.sha": ["a", "a", "b", None], "provenance.dirty": [False, False, True, None]})
+    assert collect.commits(df) == [{"sha": "a", "dirty": False, "rows": 2}, {"sha": "b", "dirty": True, "rows": 1},
+                                   {"sha": None, "dirty": None, "rows": 1}]
+
+
 def test_strict_exit_code(hydra_sweep, tmp_path):
     assert collect.main([str(hydra_sweep), "-o", str(tmp_path / "r.csv"), "--strict"]) == 1
 

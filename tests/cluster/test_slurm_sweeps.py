@@ -167,8 +167,9 @@ def test_packing_runs_several_jobs_in_one_slurm_task(grid):
 
 
 def test_batch_packing_inverts_a_tasks_jobs_together_and_matches_unpacked(grid, tmp_path):
-    """pack_mode=batch: red_star's two learning jobs run in one task, their inversions in
-    ONE UNet batch, and learn what the grid's jobs learned alone (the same job ids)."""
+    """pack_mode=batch: red_star's two learning jobs run in one task, their inversions
+    together, and learn bit for bit what the grid's jobs learned alone (the same job ids);
+    the same jobs run on this machine outside SLURM give the same rows too (issue 32)."""
     root, hydra_dir = tmp_path / "results", tmp_path / "hydra"
     run_py(*sweep_args(root, "batch", hydra_dir, concepts=CONCEPTS[:1], model_dir=grid.model_dir),
            "hydra.launcher.pack=2", "hydra.launcher.pack_mode=batch")
@@ -189,7 +190,18 @@ def test_batch_packing_inverts_a_tasks_jobs_together_and_matches_unpacked(grid, 
         ref_embeds = read_embeddings(Path(ref["folder"]) / ref["artifacts"]["embeddings"]["diffusers"])
         assert embeds.keys() == ref_embeds.keys()
         for k in embeds:
-            torch.testing.assert_close(embeds[k], ref_embeds[k], rtol=1e-5, atol=1e-6)
+            assert torch.equal(embeds[k], ref_embeds[k]), (key, k)
+        for name, value in ref["metrics"].items():
+            assert abs(row["metrics"][name] - value) <= 1e-5, (key, name)
+    # outside SLURM, in this process's Hydra basic launcher: the grid's rows again
+    local = tmp_path / "local"
+    run_py(*sweep_args(local, "local", tmp_path / "hydra-local", concepts=CONCEPTS[:1], launcher=(),
+                       model_dir=grid.model_dir))
+    for key, row in by_pair(rows(local, "local")).items():
+        ref = alone[key]
+        assert row["job_id"] == ref["job_id"] and row["provenance"]["slurm_job_id"] is None
+        for name, value in ref["metrics"].items():
+            assert abs(row["metrics"][name] - value) <= 1e-5, (key, name)
 
 
 def test_resubmission_reruns_only_missing_and_failed_jobs(grid):

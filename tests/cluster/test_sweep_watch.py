@@ -128,7 +128,7 @@ def test_bad_launcher_settings_are_refused_in_one_line(preset, tmp_path, capsys)
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra/launcher={preset}", f"hydra.sweep.dir={tmp_path}/s"],
                       return_hydra_config=True)
-    bad = {"pack": 0, "pack_mode": "threads", "retries": -1, "timeout_min": "soon"}
+    bad = {"pack": 0, "pack_mode": "threads", "retries": -1, "timeout_min": "soon", "one_batch": "yes"}
     if preset == "slurm":   # the local preset has no dirty-tree guard
         bad["allow_dirty"] = "yes"
     with pytest.raises(SystemExit) as e:
@@ -141,4 +141,7 @@ def test_bad_launcher_settings_are_refused_in_one_line(preset, tmp_path, capsys)
     with pytest.raises(cluster.LauncherSettingsError, match="unknown key hydra.launcher.partitoin "):
         cluster.check_launcher_settings("slurm", {"partitoin": "gpu"})
     cluster.check_launcher_settings("slurm", {"srun_args": ["--cpu-bind=none"], "partition": "gpu"})
+    with pytest.raises(cluster.LauncherSettingsError, match="one_batch=true needs hydra.launcher.pack_mode=batch"):
+        cluster.check_launcher_settings("slurm", {}, pack=4, one_batch=True)
+    cluster.check_launcher_settings("slurm", {}, pack=4, pack_mode="batch", one_batch=True)
     assert not (tmp_path / "s").exists()

@@ -20,7 +20,7 @@ def test_two_workers_give_the_rows_of_one_process_with_one_thread(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     res1 = run_cli([*SWEEP, "sweep=w", "cpu_threads=1", "hydra.launcher.workers=1"], one)
     assert res1.returncode == 0, res1.stderr[-3000:]
-    res2 = run_cli([*SWEEP, "sweep=w", "hydra.launcher.workers=2"], two)   # cpu_threads=auto, capped at 1
+    res2 = run_cli([*SWEEP, "sweep=w", "cpu_threads=auto", "hydra.launcher.workers=2"], two)   # auto: capped at 1
     assert res2.returncode == 0, res2.stderr[-3000:]
     assert "in 2 worker processes" in res2.stdout + res2.stderr
     assert "worker processes" not in res1.stdout + res1.stderr
@@ -42,9 +42,11 @@ def test_two_workers_give_the_rows_of_one_process_with_one_thread(tmp_path):
                                          ("many", "hydra.launcher.workers='many' (auto, or an integer >= 1)")])
 def test_bad_workers_is_one_error_line(tmp_path, value, said):
     res = run_cli(["-m", "method=single_word", *FAST, "hydra/launcher=packed",
-                   f"hydra.launcher.workers={value}", "hydra.launcher.pack=0"], tmp_path)
+                   f"hydra.launcher.workers={value}", "hydra.launcher.pack=0", "hydra.launcher.one_batch=maybe"],
+                  tmp_path)
     line = one_error(res, tmp_path)
     assert said in line and "hydra.launcher.pack=0 (an integer >= 1)" in line, line
+    assert "hydra.launcher.one_batch='maybe' (true or false)" in line, line
 
 
 def test_worker_count_follows_the_cores_and_the_units():

@@ -6,9 +6,11 @@ The loss itself is tinv/engine/objective.py (`draw`, `loss`), shared with pivota
 the learners. Only the pseudo-words' vectors learn; the text encoder, UNet and VAE are
 frozen. The setups of section 5.2 / appendix A are fields of `InversionConfig`: k vectors,
 progressive unlocking, regularization toward the initializer, per-image tokens.
-`invert_packed` trains several independent configs in one batch through the shared
-frozen model; each set's loss is its own batch mean, so the summed loss gives every
-set exactly the gradient it would get alone.
+`invert_packed` trains several independent configs through the shared frozen model, each
+set's micro-batch in its own UNet call, so each set computes bit for bit what it computes
+alone (`one_batch=True`: all sets in one UNet batch, faster, equal to alone up to float
+error: each set's loss is its own batch mean, so the summed loss gives every set the
+gradient it would get alone, summed in another order).
 
 `stop`: "fixed" runs `steps` optimizer steps (the paper); "dvar" stops a set earlier, at
 the first step where DVAR's criterion (tinv/engine/dvar.py) says its fixed-batch loss has
@@ -272,7 +274,8 @@ def fixed_batch_losses(parts, batches: list[tuple[object, torch.Tensor]], n_pair
                        seed: int = dvar.SEED) -> list[float]:
     """L_det of several sets in one UNet call: for each (latent cache, prompt ids [1, L]),
     the diffusion loss on its own fixed pairs. The pairs depend only on the seed, so a set's
-    value does not depend on which sets share the call."""
+    value depends on which sets share the call only through float error (the kernels are
+    not batch invariant: `_track_dvar` calls it per set unless asked for one batch)."""
     sched = training_scheduler(parts)
     zs, ts, noises, conds = [], [], [], []
     for latents, ids in batches:
@@ -324,11 +327,14 @@ def invert(parts: Parts, images: ConceptImages | str | Path, cfg: InversionConfi
 
 def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, InversionConfig]],
                   ckpt_dir: str | Path | None = None, progress: bool = True,
-                  stop_at: int | None = None, class_images: list | None = None) -> list[InversionResult]:
+                  stop_at: int | None = None, class_images: list | None = None,
+                  one_batch: bool = False) -> list[InversionResult]:
     """Train independent pseudo-word sets together through one frozen model.
 
     stop_at: stop after this optimizer step (writing a checkpoint), as a preempted job would.
-    class_images: per set, its prior preservation's class images or None."""
+    class_images: per set, its prior preservation's class images or None.
+    one_batch: every set's micro-batch in one UNet call (faster; results equal to each set's
+    lone run up to float error) instead of one call per set (bit-identical to a lone run)."""
     parts.freeze()
     _check_pack(jobs)
     classes = class_images or [None] * len(jobs)
@@ -354,8 +360,8 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
             live = [s for s in sets if not s.done]
             if not live:        # every set stopped early (DVAR)
                 break
-            _optimizer_step(parts, sched, live)
-            _track_dvar(parts, [s for s in live if s.cfg.stop == "dvar"])
+            _optimizer_step(parts, sched, live, one_batch)
+            _track_dvar(parts, [s for s in live if s.cfg.stop == "dvar"], one_batch)
             for s in live:
                 s.log_curve(parts)
             bar.set_postfix(loss=f"{sets[0].losses[-1]:.4f}" if sets[0].losses else "-", refresh=False)
@@ -371,40 +377,26 @@ def invert_packed(parts: Parts, jobs: list[tuple[ConceptImages | str | Path, Inv
     return [s.result(b, a) for s, b, a in zip(sets, before, after)]
 
 
-def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> None:
-    """One optimizer step for every set: grad_accum micro-batches through one UNet call each."""
+def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set], one_batch: bool = False) -> None:
+    """One optimizer step for every set: grad_accum micro-batches each. Each set's micro-batch
+    goes through the text encoder and UNet in its own batch shape, as when it trains alone, so
+    a packed set's result is bit-identical to its lone run (CPU and GPU kernels are not batch
+    invariant: the same 4 samples in a batch of 40 come out about 1e-6 apart, which Adam grows
+    over hundreds of steps). `one_batch`: every set's micro-batch in ONE call instead, faster
+    (docs/speed.md) but equal to the lone run only up to that float error."""
     for s in sets:
         s.optimizer.zero_grad(set_to_none=True)
     accum = sets[0].cfg.grad_accum
     step_loss = [0.0] * len(sets)
     step_diff = [0.0] * len(sets)
     step_prior = [0.0] * len(sets)
+    calls = [list(range(len(sets)))] if one_batch else [[i] for i in range(len(sets))]
     for _ in range(accum):
-        drawn = [s.draw(parts) for s in sets]
-        z = torch.cat([d[0] for d in drawn])
-        prompts = [p for d in drawn for p in d[1]]
-        # t and eps from each set's own generator, so packing changes nothing
-        pairs = [objective.draw(sched, d[0].shape, s.gen, parts.device) for s, d in zip(sets, drawn)]
-        t, noise = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
-        cond = conditioning.encode(parts, parts.tokenize(prompts, expand=False))
-        masks = [d[2] for d in drawn]
-        mask = None if all(m is None for m in masks) else torch.cat(
-            [m if m is not None else torch.ones(len(d[0]), 1, *d[0].shape[-2:]) for m, d in zip(masks, drawn)])
-        diffs = objective.loss(parts, sched, z, t, noise, cond, mask=mask, groups=[s.cfg.batch_size for s in sets])
-        losses = 0.0
-        for i, (s, diff) in enumerate(zip(sets, diffs)):
-            loss = diff + s.regularizer()
-            kept = s.prior_loss(parts, sched)
-            if kept is not None:
-                loss = loss + kept
-                step_prior[i] += kept.item() / accum
-            extra = s.learner.extra_loss(parts, sched) if s.learner else None
-            if extra is not None:
-                loss = loss + extra
-            losses = losses + loss / accum
-            step_loss[i] += loss.item() / accum
-            step_diff[i] += diff.item() / accum
-        losses.backward()
+        for call in calls:
+            for i, (loss, diff, prior) in zip(call, _micro_batch(parts, sched, [sets[i] for i in call], accum)):
+                step_loss[i] += loss / accum
+                step_diff[i] += diff / accum
+                step_prior[i] += prior / accum
     for i, s in enumerate(sets):
         s.optimizer.step()
         s.step += 1
@@ -414,13 +406,43 @@ def _optimizer_step(parts: Parts, sched: DDPMScheduler, sets: list[_Set]) -> Non
             s.prior_losses.append(step_prior[i])
 
 
-def _track_dvar(parts: Parts, sets: list[_Set]) -> None:
-    """After each optimizer step: every DVAR set's fixed-batch loss, in one UNet call."""
+def _micro_batch(parts: Parts, sched: DDPMScheduler, sets: list[_Set], accum: int) -> list[tuple[float, float, float]]:
+    """One micro-batch of each set through one UNet call; backward; each set's (loss,
+    diffusion loss, prior term)."""
+    drawn = [s.draw(parts) for s in sets]
+    z = torch.cat([d[0] for d in drawn])
+    prompts = [p for d in drawn for p in d[1]]
+    # t and eps from each set's own generator, so packing changes nothing
+    pairs = [objective.draw(sched, d[0].shape, s.gen, parts.device) for s, d in zip(sets, drawn)]
+    t, noise = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    cond = conditioning.encode(parts, parts.tokenize(prompts, expand=False))
+    masks = [d[2] for d in drawn]
+    mask = None if all(m is None for m in masks) else torch.cat(
+        [m if m is not None else torch.ones(len(d[0]), 1, *d[0].shape[-2:]) for m, d in zip(masks, drawn)])
+    diffs = objective.loss(parts, sched, z, t, noise, cond, mask=mask, groups=[s.cfg.batch_size for s in sets])
+    losses, out = 0.0, []
+    for s, diff in zip(sets, diffs):
+        loss, prior = diff + s.regularizer(), 0.0
+        kept = s.prior_loss(parts, sched)
+        if kept is not None:
+            loss, prior = loss + kept, kept.item()
+        extra = s.learner.extra_loss(parts, sched) if s.learner else None
+        if extra is not None:
+            loss = loss + extra
+        losses = losses + loss / accum
+        out.append((loss.item(), diff.item(), prior))
+    losses.backward()
+    return out
+
+
+def _track_dvar(parts: Parts, sets: list[_Set], one_batch: bool = False) -> None:
+    """After each optimizer step: every DVAR set's fixed-batch loss, in one UNet call per set
+    (`one_batch`: one call for all: faster, but a set's stop step may then depend on its pack)."""
     if not sets:
         return
     batches = [s.fixed_batch(parts) for s in sets]
     n_pairs = {s.cfg.dvar_batch for s in sets}
-    if len(n_pairs) == 1:
+    if one_batch and len(n_pairs) == 1:
         losses = fixed_batch_losses(parts, batches, n_pairs.pop())
     else:
         losses = [fixed_batch_losses(parts, [b], s.cfg.dvar_batch)[0] for s, b in zip(sets, batches)]

@@ -187,7 +187,7 @@ def install(parts, result):
 
 
 # ----------------------------------------------------------------------------- packed shares
-# A launcher that inverts several jobs in one UNet batch (tinv.launch.packing) hands each job its
+# A launcher that inverts several jobs together (tinv.launch.packing) hands each job its
 # share here, keyed by the job's folder; the job takes it where it would invert. A registry,
 # because a Hydra task function receives nothing but its config.
 @dataclass
@@ -198,6 +198,7 @@ class Packed:
     group_s: float               # wall time of the whole packed inversion
     jobs: list[str]              # job ids of the group, in packing order (this one included)
     prep_s: float = 0.0          # the group's wait before inverting: loading the model and images
+    one_batch: bool = False      # the group's micro-batches in one UNet call (rows equal alone only to float error)
 
 
 _READY: dict[str, Packed] = {}
@@ -225,9 +226,11 @@ def packed_timings(packed: Packed, own_s: float) -> dict:
     inversion (`packed_invert_s`, shared with the jobs `packed_with`) plus what this job
     did alone (installing the vectors, pivotal tuning). `packed_prep_s` is the group's wait
     before its inversion (loading the model and images), in no job's stages: the sweep
-    summary counts it as the pack's waiting (tinv.harness.time_report)."""
+    summary counts it as the pack's waiting (tinv.harness.time_report). `packed_one_batch`:
+    the group ran in one UNet batch (hydra.launcher.one_batch), so the row may differ from the
+    lone job's by float error."""
     t = {"packed_invert_s": packed.group_s, "packed_with": [j for j in packed.jobs if j != packed.job_id],
-         "packed_prep_s": packed.prep_s}
+         "packed_prep_s": packed.prep_s, "packed_one_batch": packed.one_batch}
     return {"invert_s": share_s(t) + own_s, **t}
 
 

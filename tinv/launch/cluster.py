@@ -8,7 +8,9 @@ The launchers are hydra-submitit-launcher's, with two additions:
   `hydra.launcher.allow_dirty=true`.
 * packing: `hydra.launcher.pack=K` runs K Hydra jobs in one SLURM task, so one large GPU
   holds several (method, concept) pairs at once: side by side, one process each, or with
-  `hydra.launcher.pack_mode=batch` in one process with their inversions in one UNet batch.
+  `hydra.launcher.pack_mode=batch` in one process with their inversions through one model
+  (each job's UNet passes in its own batch, so rows equal the lone job's bit for bit;
+  `hydra.launcher.one_batch=true`: in one UNet batch, faster, equal to float error).
 
 Preemption and time limits need no glue here: submitit catches the signal, the launcher's
 `checkpoint()` resubmits the same job, and the job resumes from the inversion checkpoint
@@ -117,20 +119,22 @@ def _run_pickled(blob: bytes) -> bytes:
 class PackedJobs:
     """One SLURM task running several Hydra jobs: one process each (`pack_mode=processes`),
     or, given their resolved configs (`pack_mode=batch`), one after another in this process
-    with their inversions done together in one UNet batch (tinv.launch.packing).
+    with their inversions done together through one model (tinv.launch.packing; `one_batch`:
+    in one UNet batch).
 
     Picklable and checkpointable like the launcher itself: on preemption or timeout
     submitit requeues the whole pack, and each job resumes (or returns its row); a batch
     pack resumes its shared inversion from the group's checkpoint.
     """
 
-    def __init__(self, launcher: Any, job_args: list[tuple], tasks: list[dict] | None = None):
-        self.launcher, self.job_args, self.tasks = launcher, job_args, tasks
+    def __init__(self, launcher: Any, job_args: list[tuple], tasks: list[dict] | None = None,
+                 one_batch: bool = False):
+        self.launcher, self.job_args, self.tasks, self.one_batch = launcher, job_args, tasks, one_batch
 
     def __call__(self) -> list[Any]:
         if self.tasks is not None:
             from tinv.launch import packing
-            with packing.packed_inversion(self.tasks):
+            with packing.packed_inversion(self.tasks, self.one_batch):
                 return [self.launcher(*args) for args in self.job_args]
         # cloudpickle: the task function lives in run.py's __main__, which plain pickle
         # (what multiprocessing uses) cannot send to a spawned process.
@@ -143,7 +147,8 @@ class PackedJobs:
     def checkpoint(self) -> Any:
         import submitit  # lazy, as in the launcher: keeps Hydra's plugin scan fast
 
-        return submitit.helpers.DelayedSubmission(PackedJobs(self.launcher, self.job_args, self.tasks))
+        return submitit.helpers.DelayedSubmission(PackedJobs(self.launcher, self.job_args, self.tasks,
+                                                             self.one_batch))
 
 
 # --- the launchers ---------------------------------------------------------------------
@@ -162,7 +167,7 @@ def refuse(message: str) -> None:
 
 
 EXIT_REFUSED = 2
-TINV_KEYS = ("allow_dirty", "pack", "pack_mode", "retries")
+TINV_KEYS = ("allow_dirty", "pack", "pack_mode", "one_batch", "retries")
 # submitit keys that count things: None (not passed) or an int of at least this much
 _COUNTS = {"timeout_min": 1, "nodes": 1, "tasks_per_node": 1, "array_parallelism": 1, "cpus_per_task": 1,
            "gpus_per_node": 0, "mem_gb": 0, "signal_delay_s": 0, "max_num_timeout": 0, "cpus_per_gpu": 1,
@@ -170,7 +175,8 @@ _COUNTS = {"timeout_min": 1, "nodes": 1, "tasks_per_node": 1, "array_parallelism
 
 
 def check_launcher_settings(executor: str, params: Mapping[str, Any], pack: Any = 1,
-                            pack_mode: Any = "processes", retries: Any = 0, allow_dirty: Any = False) -> None:
+                            pack_mode: Any = "processes", retries: Any = 0, allow_dirty: Any = False,
+                            one_batch: Any = False) -> None:
     """Every bad `hydra.launcher.*` value at once, before the sweep folder exists."""
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
@@ -188,6 +194,10 @@ def check_launcher_settings(executor: str, params: Mapping[str, Any], pack: Any 
         bad.append(f"hydra.launcher.pack={pack!r} (an integer >= 1)")
     if pack_mode not in PACK_MODES:
         bad.append(f"hydra.launcher.pack_mode={pack_mode!r} (one of {', '.join(PACK_MODES)})")
+    if not isinstance(one_batch, bool):
+        bad.append(f"hydra.launcher.one_batch={one_batch!r} (true or false)")
+    elif one_batch and pack_mode != "batch":
+        bad.append(f"hydra.launcher.one_batch=true needs hydra.launcher.pack_mode=batch (got {pack_mode!r})")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         bad.append(f"hydra.launcher.retries={retries!r} (an integer >= 0: how often a failed task is resubmitted)")
     if not isinstance(allow_dirty, bool):
@@ -206,14 +216,14 @@ class TinvLauncherMixin:
     guard_dirty_tree = False
 
     def __init__(self, allow_dirty: bool = False, pack: int = 1, pack_mode: str = "processes",
-                 retries: int = 0, **params: Any) -> None:
+                 retries: int = 0, one_batch: bool = False, **params: Any) -> None:
         try:
-            check_launcher_settings(self._EXECUTOR, params, pack, pack_mode, retries, allow_dirty)
+            check_launcher_settings(self._EXECUTOR, params, pack, pack_mode, retries, allow_dirty, one_batch)
         except LauncherSettingsError as e:
             refuse(str(e))
         super().__init__(**params)
         self.allow_dirty, self.pack, self.pack_mode = bool(allow_dirty), check_pack(pack), str(pack_mode)
-        self.retries = int(retries)
+        self.retries, self.one_batch = int(retries), bool(one_batch)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         # Hydra sets the launcher up before the sweeper makes the sweep folder: refusing
@@ -245,7 +255,8 @@ class TinvLauncherMixin:
             from tinv.launch import packing
             tasks = packing.resolve_tasks(self, job_overrides, initial_job_idx)[1]
             units = packing.schedule(tasks, self.pack)
-            calls = [(PackedJobs(self, [job_args[i] for i in u], [tasks[i] for i in u]), ()) for u in units]
+            calls = [(PackedJobs(self, [job_args[i] for i in u], [tasks[i] for i in u], self.one_batch), ())
+                     for u in units]
         else:
             units = chunks(range(len(job_args)), self.pack)
             calls = [(PackedJobs(self, [job_args[i] for i in u]), ()) for u in units]

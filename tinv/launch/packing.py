@@ -1,15 +1,18 @@
 """Packing a sweep: several jobs' inversions through ONE `invert_packed` call.
 
-The frozen model is shared, so K concepts (or setups) learn in one UNet batch of K x
-batch_size for about the price of a few single ones (docs/speed.md). Everything after the
+The frozen model is shared: K concepts (or setups) learn in one process and one call, each
+job's micro-batch through the UNet in its own batch shape (`one_batch`: all K in one UNet
+batch of K x batch_size, for about the price of a few single ones; docs/speed.md, "Exact or
+one batch"). Everything after the
 inversion stays per job: `tinv.harness.job.run_job` samples, scores and writes the row exactly as
 for an unpacked job. The hand-over is tinv.harness.learned's registry of packed shares:
 `packed_inversion` offers each job its share, the job takes it where it would invert.
 
 Equivalence: each set draws from its own generator and is trained under its own
-placeholder (`<S*0>`, `<S*1>`, ...), renamed back to `<S*>` afterwards, so a packed job
-learns the same vectors as when alone, up to the float error of a bigger UNet batch
-(tests/harness/test_packing.py).
+placeholder (`<S*0>`, `<S*1>`, ...), renamed back to `<S*>` afterwards, and runs the UNet
+in the batch shape it has alone, so a packed job learns bit for bit the vectors it learns
+alone (tests/harness/test_packing.py); with `one_batch` only up to the float error of a
+bigger UNet batch (the kernels are not batch invariant).
 
 Checkpoints: a group checkpoints to `<results_root>/jobs/_packed/<hash of its job ids>/`
 (in the job store: the group is named by its jobs, not by the sweep) and a rerun of the
@@ -47,6 +50,13 @@ def check_pack(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"hydra.launcher.pack={size!r} (an integer >= 1)")
     return size
+
+
+def check_one_batch(value: Any) -> bool:
+    """`hydra.launcher.one_batch` as a bool, or a ValueError naming it."""
+    if not isinstance(value, bool):
+        raise ValueError(f"hydra.launcher.one_batch={value!r} (true or false)")
+    return value
 
 
 # ----------------------------------------------------------------------------- configs
@@ -144,13 +154,15 @@ def renamed(result, i: int, icfg):
 
 
 @contextmanager
-def packed_inversion(cfgs: list[dict]) -> Iterator[None]:
+def packed_inversion(cfgs: list[dict], one_batch: bool = False) -> Iterator[None]:
     """Invert the jobs of `cfgs` (plain configs of one group) together; within the block,
     `tinv.harness.job.run_job` of each of them uses its share instead of inverting. If the packed
-    inversion fails, the jobs run alone (each then fails, or not, on its own row)."""
+    inversion fails, the jobs run alone (each then fails, or not, on its own row).
+    one_batch: the jobs' micro-batches in one UNet call (faster; rows then equal the lone
+    job's only to float error); else each job's in its own call, bit-identical to alone."""
     folders = []
     try:
-        folders = _invert_group(cfgs) if len(cfgs) > 1 else []
+        folders = _invert_group(cfgs, one_batch) if len(cfgs) > 1 else []
     except Exception:   # noqa: BLE001 - the jobs' own runs will report a real error
         log.exception("packed inversion of %d jobs failed; running them one by one", len(cfgs))
     try:
@@ -160,7 +172,7 @@ def packed_inversion(cfgs: list[dict]) -> Iterator[None]:
             learned.forget(f)
 
 
-def _invert_group(cfgs: list[dict]) -> list[str]:
+def _invert_group(cfgs: list[dict], one_batch: bool = False) -> list[str]:
     from tinv.engine.inversion import invert_packed
     plans, ids, folders, seen = [], [], [], set()
     for cfg in cfgs:
@@ -188,12 +200,15 @@ def _invert_group(cfgs: list[dict]) -> list[str]:
     root = Path(first["results_root"])
     sets = [(training_images(p, parts, root), dataclasses.replace(p.icfg, placeholder=packed_name(i)))
             for i, p in enumerate(plans)]
-    ckpt = root / results.STORE / "_packed" / hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
+    # one_batch computes other floats: its checkpoint is another group's
+    name = ",".join(ids) + ("|one_batch" if one_batch else "")
+    ckpt = root / results.STORE / "_packed" / hashlib.sha256(name.encode()).hexdigest()[:12]
     log.info("packed inversion of %d jobs (%s) -> %s", len(ids), ", ".join(ids), ckpt)
     t = time.perf_counter()
     out = invert_packed(parts, sets, ckpt_dir=ckpt, progress=bool(first.get("progress", True)),
-                        class_images=[learned.class_images(p, parts) for p in plans])
+                        class_images=[learned.class_images(p, parts) for p in plans], one_batch=one_batch)
     group_s = time.perf_counter() - t
     for i, (res, plan, folder) in enumerate(zip(out, plans, folders)):
-        learned.offer(folder, learned.Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0))
+        learned.offer(folder, learned.Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0,
+                                                  one_batch=one_batch))
     return folders

@@ -213,7 +213,7 @@ def time_tinv_step(parts: Parts, images, batch_size: int, n_concepts: int, steps
         jobs = [(images, InversionConfig(placeholder=f"<bench{_run_id}-{i}>", init="random",
                                          batch_size=batch_size, steps=n_steps))
                 for i in range(n_concepts)]
-        return _timed(lambda: invert_packed(parts, jobs, progress=False), device)
+        return _timed(lambda: invert_packed(parts, jobs, progress=False, one_batch=True), device)
 
     run(1)  # warm-up
     return max(run(warmup + steps) - run(warmup), 1e-9) / (steps * n_concepts)
@@ -286,7 +286,7 @@ def dvar_steps(parts: Parts, n_concepts: int, budget: int, batch_size: int, devi
                              stop="dvar", dvar_window=window))
             for i, name in enumerate(names)]
     t0 = time.perf_counter()
-    out = invert_packed(parts, jobs, progress=False)
+    out = invert_packed(parts, jobs, progress=False, one_batch=True)
     _sync(device)
     steps = {name: r.steps for name, r in zip(names, out)}
     mean = sum(steps.values()) / len(steps)

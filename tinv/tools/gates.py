@@ -155,7 +155,7 @@ def inversion_gate(concepts=INVERSION_CONCEPTS, n_samples: int = 16, sample_step
     docs = concept_docs(concepts)
     parts = load_parts(MODEL_DIR)
     words = invert_packed(parts, [(PACKAGE_DIR / c["path"], default_inversion(name, placeholder=f"<{name}>", **overrides))
-                                  for name, c in docs.items()], progress=False)
+                                  for name, c in docs.items()], progress=False, one_batch=True)
     prompts = [p for name, c in docs.items() for p in (f"a photo of a <{name}>", f"a photo of a {c['initializer']}")]
     imgs = sampling.sample(parts, prompts, list(range(n_samples)), steps=sample_steps, progress=False)
     # Human captions: every long caption, the samples split evenly between them.
@@ -277,7 +277,7 @@ def editability_gate(concepts=INVERSION_CONCEPTS[:4], n_samples: int = 8, sample
                                    steps=int(base.steps * steps_x), checkpoint_every=0)
         cfgs += [(PACKAGE_DIR / c["path"], over),
                  (PACKAGE_DIR / c["path"], dataclasses.replace(over, placeholder=f"<{name}-init>", steps=0))]
-    invert_packed(parts, cfgs, progress=False)
+    invert_packed(parts, cfgs, progress=False, one_batch=True)
     words = [cfg.placeholder for _, cfg in cfgs] + [""]   # "" : prompt-only
     # then "a photo of a <S*>" per word: over-fitting should buy reconstruction, as in the paper
     texts = [fill(p["text"], w) for w in words for p in prompts] + [f"a photo of a {w}" for w in words[:-1]]
@@ -335,7 +335,7 @@ def regularizer_gate(concepts=INVERSION_CONCEPTS[:4], reg_weight: float | None =
     parts = load_parts(MODEL_DIR)
     cfgs = [(PACKAGE_DIR / c["path"], default_inversion(name, placeholder=f"<{name}{tag}>", reg_weight=w))
             for name, c in docs.items() for tag, w in (("", 0.0), ("-reg", weight))]
-    res = invert_packed(parts, cfgs, progress=False)
+    res = invert_packed(parts, cfgs, progress=False, one_batch=True)
     out = {"reg_weight": weight}
     for i, name in enumerate(docs):
         single, reg = res[2 * i].embedding_dist_init, res[2 * i + 1].embedding_dist_init

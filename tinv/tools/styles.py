@@ -77,7 +77,7 @@ def diagnosis(concepts=STYLE_CONCEPTS, n_samples: int = 16, sample_steps: int = 
     jobs = [(n, label, default_inversion(n, placeholder=f"<{n}-{noun}>", style_noun=noun, steps=steps,
                                          checkpoint_every=0))
             for n in docs for label, noun in nouns.items()]
-    learned = invert_packed(parts, [(PACKAGE_DIR / docs[n]["path"], cfg) for n, _, cfg in jobs], progress=False)
+    learned = invert_packed(parts, [(PACKAGE_DIR / docs[n]["path"], cfg) for n, _, cfg in jobs], progress=False, one_batch=True)
     first = [templates_for("style", cfg.style_noun)[0][0] for *_, cfg in jobs]
     texts = [t.format(cfg.placeholder) for t, (*_, cfg) in zip(first, jobs)] + \
             [t.format(docs[n]["initializer"]) for t, (n, *_) in zip(first, jobs)]
@@ -130,7 +130,7 @@ def inversion_gate(concepts=STYLE_CONCEPTS, n_samples: int = 16, sample_steps: i
     oracle, parts = load_oracle(), load_parts(gates.MODEL_DIR)
     template = _recon_template()
     invert_packed(parts, [(PACKAGE_DIR / c["path"], default_inversion(n, placeholder=f"<{n}>", checkpoint_every=0))
-                          for n, c in docs.items()], progress=False)
+                          for n, c in docs.items()], progress=False, one_batch=True)
     seeds = list(HELD_OUT)[:n_samples]
     texts = [t for n in docs for t in (fill(template, f"<{n}>"), fill(template, ""))]
     imgs = sampling.sample(parts, texts, seeds, steps=sample_steps, progress=False).split(n_samples)
