@@ -17,7 +17,7 @@ from .conftest import REPO
 
 CONF = REPO / "conf"
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
-MODELS = ["toyworld", "sd15", "sd21", "ldm14"]
+MODELS = ["toyworld", "toyworld4", "sd15", "sd21", "ldm14"]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
 PAPER_METHODS = {"single_word", "two_word", "three_word", "progressive", "regularized",
                  "per_image_tokens", "high_lr", "low_lr", "pivotal_tuning", "bipartite_inversion",

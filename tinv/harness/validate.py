@@ -147,6 +147,7 @@ FIELDS: dict[str, Rule] = {
     "model.calibration.dreambooth.lr": number(0.0, None, "5e-6", lo_open=True),
     "model.calibration.dreambooth.steps": count(1, 800),
     "model.calibration.dreambooth.num_class_images": count(1, 100),
+    "model.calibration.xti.steps": count(1, 500),
     "eval.reconstruction_prompt.object": TEMPLATE,
     "eval.reconstruction_prompt.style": TEMPLATE,
     **{f"model.inversion.{k}": r for k, r in INVERSION.items()},
