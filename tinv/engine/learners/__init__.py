@@ -190,3 +190,15 @@ def prepare_sampling(parts: "Parts", learned: Mapping[str, Any], eval_cfg: Mappi
 
 def cpu_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+
+
+def load_into(params: Mapping[str, torch.nn.Parameter], tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    """Copy a stored state into a learner's parameters, or a ValueError naming `what` (e.g.
+    "dreambooth_lora: the stored LoRA") when it was made for another model."""
+    if set(params) != set(tensors):
+        missing, extra = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+        raise ValueError(f"{what} does not fit this model (missing {missing[:3]}, unexpected {extra[:3]})")
+    import torch     # here, not at the top: the config check imports this module without torch
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[n])

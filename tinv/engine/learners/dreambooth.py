@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 import torch
 
-from tinv.engine.learners import Learner, cpu_state
+from tinv.engine.learners import Learner, cpu_state, load_into
 from tinv.engine.learners.lora import hold_identifier, identifier_id
 from tinv.engine.pseudo_words import PseudoWord
 
@@ -84,8 +84,8 @@ class DreamBooth(Learner):
                 "unet": cpu_state(self.unet), "text_encoder": cpu_state(self.text)}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        _copy(self.unet, state["unet"], "unet")
-        _copy(self.text, state["text_encoder"], "text_encoder")
+        load_into(self.unet, state["unet"], "dreambooth: the stored unet")
+        load_into(self.text, state["text_encoder"], "dreambooth: the stored text_encoder")
 
     def finish(self, parts) -> None:
         for p in [*self.unet.values(), *self.text.values()]:
@@ -95,23 +95,13 @@ class DreamBooth(Learner):
 LEARNER = DreamBooth
 
 
-def _copy(params: Mapping[str, torch.nn.Parameter], tensors: Mapping[str, torch.Tensor], what: str) -> None:
-    if set(params) != set(tensors):
-        missing, extra = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
-        raise ValueError(f"dreambooth: the stored {what} does not fit this model (missing {missing[:3]}, "
-                         f"unexpected {extra[:3]})")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(tensors[n])
-
-
 def restore(parts, learned: Mapping[str, Any], words: Mapping[str, PseudoWord]) -> None:
     """The trained UNet (and text encoder) into fresh parts (S*'s row is among `words` already)."""
     st = learned["state"]
     parts.unet.float()
-    _copy(dict(parts.unet.named_parameters()), st["unet"], "unet")
+    load_into(dict(parts.unet.named_parameters()), st["unet"], "dreambooth: the stored unet")
     if st["text_encoder"]:
-        _copy(_text_params(parts.text_encoder.float()), st["text_encoder"], "text_encoder")
+        load_into(_text_params(parts.text_encoder.float()), st["text_encoder"], "dreambooth: the stored text_encoder")
 
 
 def trigger(learned: Mapping[str, Any]) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import torch
 
-from tinv.engine.learners import Learner, cpu_state
+from tinv.engine.learners import Learner, cpu_state, load_into
 from tinv.engine.pseudo_words import PseudoWord
 
 # train_dreambooth_lora.py's `unet_lora_config`: these projections, lora_alpha = r (a LoRA
@@ -110,7 +110,7 @@ class DreamBoothLoRA(Learner):
                 "rank": int(self.args["rank"]), "lora": cpu_state(self.params)}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        _copy(self.params, state["lora"])
+        load_into(self.params, state["lora"], "dreambooth_lora: the stored LoRA")
 
     def finish(self, parts) -> None:
         for p in self.params.values():     # trained: sampling needs no gradients
@@ -120,21 +120,11 @@ class DreamBoothLoRA(Learner):
 LEARNER = DreamBoothLoRA
 
 
-def _copy(params: Mapping[str, torch.nn.Parameter], tensors: Mapping[str, torch.Tensor]) -> None:
-    if set(params) != set(tensors):
-        missing, extra = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
-        raise ValueError(f"dreambooth_lora: the stored LoRA does not fit this UNet (missing {missing[:3]}, "
-                         f"unexpected {extra[:3]})")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(tensors[n])
-
-
 def restore(parts, learned: Mapping[str, Any], words: Mapping[str, PseudoWord]) -> None:
     """The trained LoRA on a fresh UNet (S*, the identifier's vector, is among `words` already)."""
     st = learned["state"]
     params = add_lora(parts.unet, st["rank"], 0)
-    _copy(params, st["lora"])
+    load_into(params, st["lora"], "dreambooth_lora: the stored LoRA")
     for p in params.values():
         p.requires_grad_(False)
 
