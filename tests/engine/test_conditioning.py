@@ -166,5 +166,5 @@ def test_every_caller_goes_through_the_seam(make_parts, concept, monkeypatch):
     assert result.steps == 2
     # the loop, its fixed-batch losses and pivotal tuning through Eq. 2's function; it, DDIM
     # inversion and sampling through the seam
-    assert {"_optimizer_step", "fixed_eval_loss", "pivotal_tune"} <= set(losses), losses
+    assert {"_micro_batch", "fixed_eval_loss", "pivotal_tune"} <= set(losses), losses
     assert {"loss", "guided_eps"} == set(calls), calls
