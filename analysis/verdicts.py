@@ -257,6 +257,15 @@ def describe_at(g, n) -> str:
     return f" at {', '.join(bits)}" if bits else ""
 
 
+def _undecidable(res, part) -> str | None:
+    """Why a measured part cannot be judged: fewer concepts than the rulebook's minimum, or no d."""
+    if res.n_concepts < rb.MIN_CONCEPTS:
+        return too_few(res.n_concepts)
+    if not math.isfinite(res.d):
+        return _missing_d(part.metric)
+    return None
+
+
 def _missing_d(metric: str) -> str:
     metric = D_LIKE.get(metric, metric)
     if metric in OWN_SPAN:
@@ -336,11 +345,8 @@ def decide_part(rows: Rows, part: Part, n_boot: int = N_BOOT, seed: int = SEED) 
     if part.check:      # shown, not judged
         res.verdict = ""
         return res
-    if res.n_concepts < rb.MIN_CONCEPTS:
-        res.reason = too_few(res.n_concepts)
-        return res
-    if not math.isfinite(res.d):
-        res.reason = _missing_d(part.metric)
+    res.reason = _undecidable(res, part) or res.reason
+    if res.reason:
         return res
     return _judge(res)
 
@@ -388,11 +394,8 @@ def decide_diff(rows: Rows, part: DiffPart, n_boot: int = N_BOOT, seed: int = SE
     est = paired_bootstrap(pairs, n_boot, seed=seed)
     res.effect, res.lo, res.hi, res.n_concepts = est.mean, est.lo, est.hi, est.n_concepts
     res.n_samples = rows.samples_per_prompt(rows._at(rows.df[rows.df[SETUP_COLUMN] == part.setup], g_hi, n))
-    if res.n_concepts < rb.MIN_CONCEPTS:
-        res.reason = too_few(res.n_concepts)
-        return res
-    if not math.isfinite(res.d):
-        res.reason = _missing_d(part.metric)
+    res.reason = _undecidable(res, part) or res.reason
+    if res.reason:
         return res
     res.judged = True
     res.verdict = rb.part_verdict(part.expect, res.lo, res.hi, res.d, part.size)
