@@ -273,6 +273,7 @@ class Joint:
         self.ema_text.load_state_dict(self.text.state_dict())
         self._new_optimizer()
         self.step = 0
+        self.fresh_at = 0      # the step of the last fresh AdamW: a stage warms up from it
         self.ema_decay = 0.999
 
     def _new_optimizer(self) -> None:
@@ -296,7 +297,7 @@ class Joint:
 
     def state(self) -> dict:
         return {k: getattr(self, k).state_dict() for k in ("unet", "text", "ema_unet", "ema_text", "opt")} | {
-            "step": self.step, "layout": self.layout}
+            "step": self.step, "layout": self.layout, "fresh_at": self.fresh_at}
 
     def load(self, state: dict) -> None:
         layout = state.get("layout", "toyworld3")   # checkpoints before ToyWorld 4 have no layout
@@ -306,6 +307,7 @@ class Joint:
         for k in ("unet", "text", "ema_unet", "ema_text", "opt"):
             getattr(self, k).load_state_dict(state[k])
         self.step = state["step"]
+        self.fresh_at = state.get("fresh_at", 0)
 
 
 # Where each ToyWorld 3 block sits in the SD layout: the old 4x4 level (with the middle block)
@@ -555,12 +557,14 @@ def save_pipeline(folder: Path, vae, text, unet, tokenizer, sched) -> None:
     cfg_file.write_text(json.dumps(cfg, indent=2))
 
 
-def seed_from_shipped(out: Path, pool, tokenizer, seed: int) -> None:
+def seed_from_shipped(out: Path, pool, tokenizer, seed: int, pipeline: str = "pipeline") -> None:
     """Fill an empty work folder with the shipped weights, so the later stages continue them.
 
     The shipped folder holds EMA weights only (no optimizer state, no online weights): the
     joint stage restarts from the EMA pair with a fresh AdamW, as the ToyWorld 2 stage was
-    first added to the step-20,000 weights."""
+    first added to the step-20,000 weights. `pipeline` names the shipped folder the UNet and
+    text encoder come from ("pipeline_sd": continue ToyWorld 4 from its shipped step); the
+    VAE is always ToyWorld 3's (both pipelines ship the same one)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
     pipe = SHIP_DIR / "pipeline"
@@ -574,13 +578,14 @@ def seed_from_shipped(out: Path, pool, tokenizer, seed: int) -> None:
         marker = json.dumps({"from_shipped": str(pipe / "vae")})
         _atomic_dir(out / "vae", lambda tmp: (vae.save_pretrained(tmp), (tmp / "oracle_check.json").write_text(marker),
                                               (tmp / "decoder_finetune.json").write_text(marker)))
+    pipe = SHIP_DIR / pipeline
     unet = UNet2DConditionModel.from_pretrained(pipe / "unet", torch_dtype=torch.float32)
     joint = Joint(tokenizer, seed, nets.layout_of(unet.config))
     unet = unet.state_dict()
     text = CLIPTextModel.from_pretrained(pipe / "text_encoder", torch_dtype=torch.float32).state_dict()
     for net, state in ((joint.unet, unet), (joint.ema_unet, unet), (joint.text, text), (joint.ema_text, text)):
         net.load_state_dict(state)
-    joint.step = json.loads((pipe / "training.json").read_text())["step"]
+    joint.step = joint.fresh_at = json.loads((pipe / "training.json").read_text())["step"]
     torch.save(joint.state(), out / "joint.pt")
     log.info("seeded %s from the shipped weights at UNet step %d", out, joint.step)
 
@@ -628,10 +633,11 @@ def main(argv=None) -> None:
                         "--position-p (captions.MENTION_P says 0.3): the SD layout can place objects, the "
                         "ToyWorld 3 model never followed position (chance)")
     p.add_argument("--position-p", type=float, default=0.7)
-    p.add_argument("--from-shipped", action="store_true",
+    p.add_argument("--from-shipped", nargs="?", const="pipeline", default=None, choices=["pipeline", "pipeline_sd"],
                    help="seed an empty --out with the shipped weights (oracle, evaluator, VAE, and the pipeline's "
-                        "UNet and text encoder at their step, fresh optimizer) and continue from there: "
-                        "how the ToyWorld 2 stage was added to the step-20,000 weights")
+                        "UNet and text encoder at their step, fresh optimizer warmed up again) and continue from "
+                        "there: how the ToyWorld 2 stage was added to the step-20,000 weights; "
+                        "'--from-shipped pipeline_sd' continues ToyWorld 4 from its shipped step")
     p.add_argument("--export-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; on a CPU shared with other jobs 1 is several times faster than 2 "
@@ -678,7 +684,7 @@ def main(argv=None) -> None:
         torch.save(pool, pool_file)
     val = render_pool(1000, args.seed + 10_000, desc="render validation")
     if args.from_shipped and not (out / "joint.pt").exists():
-        timed("from-shipped", lambda: seed_from_shipped(out, pool, tokenizer, args.seed))
+        timed("from-shipped", lambda: seed_from_shipped(out, pool, tokenizer, args.seed, args.from_shipped))
 
     redo = set(filter(None, args.redo.split(",")))
     # 2. oracle
@@ -747,7 +753,8 @@ def main(argv=None) -> None:
                                                                      "seed": args.seed, "identity": identity,
                                                                      "times": times}, indent=2))
         if args.ship:
-            _atomic_dir(SHIP_DIR / "pipeline", lambda tmp: shutil.copytree(out / "pipeline", tmp, dirs_exist_ok=True))
+            shipped = "pipeline_sd" if j.layout == "sd" else "pipeline"   # ToyWorld 4 ships beside ToyWorld 3
+            _atomic_dir(SHIP_DIR / shipped, lambda tmp: shutil.copytree(out / "pipeline", tmp, dirs_exist_ok=True))
         times["exports"] = times.get("exports", 0) + time.time() - t0
 
     common = dict(offset_noise=args.offset_noise, offset_from=args.offset_from)
@@ -780,7 +787,8 @@ def main(argv=None) -> None:
             joint, lat["mean"], lat["std"], ids, empty, sched, end, args.batch,
             args.seed, export, args.export_every, ckpt,
             compounds=Compounds(tokenizer, pool["attrs"], args.identity_p, side=args.identity_scale, style=style),
-            compound_from=start, warmup_from=start,   # each stage warms up (it may start a fresh AdamW)
+            # each stage warms up (it may start a fresh AdamW), as does a run seeded mid-stage
+            compound_from=start, warmup_from=max(start, joint.fresh_at),
             **common))
     log.info("done; stage times (s): %s", json.dumps(times))
 
