@@ -4,7 +4,10 @@ import json
 import numpy as np
 import torch
 
+import pytest
+
 from tinv.tools import pretrain
+from tinv.toyworld import nets
 from tinv.toyworld.attributes import matches
 from tinv.toyworld.concepts import EXCLUDE
 
@@ -127,3 +130,23 @@ def test_compounds_splice_the_merged_vector_into_the_chosen_rows_only():
     grads = text.get_input_embeddings().weight.grad.abs().sum(1)
     red = tok("red", add_special_tokens=False).input_ids[0]
     assert grads[red] > 0 and grads[comp.mark] == 0
+
+
+def test_joint_step_is_the_engines_eq2_with_min_snr_weights():
+    """Pretraining minimizes the engine's one loss (objective.loss): its value is the
+    min-SNR-weighted epsilon MSE written out by hand, to float precision."""
+    from tinv.engine.models import tiny_clip_tokenizer
+    torch.manual_seed(0)
+    joint = pretrain.Joint(tiny_clip_tokenizer(), seed=0, layout="sd")
+    sched = nets.scheduler()
+    z, noise = torch.randn(3, 4, 16, 16), torch.randn(3, 4, 16, 16)
+    t = torch.tensor([10, 500, 990])
+    cond = torch.randn(3, 77, joint.unet.config.cross_attention_dim)
+    min_snr = torch.linspace(0.1, 1.0, sched.config.num_train_timesteps)
+    with torch.no_grad():
+        pred = joint.unet(sched.add_noise(z, noise, t), t, cond).sample
+        by_hand = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * min_snr[t]).mean()
+    before = [p.detach().clone() for p in joint.unet.parameters()][:3]
+    loss = pretrain.joint_step(joint, sched, z, noise, t, cond, min_snr)
+    assert float(loss) == pytest.approx(float(by_hand), rel=1e-6)
+    assert joint.step == 1 and any(not torch.equal(a, b) for a, b in zip(before, joint.unet.parameters()))

@@ -32,9 +32,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from tinv.engine import conditioning, objective
 from tinv.engine.models import Parts
 
 PROMPT = "a photo of a cat"
@@ -178,10 +178,9 @@ class DiffusersExampleStep:
             noise = torch.randn_like(latents)
             t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps,
                               (self.batch_size,), device=latents.device)
-            noisy = self.noise_scheduler.add_noise(latents, noise, t)
             hidden = self.text_encoder(self.ids)[0].to(parts.unet.dtype)
-            pred = parts.unet(noisy, t, hidden).sample
-            loss = F.mse_loss(pred.float(), noise.float())
+            # the example's noising, UNet call and MSE are Eq. 2 exactly: the engine's one copy
+            loss = objective.loss(parts, self.noise_scheduler, latents, t, noise, conditioning.Cond(hidden))
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad()

@@ -456,9 +456,13 @@ class Compounds:
 
 
 def joint_step(joint: Joint, sched, z, noise, t, cond, min_snr) -> torch.Tensor:
-    """One optimizer step of the min-SNR-weighted epsilon loss, then the EMA; returns the loss."""
-    pred = joint.unet(sched.add_noise(z, noise, t), t, cond).sample
-    loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * min_snr[t]).mean()
+    """One optimizer step of Eq. 2 weighted by min-SNR (the engine's one loss), then the EMA;
+    returns the loss."""
+    from types import SimpleNamespace
+
+    from tinv.engine import conditioning, objective
+    unet = SimpleNamespace(unet=joint.unet, dtype=torch.float32)
+    loss = objective.loss(unet, sched, z, t, noise, conditioning.Cond(cond), weight=min_snr[t])
     joint.opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(joint.params, 1.0)
