@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinv.toyworld import MODEL_DIR, attributes, captions
+from tinv.toyworld import DEFAULT_DIR, attributes, captions
 from tinv.toyworld.attributes import NAMED, UNNAMED
 from tinv.toyworld.oracle import load_oracle, oracle_reconstruction, splits
 
@@ -222,7 +222,8 @@ def existence_gate(concepts=INVERSION_CONCEPTS, inverted: dict | None = None, sc
                    **_shares(oracle, im, docs[name]["attributes"])} for name, im in zip(docs, imgs)}
 
 
-MODEL = "toyworld"   # the toy model the gates measure (`use_model`, `--model`)
+MODEL = "toyworld4"   # the toy model the gates measure (`use_model`, `--model`): the default model
+MODEL_DIR = DEFAULT_DIR
 
 
 def use_model(name: str) -> None:
@@ -426,7 +427,8 @@ def main(argv=None, gates: dict = GATES, doc: str = __doc__) -> None:
     """The gates CLI; tinv.tools.styles runs its own gates through it."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(gates), help=f"comma-separated subset of {list(gates)}")
-    p.add_argument("--model", default="toyworld", help="the toy model config to measure (conf/model/)")
+    p.add_argument("--model", default="toyworld4",
+                   help="the toy model config to measure (conf/model/; toyworld = ToyWorld 3)")
     p.add_argument("--set", action="append", default=[], metavar="ARG=VALUE",
                    help="a keyword argument of the gate(s) run, e.g. --only editability --set vectors=3")
     args = p.parse_args(argv)

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from tinv.core import atomic
 
-from tinv.toyworld import MODEL_DIR
+from tinv.toyworld import DEFAULT_DIR
 
 PROMPTS = ("a photo of a red star on grass", "a photo of a blue heart in the sky",
            "a sketch of a green triangle at night", "a painting of a yellow circle on water",
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     from tinv.engine import sampling
     from tinv.engine.models import load_parts
-    parts = load_parts(MODEL_DIR)
+    parts = load_parts(DEFAULT_DIR)
     seeds = list(range(args.seeds))
     imgs = sampling.sample(parts, list(PROMPTS), seeds, steps=25)
     rows = [_row(pr, _u8(imgs[i * len(seeds):(i + 1) * len(seeds)])) for i, pr in enumerate(PROMPTS)]
