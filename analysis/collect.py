@@ -407,6 +407,33 @@ def once_per_job(records: list[dict]) -> list[dict]:
     return kept
 
 
+STEPS, CURVE, LOSS = "training.steps_to_reference_loss", "training.fixed_batch_curve", "training.eval_loss_after"
+FILLED = "training.steps_to_reference_loss_from"
+
+
+def fill_convergence(df: pd.DataFrame) -> pd.DataFrame:
+    """A row written before its single word finished has a null `steps_to_reference_loss`
+    and its fixed-batch curve (tinv.harness.convergence): fill it here from the single word's
+    row of the same model, concept, seed and training images in the table, and say so in
+    `training.steps_to_reference_loss_from` ("collect" here, "job" when the job wrote it)."""
+    if STEPS not in df.columns or CURVE not in df.columns or LOSS not in df.columns:
+        return df
+    from tinv.harness.convergence import PAIRED_BY, REFERENCE, steps_to_reach
+    keys = [k for k in PAIRED_BY if k in df.columns]
+    key = df[keys].astype(object).map(str).agg("|".join, axis=1)   # str: a null train_images pairs with null
+    ref = df[(df["method"] == REFERENCE) & (df["status"] == "ok") & df[LOSS].notna()]
+    target = dict(zip(key[ref.index][::-1], ref[LOSS][::-1]))   # the first row wins, as in the store
+    df[FILLED] = [("job" if pd.notna(v) else None) for v in df[STEPS]]
+    for i in df.index[df[STEPS].isna() & df[CURVE].notna()]:
+        if key[i] not in target:
+            continue
+        curve = json.loads(df.at[i, CURVE]) if isinstance(df.at[i, CURVE], str) else df.at[i, CURVE]
+        step = steps_to_reach(curve or [], float(target[key[i]]))
+        if step is not None:
+            df.at[i, STEPS], df.at[i, FILLED] = step, "collect"
+    return df
+
+
 def collect(sweep_dirs: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list[JobIssue]]:
     """Rows of all sweeps -> DataFrame (one line per job) and the list of job issues."""
     records, issues = [], []
@@ -421,6 +448,7 @@ def collect(sweep_dirs: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list
     df.attrs["runs_root"] = roots.mode().iloc[0] if len(roots) else None
     if df.empty:
         df = pd.DataFrame(columns=list(LEADING_COLUMNS))
+    df = fill_convergence(df)
     # What a person looks for first: identity, the setup, the scores; then the rest.
     metrics = [c for c in df.columns if c.startswith(METRIC_PREFIXES) and "." not in c]
     first = [c for c in LEADING_COLUMNS if c in df.columns] + metrics

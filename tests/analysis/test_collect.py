@@ -206,3 +206,33 @@ def test_reruns_on_a_runs_root_leave_nothing_missing(tmp_path):
             (hyd / "tinv_job.json").write_text(json.dumps({"job_dir": str(job), "done_already": True}))
     df, issues = collect.collect([runs])
     assert len(df) == 1 and issues == []
+
+
+def test_convergence_step_is_filled_at_collect_time_from_the_single_words_row():
+    """A P+ row written before its single word finished (steps_to_reference_loss null, its
+    curve kept) gets the step from the single word's row of the same model, concept, seed and
+    training images in the table; a row whose curve never gets there stays null."""
+    import json as _json
+
+    import pandas as _pd
+
+    from analysis.collect import fill_convergence
+    curve = [[0, 0.09], [10, 0.07], [20, 0.05], [30, 0.04]]
+    base = {"status": "ok", "model": "toyworld4", "seed": 23, "train_images": None}
+    df = _pd.DataFrame([
+        {**base, "method": "single_word", "concept": "red_star", "training.eval_loss_after": 0.055,
+         "training.steps_to_reference_loss": 300, "training.fixed_batch_curve": _json.dumps(curve)},
+        {**base, "method": "xti", "concept": "red_star", "training.eval_loss_after": 0.04,
+         "training.steps_to_reference_loss": None, "training.fixed_batch_curve": _json.dumps(curve)},
+        {**base, "method": "xti", "concept": "blue_heart", "training.eval_loss_after": 0.04,   # no reference
+         "training.steps_to_reference_loss": None, "training.fixed_batch_curve": _json.dumps(curve)},
+        {**base, "method": "neti", "concept": "red_star", "training.eval_loss_after": 0.08,
+         "training.steps_to_reference_loss": None, "training.fixed_batch_curve": _json.dumps(curve[:2])},
+        {**base, "seed": 24, "method": "xti", "concept": "red_star", "training.eval_loss_after": 0.04,
+         "training.steps_to_reference_loss": None, "training.fixed_batch_curve": _json.dumps(curve)},
+    ])
+    out = fill_convergence(df)
+    steps = out["training.steps_to_reference_loss"].tolist()
+    assert steps[0] == 300 and steps[1] == 20                      # first logged step at or below 0.055
+    assert all(_pd.isna(v) for v in steps[2:])                      # no reference; never reached; other seed
+    assert out["training.steps_to_reference_loss_from"].tolist()[:2] == ["job", "collect"]
