@@ -439,3 +439,14 @@ def test_figure_12_is_against_the_paper_where_heldout_reconstruction_keeps_risin
     assert got["14b"].verdict == C and got["14"].verdict == R     # editability rises too: the fall reversed
     assert [g.item.label for g in got["14b"].results if g.verdict in rb.AGAINST] == \
         ["7 images", "10 images", "15 images", "20 images", "25 images"]
+
+
+def test_figure_12_on_fewer_than_4_concepts_is_not_decidable_here():
+    """The paper's world, but the set-size rows on 3 concepts (the grid keeps its 6)."""
+    df = w.table(w.world(_setsize_world((0.70, 0.74, 0.77, 0.80, 0.80, 0.80, 0.80, 0.80, 0.80))))
+    off = (df["method"] == "single_word") & (df["concept.n_images"] != 5) & df["concept"].isin(w.CONCEPTS[3:])
+    [rows] = [g for v, g in protocol.comparable_groups(df[~off], ignore=protocol.SWEPT)
+              if v["concept.kind"] == "object"]
+    got = {x.claim.id: x for x in claims.decide(rows, n_boot=200)}
+    assert got["14"].verdict == ND and got["14b"].verdict == ND
+    assert "n = 3 concepts" in got["14"].results[0].children[0].reason
