@@ -50,8 +50,8 @@ RANKED = LEARNED + CAPTIONS + ("pivotal_tuning", "bipartite_inversion")   # ever
 STEPS = "training.steps"
 STEPS_TO_REFERENCE = "training.steps_to_reference_loss"   # P+'s step at the single word's final fixed-batch loss
 DVAR_PAPER = "Voronov et al. 2023, DVAR (arXiv 2302.04841)"
-HELDOUT_HINT = ("rows from `python run.py -m +experiment=setsize` on a harness that scores reconstruction against "
-                "one fixed held-out image set per concept (not written by this harness yet)")
+HELDOUT_HINT = ("rows from `python run.py -m +experiment=setsize`, which score reconstruction against one fixed "
+                "held-out image set per concept (a folder concept's needs concept.heldout_path)")
 STEPS_HINT = "the inversion's step at the single word's final fixed-batch loss (a row column still to come)"
 # docs/toyworld.md, "Gates": what the toy world was built to make true. On its rows these
 # claims are positive controls (the instrument finds what was put there), not evidence.

@@ -5,7 +5,10 @@
 
 Reads only the CSV. One line per inverted setup over the number of training images;
 image-only, prompt-only and the human captions of the same concept(s) as horizontal
-references. Writes PNG and PDF.
+references. CLIP reconstruction is read against the held-out images
+(reconstruction_clip_heldout, one fixed set per concept, the same for every size) where
+every plotted row has it; against each row's own training images otherwise, which a larger
+set changes (the axis says which). Writes PNG and PDF.
 """
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ if __package__ in (None, ""):  # run as a script: make `analysis` importable
 import pandas as pd  # noqa: E402
 
 from analysis import style  # noqa: E402
-from analysis.table import N_BOOT, metric_pair  # noqa: E402
+from analysis.table import N_BOOT, SETUP_COLUMN, metric_pair  # noqa: E402
 from analysis.versus import find_column, plot_versus, versus_main  # noqa: E402
 
+HELDOUT = "reconstruction_clip_heldout"
 # Where the harness may keep the number of training images, most specific first.
 SETSIZE_COLUMNS = ("concept.n_images", "concept.num_images", "concept.n_images", "concept.max_images",
                    "data.num_images", "num_images", "n_images")
@@ -31,7 +35,11 @@ def plot_setsize(df: pd.DataFrame, x: str | None = None, setups=("single_word",)
     """Returns (figure, per-size summary, reference summary)."""
     x = x or find_column(df, SETSIZE_COLUMNS, "the number of training images")
     references = style.REFERENCES + style.HUMAN_CAPTIONS
-    return plot_versus(df, x, setups, references, list(metric_pair(family, editability)),
+    metrics = list(metric_pair(family, editability))
+    plotted = df[df[SETUP_COLUMN].isin(tuple(setups) + tuple(references))]
+    if family == "clip" and HELDOUT in plotted.columns and plotted[HELDOUT].notna().all():
+        metrics[0] = HELDOUT    # comparable across sizes; the training-set score is not
+    return plot_versus(df, x, setups, references, metrics,
                        xlabel="Number of training images", logx=True,
                        title="Effect of the training-set size", n_boot=n_boot)
 

@@ -34,6 +34,7 @@ _FAMILIES = {
 AXIS_LABELS = {
     "reconstruction_clip": "Reconstruction: CLIP image-image similarity",
     "reconstruction_dino": "Reconstruction: DINO image-image similarity",
+    "reconstruction_clip_heldout": "Reconstruction: CLIP similarity to held-out images",
     "reconstruction_oracle": "Reconstruction: oracle attribute accuracy",
     "editability_clip_meanemb": "Editability: CLIP text-image similarity\n(mean embedding, paper)",
     "editability_clip_persample": "Editability: CLIP text-image similarity\n(per-sample mean, public code)",

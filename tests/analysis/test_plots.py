@@ -203,3 +203,16 @@ def test_where_keeps_the_fig10_protocol(results_csv):
     assert summary.set_index("method").loc["pivotal_tuning", "reconstruction_clip.n_concepts"] == 4
     with pytest.raises(ValueError, match="nope"):
         where(df, ["nope=1"])
+
+
+def test_setsize_reads_reconstruction_against_the_heldout_images_where_every_row_has_them(results_csv):
+    df = where(load_results(results_csv), ["eval.guidance=5"])
+    df["reconstruction_clip_heldout"] = 0.5 + 0.01 * np.log(df["concept.n_images"])   # a fixed set: its own curve
+    fig, lines, _ = plot_setsize.plot_setsize(df, n_boot=N_BOOT)
+    assert fig.axes[0].get_ylabel() == "Reconstruction: CLIP similarity to held-out images"
+    assert "reconstruction_clip_heldout" in lines.columns and "reconstruction_clip" not in lines.columns
+    from analysis.table import SETUP_COLUMN
+    one = df.index[df[SETUP_COLUMN] == "single_word"][0]
+    df.loc[one, "reconstruction_clip_heldout"] = np.nan     # one plotted row without: the training-set score, said
+    fig, _, _ = plot_setsize.plot_setsize(df, n_boot=N_BOOT)
+    assert fig.axes[0].get_ylabel() == "Reconstruction: CLIP image-image similarity"

@@ -29,6 +29,7 @@ class Concept:
     captions: dict | None = None   # {"short": [...], "long": [...]}
     attributes: dict | None = None  # toy world ground truth
     prompts: list[dict] | None = None  # a concept's own prompt list (DreamBench live subjects)
+    heldout: Path | None = None    # concept.heldout_path: images no training set uses (reconstruction_clip_heldout)
 
 
 def _concept_path(path: str) -> Path:
@@ -105,9 +106,10 @@ def resolve_concept(c: Mapping[str, Any]) -> Concept:
         raise InputError(f"concept.kind={c.get('kind')!r}: use object or style")
     folder = _concept_path(c["path"])
     captions = c.get("captions") or (_read_captions(folder) if folder.is_dir() else None)
+    heldout = _concept_path(c["heldout_path"]) if c.get("heldout_path") else None
     return Concept(name=c.get("name") or folder.name, kind=c.get("kind", "object"), folder=folder,
                    initializer=str(c["initializer"]), captions=captions,
-                   attributes=c.get("attributes"), prompts=prompts)
+                   attributes=c.get("attributes"), prompts=prompts, heldout=heldout)
 
 
 # ----------------------------------------------------------------------------- images
@@ -161,7 +163,74 @@ def scan_images(plan) -> int:
     if n and n > have and not _toy_concept(concept.name):
         raise InputError(f"train_images={n} but concept {concept.name!r} has only {have} images "
                          f"in {str(concept.folder)!r}; give train_images={have} or fewer (or null for all)")
+    if n and _toy_concept(concept.name):
+        from tinv.toyworld import concepts as toy
+        if n > toy.HELDOUT_FIRST:
+            raise InputError(f"train_images={n}: a built-in toy concept trains on at most {toy.HELDOUT_FIRST} "
+                             "images (the ones after are its held-out set)")
+    if concept.heldout is not None:
+        _scan_heldout(concept)
     return int(n) if n else have
+
+
+def _scan_heldout(concept: Concept) -> None:
+    """concept.heldout_path: a readable image folder that shares no image with the training set
+    (a held-out image the word trained on would score its own training)."""
+    from tinv.engine.data import ConceptError, load_concept_images
+    try:
+        held = load_concept_images(concept.heldout, 8).paths
+    except ConceptError as e:
+        raise InputError(f"concept.heldout_path: {e}") from e
+    if concept.heldout.resolve() == concept.folder.resolve():
+        raise InputError(f"concept.heldout_path={str(concept.heldout)!r} is the concept's own folder; "
+                         "give a folder of other images of the concept")
+    trained = {p.read_bytes() for p in load_concept_images(concept.folder, 8).paths}
+    shared = [p.name for p in held if p.read_bytes() in trained]
+    if shared:
+        raise InputError(f"concept.heldout_path={str(concept.heldout)!r} holds training images of concept "
+                         f"{concept.name!r} ({', '.join(shared)}); held-out images must be other images")
+
+
+def heldout_images(plan, parts, results_root: Path):
+    """(images at the model's resolution, where they come from) for reconstruction against one
+    fixed held-out set, the same for every `train_images`; (None, why not) without one.
+
+    concept.heldout_path when given; a built-in toy concept renders its own (images
+    HELDOUT_FIRST.. of its sequence, tinv.toyworld.concepts); other concepts have none."""
+    from tinv.engine.data import ConceptError, load_concept_images
+    concept = plan.concept
+    crop = bool(getattr(plan.icfg, "center_crop", False))
+    if concept.heldout is not None:
+        folder = concept.heldout
+    elif _toy_concept(concept.name) and _is_builtin(concept):
+        folder = _render_toy_heldout(concept.name, results_root)
+    else:
+        return None, "none: no concept.heldout_path (a folder of other images of the concept), so no " \
+                     "reconstruction_clip_heldout"
+    try:
+        images = load_concept_images(folder, parts.resolution, crop)
+    except ConceptError as e:
+        raise InputError(f"concept {concept.name!r}, held-out images: {e}") from e
+    return images, f"{len(images)} images in {folder}"
+
+
+def _is_builtin(concept: Concept) -> bool:
+    """A built-in toy concept, not a user's folder that happens to share its name."""
+    from tinv.toyworld import concepts as toy
+    return concept.attributes is not None and dict(concept.attributes) == toy.CONCEPTS[concept.name]["attributes"]
+
+
+def _render_toy_heldout(name: str, results_root: Path) -> Path:
+    from tinv.toyworld import concepts as toy
+    folder = Path(results_root) / "_cache" / "toyworld_concepts" / f"{name}-heldout"
+    if len(list(folder.glob("*.png"))) != toy.N_HELDOUT:
+        import shutil
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        with atomic.replacing_dir(folder, keep_existing=True) as tmp:
+            for i in toy.heldout_indices():
+                toy.render_image(name, i).save(tmp / f"{i:05d}.png")
+    return folder
 
 
 def _toy_concept(name: str) -> bool:
@@ -175,7 +244,6 @@ def _toy_concept(name: str) -> bool:
 def _render_toy_concept(concept: Concept, n: int, results_root: Path, have: int) -> Path:
     try:
         from tinv.toyworld import concepts as toy
-        from tinv.toyworld.render import render
     except ImportError:
         toy = None
     if toy is None or concept.name not in toy.CONCEPTS:
@@ -188,6 +256,6 @@ def _render_toy_concept(concept: Concept, n: int, results_root: Path, have: int)
             shutil.rmtree(folder, ignore_errors=True)     # a partial folder of an older layout
         # keep_existing: another worker of the sweep rendered the same images first
         with atomic.replacing_dir(folder, keep_existing=True) as tmp:
-            for i in range(n):   # seeds as tinv.toyworld.concepts.write: the first five match
-                render(toy.image_attributes(concept.name, i), seed=1000 + i).save(tmp / f"{i:02d}.png")
+            for i in range(n):   # as tinv.toyworld.concepts.write: the first five match
+                toy.render_image(concept.name, i).save(tmp / f"{i:02d}.png")
     return folder

@@ -38,7 +38,7 @@ from tinv.core import atomic
 
 from tinv.harness import convergence, joblock, preflight, prompts as P, results, store, tokens, validate
 from tinv.harness.attempts import Attempts, checkpoint_step
-from tinv.harness.concepts import resolve_concept, scan_images, training_images
+from tinv.harness.concepts import heldout_images, resolve_concept, scan_images, training_images
 from tinv.core.errors import InputError
 from tinv.harness.loading import choose_device, load_model, model_fingerprint, set_cpu_threads
 from tinv.engine.progress import third_party as third_party_bars
@@ -366,7 +366,8 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
 
     t = time.perf_counter()
     from tinv.metrics.protocol import evaluate
-    scored = evaluate(plan, cells, train01, device)
+    held, held_from = heldout_images(plan, parts, Path(cfg["results_root"]))
+    scored = evaluate(plan, cells, train01, device, None if held is None else (held.pixels + 1) / 2)
     if "embedding_norm" in training:   # where the word went, beside what it draws
         for name in ("embedding_norm", "embedding_dist_init"):
             # one inversion, no sample to resample: no interval (across seeds, run seeds)
@@ -381,5 +382,6 @@ def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool
                               "reconstruction_prompt": plan.recon.template,
                               "editability_text": "prompt with the placeholder deleted",
                               "editability_paper": "editability_clip_meanemb",
+                              "reconstruction_heldout": held_from,
                               "evaluator": (cfg["eval"]["clip"] if cfg["model"]["evaluator"] == "clip"
                                             else "toyworld")}}

@@ -55,7 +55,9 @@ def key(plan) -> str:
     """12 hex digits naming the inversion a plan runs (the module docstring says what counts)."""
     from tinv.harness.plan import concept_fingerprint
     cfg = plan.cfg
-    spec = {**{k: v for k, v in cfg.items() if k != "eval"},
+    # the held-out folder is evaluation only: a job with one reuses the inversion of the job without
+    concept = {k: v for k, v in cfg["concept"].items() if k != "heldout_path"}
+    spec = {**{k: v for k, v in cfg.items() if k != "eval"}, "concept": concept,
             "_weights": model_fingerprint(cfg["model"]), "_concept": concept_fingerprint(cfg["concept"]),
             "_inversion": _inversion_fields(plan.icfg),
             "_pivotal": dataclasses.asdict(plan.pcfg) if plan.pcfg is not None else None}

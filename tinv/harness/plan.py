@@ -168,6 +168,11 @@ def concept_fingerprint(c: Mapping[str, Any]) -> str | None:
     return _CONCEPT_PRINTS[stamp]
 
 
+def heldout_fingerprint(c: Mapping[str, Any]) -> str | None:
+    """concept_fingerprint of the concept.heldout_path folder (new held-out images: a new job)."""
+    return concept_fingerprint({**c, "path": c["heldout_path"], "initializer": "-"})
+
+
 def job_location(cfg: dict) -> tuple[str, Path]:
     # The id hashes the resolved config AND what the job reads: the weights (a fixed
     # model.path or the shipped toy world, retrained in place, is a different job) and
@@ -176,8 +181,12 @@ def job_location(cfg: dict) -> tuple[str, Path]:
     c = cfg["concept"]
     # Rows made before the placeholder was a setting have none in their config: the default
     # placeholder is left out so those jobs keep their ids.
+    # The held-out folder came later too: unset, left out; set, its files count as the concept's do.
     hashed = {**cfg, "concept": {k: v for k, v in c.items()
-                                 if not (k == "placeholder" and v in (None, DEFAULT_PLACEHOLDER))}}
+                                 if not (k == "placeholder" and v in (None, DEFAULT_PLACEHOLDER))
+                                 and not (k == "heldout_path" and v is None)}}
+    if c.get("heldout_path"):
+        hashed["_heldout"] = heldout_fingerprint(c)
     # NeTI's truncation came later: unset (null) it is left out, so earlier jobs keep their ids
     if hashed["eval"].get("neti_truncation", 0) is None:
         hashed["eval"] = {k: v for k, v in hashed["eval"].items() if k != "neti_truncation"}

@@ -1,8 +1,11 @@
 """A job's samples -> its metrics: the evaluation protocol of section 5.1 (docs/harness.md).
 
-`evaluate(plan, cells, train, device)` takes the job plan (tinv.harness.plan.Plan: config, concept,
-prompts) and its cells (tinv.harness.plan.Cell: a prompt or prompt x caption with its samples) and
-returns the row's `metrics`, `metrics_ci`, `scores` and `per_prompt`.
+`evaluate(plan, cells, train, device, heldout)` takes the job plan (tinv.harness.plan.Plan: config,
+concept, prompts) and its cells (tinv.harness.plan.Cell: a prompt or prompt x caption with its
+samples) and returns the row's `metrics`, `metrics_ci`, `scores` and `per_prompt`. With `heldout`
+(images of the concept no training set uses, in [0, 1]) it adds reconstruction_clip_heldout:
+reconstruction against that fixed set, comparable across training-set sizes (appendix B), where
+reconstruction_clip is scored against each job's own training images.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import torch
 from tinv.metrics import encoders, oracle, scores as S
 
 
-def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
+def evaluate(plan, cells: list, train: torch.Tensor, device: str, heldout: torch.Tensor | None = None) -> dict:
     """metrics, metrics_ci, per_prompt, scores: the protocol of section 5.1 (see docs/harness.md)."""
     e, m = plan.cfg["eval"], plan.cfg["model"]
     boot = dict(n_boot=int(e["bootstrap"]["n"]), seed=int(e["bootstrap"]["seed"]))
@@ -44,6 +47,9 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str) -> dict:
     rec = S.reconstruction([S.pair_matrix(train_clip, embed(clip, c.images), exclude_self)
                             for c in rec_cells], **boot)
     put("reconstruction_clip", rec)
+    if heldout is not None:     # no sample is a copy of a held-out image: no pair to leave out
+        put("reconstruction_clip_heldout", S.reconstruction(
+            [S.pair_matrix(embed(clip, heldout), embed(clip, c.images)) for c in rec_cells], **boot))
     texts = clip.texts([plan.prompts[c.prompt].edit_text for c in edit_cells])
     edit = S.editability([(embed(clip, c.images), t) for c, t in zip(edit_cells, texts)], **boot)
     put("editability_clip_meanemb", edit["meanemb"])

@@ -23,6 +23,10 @@ from .render import render
 
 CONCEPT_DIR = Path(__file__).resolve().parent / "concepts"
 N_IMAGES = 5
+# Held-out images (appendix B's set-size sweep scores reconstruction against one fixed set per
+# concept, the same for every training-set size): images HELDOUT_FIRST .. +N_HELDOUT-1 of the
+# concept's image sequence, which no training set reaches (train_images <= HELDOUT_FIRST is checked).
+HELDOUT_FIRST, N_HELDOUT = 10_000, 8
 
 
 def _obj(shape, color, pattern, accent, outline, short, long):
@@ -162,13 +166,22 @@ def image_attributes(name: str, i: int) -> dict:
     return sample(rng, count="one", **c["attributes"])
 
 
+def render_image(name: str, i: int):
+    """Concept `name`'s i-th image (PIL), as its shipped ones were made (seed 1000 + i)."""
+    return render(image_attributes(name, i), seed=1000 + i)
+
+
+def heldout_indices() -> range:
+    return range(HELDOUT_FIRST, HELDOUT_FIRST + N_HELDOUT)
+
+
 def write(root: Path = CONCEPT_DIR, conf_dir: Path | None = None) -> None:
     """Render every concept's images (PNG) and, if `conf_dir` is given, its concept YAML."""
     for name, c in CONCEPTS.items():
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(N_IMAGES):
-            render(image_attributes(name, i), seed=1000 + i).save(folder / f"{i:02d}.png")
+            render_image(name, i).save(folder / f"{i:02d}.png")
         if conf_dir is not None:
             doc = dict(name=name, kind=c["kind"], path=f"toyworld/concepts/{name}",
                        initializer=c["initializer"], captions=c["captions"], attributes=c["attributes"])
