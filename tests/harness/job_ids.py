@@ -1,0 +1,78 @@
+"""The job ids of the committed presets, computed from their composed configs without running
+a job (the sweeper's expansion, Hydra's compose, tinv.harness.plan.job_location): the fixture
+tests/harness/fixtures/job_ids.json pins them, so a change to how a job's identity is computed
+that moves an existing job's id fails tests/harness/test_job_ids.py.
+
+The weights' fingerprint is pinned to the one recorded in the fixture: retraining the toy
+weights in place changes every id by design (loading.model_fingerprint), not by the id scheme.
+
+    PYTHONPATH=$PWD python -m tests.harness.job_ids      # rewrite the fixture (after a deliberate change)
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from unittest import mock
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE = Path(__file__).parent / "fixtures" / "job_ids.json"
+MODELS = ("toyworld", "toyworld4")
+EXPERIMENTS = ("quickstart", "successors", "successors_controls")
+BUILT_IN = sorted(p.stem for p in (REPO / "conf" / "concept").glob("*.yaml")
+                  if p.stem != "folder" and not p.stem.startswith("dreambench"))
+
+
+def _compose(overrides: list[str]) -> dict:
+    sys.path.insert(0, str(REPO))         # the tinv Hydra plugins (the `experiment` group)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+
+
+def jobs() -> list[tuple[str, list[str]]]:
+    """(name, overrides) of every job: each preset's sweep (its methods x concepts) on each
+    model, and the default job."""
+    out = []
+    for model in MODELS:
+        out.append((f"{model}/default", [f"model={model}"]))
+        for exp in EXPERIMENTS:
+            params = yaml.safe_load((REPO / "experiments" / f"{exp}.yaml").read_text())["hydra"]["sweeper"]["params"]
+            concepts = BUILT_IN if params["concept"] == "all" else params["concept"].split(",")
+            for method in params["method"].split(","):
+                for concept in concepts:
+                    out.append((f"{model}/{exp}/{method}/{concept}",
+                                [f"+experiment={exp}", f"model={model}", f"method={method}", f"concept={concept}"]))
+    return out
+
+
+def compute(weights: dict[str, str] | None = None) -> dict:
+    """{"weights": {model: fingerprint}, "ids": {job name: id}}; `weights` pins the fingerprints."""
+    from tinv.harness import loading, plan
+    real = loading.model_fingerprint
+    pinned = dict(weights or {})
+
+    def fingerprint(m):
+        if m["name"] not in pinned:
+            pinned[m["name"]] = real(m)
+        return pinned[m["name"]]
+    ids = {}
+    with mock.patch.object(plan, "model_fingerprint", fingerprint):
+        for name, overrides in jobs():
+            ids[name] = plan.job_location(_compose(overrides))[0]
+    return {"weights": pinned, "ids": ids}
+
+
+def main() -> None:
+    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+    FIXTURE.write_text(json.dumps(compute(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {FIXTURE}")
+
+
+if __name__ == "__main__":
+    main()
