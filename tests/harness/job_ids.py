@@ -70,8 +70,10 @@ def configs(full: bool) -> dict[str, dict]:
 
 
 def compute(weights: dict[str, str] | None = None, full: bool = False) -> dict:
-    """{"weights": {model: fingerprint}, "ids": {job name: id}}; `weights` pins the fingerprints."""
-    from tinv.harness import loading, plan
+    """{"weights": {model: fingerprint}, "ids": {job name: id}, "inversions": {job name: the key
+    of its inversion in the job store (tinv.harness.learned.key), for jobs that learn}};
+    `weights` pins the fingerprints."""
+    from tinv.harness import learned, loading, plan
     real = loading.model_fingerprint
     pinned = dict(weights or {})
 
@@ -79,11 +81,15 @@ def compute(weights: dict[str, str] | None = None, full: bool = False) -> dict:
         if m["name"] not in pinned:
             pinned[m["name"]] = real(m)
         return pinned[m["name"]]
-    ids = {}
-    with mock.patch.object(plan, "model_fingerprint", fingerprint):
+    ids, keys = {}, {}
+    with mock.patch.object(plan, "model_fingerprint", fingerprint), \
+            mock.patch.object(learned, "model_fingerprint", fingerprint):
         for name, cfg in configs(full).items():
             ids[name] = plan.job_location(cfg)[0]
-    return {"weights": pinned, "ids": ids}
+            p = plan.make_plan(plan.effective_config(cfg), {})     # as tinv.harness.job makes it
+            if p.icfg is not None:
+                keys[name] = learned.key(p)
+    return {"weights": pinned, "ids": ids, "inversions": keys}
 
 
 def main() -> None:
