@@ -51,16 +51,18 @@ def jobs() -> list[tuple[str, list[str]]]:
     return out
 
 
-def configs(full: bool) -> dict[str, dict]:
+def configs(full: bool, select=lambda name: True) -> dict[str, dict]:
     """Every job's composed config. `full`: one Hydra compose per job (about 0.15 s each);
     else one per (model, preset, method) and one per concept, the concept's block put in
     (what `concept=<c>` changes; `main` checks the two agree before it writes the fixture)."""
     if full:
-        return {name: _compose(overrides) for name, overrides in jobs()}
+        return {name: _compose(overrides) for name, overrides in jobs() if select(name)}
     blocks = {c: _compose([f"concept={c}"])["concept"] for c in BUILT_IN}
     base: dict[tuple, dict] = {}
     out = {}
     for name, overrides in jobs():
+        if not select(name):
+            continue
         key = tuple(o for o in overrides if not o.startswith("concept="))
         if key not in base:
             base[key] = _compose(list(key))
@@ -69,10 +71,11 @@ def configs(full: bool) -> dict[str, dict]:
     return out
 
 
-def compute(weights: dict[str, str] | None = None, full: bool = False) -> dict:
+def compute(weights: dict[str, str] | None = None, full: bool = False, select=lambda name: True,
+            edit=lambda cfg: cfg) -> dict:
     """{"weights": {model: fingerprint}, "ids": {job name: id}, "inversions": {job name: the key
     of its inversion in the job store (tinv.harness.learned.key), for jobs that learn}};
-    `weights` pins the fingerprints."""
+    `weights` pins the fingerprints; `select` picks jobs by name, `edit` changes each config."""
     from tinv.harness import learned, loading, plan
     real = loading.model_fingerprint
     pinned = dict(weights or {})
@@ -84,7 +87,8 @@ def compute(weights: dict[str, str] | None = None, full: bool = False) -> dict:
     ids, keys = {}, {}
     with mock.patch.object(plan, "model_fingerprint", fingerprint), \
             mock.patch.object(learned, "model_fingerprint", fingerprint):
-        for name, cfg in configs(full).items():
+        for name, cfg in configs(full, select).items():
+            cfg = edit(cfg)
             ids[name] = plan.job_location(cfg)[0]
             p = plan.make_plan(plan.effective_config(cfg), {})     # as tinv.harness.job makes it
             if p.icfg is not None:
