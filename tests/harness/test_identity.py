@@ -50,13 +50,14 @@ def _with_new_field(cls, name: str, default):
     """`cls` with one more field, as its author would add it."""
     import dataclasses
     return dataclasses.make_dataclass(cls.__name__, [(name, type(default), dataclasses.field(default=default))],
-                                      bases=(cls,))
+                                      bases=(cls,), frozen=cls.__dataclass_params__.frozen)
 
 
 def test_a_new_setting_at_its_default_moves_no_job_id_or_inversion_key(monkeypatch):
     """A key added with a default (to InversionConfig, to a learner's settings, to eval, to the
     model) keeps every id of the presets' jobs (tests/harness/fixtures/job_ids.json); set to
     another value, it makes new jobs."""
+    import dataclasses
     import json
 
     from tinv.engine import inversion_config
@@ -69,8 +70,7 @@ def test_a_new_setting_at_its_default_moves_no_job_id_or_inversion_key(monkeypat
     monkeypatch.setattr(inversion_config, "InversionConfig",
                         _with_new_field(inversion_config.InversionConfig, "mask_weight", 0.0))
     neti = specs.LEARNERS["neti"]
-    monkeypatch.setitem(specs.LEARNERS, "neti", neti.__class__(**{**vars(neti),
-                        "args": _with_new_field(neti.args, "new_scale", 1.0)}))
+    monkeypatch.setitem(specs.LEARNERS, "neti", dataclasses.replace(neti, args=_with_new_field(neti.args, "scale", 1.0)))
     monkeypatch.setitem(identity.LATER, "eval.min_snr", (None,))
     monkeypatch.setitem(identity.LATER, "model.offset_noise", (0.0,))
 

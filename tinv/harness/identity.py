@@ -75,11 +75,15 @@ def _inversion_config():
     return InversionConfig
 
 
-def job_spec(cfg: Mapping[str, Any], weights: str, concept: str | None) -> dict:
-    """What a job's id hashes: the effective config (tinv.harness.plan.effective_config) with
-    the later keys at their old value left out, and the fingerprints of what it reads."""
+# The inversion key came after the placeholder setting: it hashes concept.placeholder as it is.
+_NOT_LATER_FOR_INVERSIONS = ("concept.placeholder",)
+
+
+def _config(cfg: Mapping[str, Any], later: Mapping[str, tuple]) -> dict:
+    """`cfg` without the keys of `later` at an old value, and the inversion blocks without
+    InversionConfig's later fields at their default."""
     spec = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()}
-    for path, before in LATER.items():
+    for path, before in later.items():
         section, _, key = path.rpartition(".")
         node = spec.get(section) if section else spec
         if isinstance(node, dict) and key in node and any(node[key] == b and type(node[key]) is type(b)
@@ -90,7 +94,13 @@ def job_spec(cfg: Mapping[str, Any], weights: str, concept: str | None) -> dict:
         block = (spec.get(section) or {}).get("inversion")
         if isinstance(block, Mapping):
             spec[section] = {**spec[section], "inversion": _later_dropped(block, JOB_ID_INVERSION_FIELDS, icls)}
-    return {**spec, "_weights": weights, "_concept": concept}
+    return spec
+
+
+def job_spec(cfg: Mapping[str, Any], weights: str, concept: str | None) -> dict:
+    """What a job's id hashes: the effective config (tinv.harness.plan.effective_config) with
+    the later keys at their old value left out, and the fingerprints of what it reads."""
+    return {**_config(cfg, LATER), "_weights": weights, "_concept": concept}
 
 
 def job_id(cfg: Mapping[str, Any], weights: str, concept: str | None) -> str:
@@ -98,10 +108,11 @@ def job_id(cfg: Mapping[str, Any], weights: str, concept: str | None) -> str:
 
 
 def inversion_key(cfg: Mapping[str, Any], weights: str, concept: str | None, icfg, pcfg) -> str:
-    """The key of the inversion a job runs: the job's config without `eval` (the same config
-    as its id hashes, but every key as it is), the InversionConfig (later fields at their
-    default left out) and the PivotalConfig."""
-    spec = {**{k: v for k, v in cfg.items() if k != "eval"}, "_weights": weights, "_concept": concept,
+    """The key of the inversion a job runs: the job's config without `eval` (as its id hashes
+    it, but with the placeholder whatever its value), the InversionConfig (later fields at
+    their default left out) and the PivotalConfig."""
+    later = {k: v for k, v in LATER.items() if k not in _NOT_LATER_FOR_INVERSIONS}
+    spec = {**{k: v for k, v in _config(cfg, later).items() if k != "eval"}, "_weights": weights, "_concept": concept,
             "_inversion": _later_dropped(dataclasses.asdict(icfg), INVERSION_KEY_FIELDS, type(icfg)),
             "_pivotal": dataclasses.asdict(pcfg) if pcfg is not None else None}
     return digest(spec)
