@@ -90,3 +90,16 @@ def test_a_new_setting_at_its_default_moves_no_job_id_or_inversion_key(monkeypat
     one = lambda n: n == name      # noqa: E731
     for edit in (add(snr=5.0), add(offset=0.1), add(mask=1.0)):
         assert compute(want["weights"], select=one, edit=edit)["ids"][name] != want["ids"][name]
+
+
+def test_the_identity_policy_names_the_configs_default_placeholder_and_real_fields():
+    import dataclasses
+
+    from tinv.engine.inversion_config import InversionConfig
+    from tinv.engine.pivotal import PivotalConfig
+    from tinv.harness import identity, validate
+    assert identity.LATER["concept.placeholder"][1] == validate.DEFAULT_PLACEHOLDER
+    # the frozen lists name fields that exist (a field renamed or removed moves ids: the fixture says so)
+    assert identity.JOB_ID_INVERSION_FIELDS <= {f.name for f in dataclasses.fields(InversionConfig)}
+    assert identity.INVERSION_KEY_FIELDS < identity.JOB_ID_INVERSION_FIELDS
+    assert identity.PIVOTAL_KEY_FIELDS <= {f.name for f in dataclasses.fields(PivotalConfig)}

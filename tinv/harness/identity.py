@@ -44,6 +44,8 @@ JOB_ID_INVERSION_FIELDS = frozenset((
 INVERSION_KEY_FIELDS = JOB_ID_INVERSION_FIELDS - {
     "learner", "learner_args", "class_noun", "prior_preservation", "prior_loss_weight", "num_class_images",
     "class_prompt", "class_images"}
+PIVOTAL_KEY_FIELDS = frozenset(("params", "lr", "steps", "batch_size", "weight_decay", "flip_p", "seed",
+                                "placeholder", "prompt"))      # PivotalConfig's
 
 
 def digest(spec: Mapping[str, Any]) -> str:
@@ -84,8 +86,13 @@ def _config(cfg: Mapping[str, Any], later: Mapping[str, tuple]) -> dict:
     InversionConfig's later fields at their default."""
     spec = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()}
     for path, before in later.items():
-        section, _, key = path.rpartition(".")
-        node = spec.get(section) if section else spec
+        *parents, key = path.split(".")
+        node: Any = spec
+        for p in parents:          # copied on the way down: `cfg` stays as it was
+            node[p] = dict(node[p]) if isinstance(node.get(p), Mapping) else node.get(p)
+            node = node[p]
+            if not isinstance(node, dict):
+                break
         if isinstance(node, dict) and key in node and any(node[key] == b and type(node[key]) is type(b)
                                                            for b in before):
             node.pop(key)
@@ -114,5 +121,6 @@ def inversion_key(cfg: Mapping[str, Any], weights: str, concept: str | None, icf
     later = {k: v for k, v in LATER.items() if k not in _NOT_LATER_FOR_INVERSIONS}
     spec = {**{k: v for k, v in _config(cfg, later).items() if k != "eval"}, "_weights": weights, "_concept": concept,
             "_inversion": _later_dropped(dataclasses.asdict(icfg), INVERSION_KEY_FIELDS, type(icfg)),
-            "_pivotal": dataclasses.asdict(pcfg) if pcfg is not None else None}
+            "_pivotal": _later_dropped(dataclasses.asdict(pcfg), PIVOTAL_KEY_FIELDS, type(pcfg))
+            if pcfg is not None else None}
     return digest(spec)
