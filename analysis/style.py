@@ -8,6 +8,9 @@ captions in browns, the two reference points in black and gray.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import cycle
+
+from tinv.engine.learners.specs import SUCCESSORS as LEARNERS
 
 
 @dataclass(frozen=True)
@@ -32,18 +35,16 @@ SETUPS: dict[str, SetupStyle] = {
     "bipartite_inversion": SetupStyle("Bipartite inversion", "#c2a5cf", "X"),
     "human_captions_short": SetupStyle("Human captions (short)", "#8c564b", "h"),
     "human_captions_long": SetupStyle("Human captions (long)", "#c49c94", "H"),
-    # the paper's successors (issue 21), in reds: each its own marker
-    "xti": SetupStyle("P+ (XTI)", "#d62728", "d"),
-    "neti": SetupStyle("NeTI", "#e6550d", "8"),
-    "custom_diffusion": SetupStyle("Custom Diffusion", "#a50f15", "<"),
-    "dreambooth_lora": SetupStyle("DreamBooth-LoRA", "#fb6a4a", ">"),
-    "dreambooth": SetupStyle("DreamBooth", "#67000d", "D"),
+    # the paper's successors (issue 21), as the learner registry names and orders them
+    # (tinv/engine/learners/specs.py), in reds: each its own marker
+    **{s.method: SetupStyle(s.label, color, marker) for s, (color, marker) in zip(LEARNERS, cycle((
+        ("#d62728", "d"), ("#e6550d", "8"), ("#a50f15", "<"), ("#fb6a4a", ">"), ("#67000d", "D"))))},
     "image_only": SetupStyle("Image only", "#000000", "*"),
     "prompt_only": SetupStyle("Prompt only", "#7f7f7f", "*"),
 }
 # Reference points, not methods: drawn larger and never joined by lines.
 REFERENCES = ("image_only", "prompt_only")
-SUCCESSORS = ("xti", "neti", "custom_diffusion", "dreambooth_lora", "dreambooth")
+SUCCESSORS = tuple(s.method for s in LEARNERS)
 HUMAN_CAPTIONS = ("human_captions_short", "human_captions_long")
 
 _FALLBACK_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#d62728", "#9467bd")

@@ -24,7 +24,7 @@ from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-from tinv.harness.results import NON_IDENTITY_KEYS
+from tinv.harness.identity import NON_IDENTITY_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
@@ -139,7 +139,7 @@ def sweep_findings(folder: str, logger: dict, returns: List[Any], wall_s: float)
 
 
 # Overrides that stay out of a sweep's name: how a job runs, not what it computes
-# (tinv.harness.results.NON_IDENTITY_KEYS; `sweep` and `hydra.*` are handled on their own), and the
+# (tinv.harness.identity.NON_IDENTITY_KEYS; `sweep` and `hydra.*` are handled on their own), and the
 # device, which a sweep moved to a GPU keeps its name through.
 HOUSEKEEPING = (*(k for k in NON_IDENTITY_KEYS if k not in ("sweep", "hydra")), "device")
 # The config's `sweep` when nothing names one (conf/config.yaml).

@@ -21,7 +21,7 @@ from .test_config import METHODS, MODELS, _compose
 
 # Fields a user sets that are not numbers or flags: checked where they are used, by
 # tinv.harness.preflight (weights, paths), tinv.harness.concepts (folders, captions), tinv.harness.prompts (lists);
-# a learner's settings by InversionConfig against tinv.engine.learners.ARGS (keys and types).
+# a learner's settings by InversionConfig against tinv.engine.learners.specs (keys and rules).
 CHECKED_ELSEWHERE = ("model.name", "model.path", "model.prompt_set", "method.name", "method.reference",
                      "method.captions", "method.pivotal", "concept.", "eval.name", "eval.prompt_set",
                      "eval.prompt_sets.", "eval.clip.", "eval.dino.", "logger.", "results_root",

@@ -44,3 +44,62 @@ def test_the_toy_evaluator_is_what_the_config_says_and_unused_settings_are_not_i
     assert plan.job_location(a)[0] == plan.job_location(b)[0]     # eval.clip is unused on the toy world
     sd = OmegaConf.to_container(_compose("model=sd15"), resolve=True)
     assert plan.effective_config(sd)["eval"]["clip"]["model"] == "ViT-B-32"
+
+
+def _with_new_field(cls, name: str, default):
+    """`cls` with one more field, as its author would add it."""
+    import dataclasses
+    return dataclasses.make_dataclass(cls.__name__, [(name, type(default), dataclasses.field(default=default))],
+                                      bases=(cls,), frozen=cls.__dataclass_params__.frozen)
+
+
+def test_a_new_setting_at_its_default_moves_no_job_id_or_inversion_key(monkeypatch):
+    """A key added with a default (to InversionConfig, to a learner's settings, to eval, to the
+    model) keeps every id of the presets' jobs (tests/harness/fixtures/job_ids.json); set to
+    another value, it makes new jobs."""
+    import dataclasses
+    import json
+
+    from tinv.engine import inversion_config
+    from tinv.engine.learners import specs
+    from tinv.harness import identity
+
+    from .job_ids import FIXTURE, compute
+    want = json.loads(FIXTURE.read_text())
+    pick = lambda name: name.endswith("/red_star") or name.endswith("/default")     # noqa: E731
+    monkeypatch.setattr(inversion_config, "InversionConfig",
+                        _with_new_field(inversion_config.InversionConfig, "mask_weight", 0.0))
+    neti = specs.LEARNERS["neti"]
+    monkeypatch.setitem(specs.LEARNERS, "neti", dataclasses.replace(neti, args=_with_new_field(neti.args, "scale", 1.0)))
+    monkeypatch.setitem(identity.LATER, "eval.min_snr", (None,))
+    monkeypatch.setitem(identity.LATER, "model.offset_noise", (0.0,))
+
+    def add(snr=None, offset=0.0, mask=None):
+        def edit(cfg):
+            cfg = {**cfg, "eval": {**cfg["eval"], "min_snr": snr}, "model": {**cfg["model"], "offset_noise": offset}}
+            if mask is not None and cfg["method"].get("inversion") is not None:
+                cfg["method"] = {**cfg["method"], "inversion": {**cfg["method"]["inversion"], "mask_weight": mask}}
+            return cfg
+        return edit
+    got = compute(want["weights"], select=pick, edit=add(mask=0.0))
+    assert len(got["ids"]) > 20 and len(got["inversions"]) > 10
+    assert got["ids"] == {n: want["ids"][n] for n in got["ids"]}
+    assert got["inversions"] == {n: want["inversions"][n] for n in got["inversions"]}
+    # the positive control: each new key, set to another value, is a new job
+    name = "toyworld/successors/neti/red_star"
+    one = lambda n: n == name      # noqa: E731
+    for edit in (add(snr=5.0), add(offset=0.1), add(mask=1.0)):
+        assert compute(want["weights"], select=one, edit=edit)["ids"][name] != want["ids"][name]
+
+
+def test_the_identity_policy_names_the_configs_default_placeholder_and_real_fields():
+    import dataclasses
+
+    from tinv.engine.inversion_config import InversionConfig
+    from tinv.engine.pivotal import PivotalConfig
+    from tinv.harness import identity, validate
+    assert identity.LATER["concept.placeholder"][1] == validate.DEFAULT_PLACEHOLDER
+    # the frozen lists name fields that exist (a field renamed or removed moves ids: the fixture says so)
+    assert identity.JOB_ID_INVERSION_FIELDS <= {f.name for f in dataclasses.fields(InversionConfig)}
+    assert identity.INVERSION_KEY_FIELDS < identity.JOB_ID_INVERSION_FIELDS
+    assert identity.PIVOTAL_KEY_FIELDS <= {f.name for f in dataclasses.fields(PivotalConfig)}

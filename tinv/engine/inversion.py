@@ -18,7 +18,7 @@ flattened. Packed sets stop independently; the rest of the pack runs on.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -37,8 +37,6 @@ from tinv.engine.templates import templates_for
 from tinv.engine.progress import bar as progress_bar
 
 CHECKPOINT_NAME = checkpoint.INVERSION_FILE
-PRE_DVAR = {"stop": "fixed", "dvar_window": dvar.WINDOW, "dvar_threshold": dvar.THRESHOLD, "dvar_batch": dvar.BATCH,
-            **InversionConfig.LATER}
 MAX_PER_IMAGE_TOKENS = 21   # the authors' per-image token list has 21 entries
 # The fixed-batch loss (fixed_eval_loss, the eval_loss_before/after of a result) is logged at
 # about this many evenly spaced optimizer steps of a run, so rows can say when a setup first
@@ -46,6 +44,12 @@ MAX_PER_IMAGE_TOKENS = 21   # the authors' per-image token list has 21 entries
 # it changes nothing the run computes, and costs about one training step on the toy world,
 # so about a tenth of a run's time.
 CURVE_POINTS = 30
+
+
+def _defaults() -> dict:
+    """InversionConfig's field defaults: what a checkpoint made before a field existed ran with."""
+    return {f.name: f.default if f.default is not MISSING else f.default_factory()
+            for f in fields(InversionConfig) if f.default is not MISSING or f.default_factory is not MISSING}
 
 
 def curve_every(steps: int) -> int:
@@ -209,8 +213,8 @@ class _Set:
                 **({"learner": self.learner.state()} if self.learner else {})}
 
     def load_state(self, state: dict, path: Path) -> None:
-        # A checkpoint from before `stop` existed ran the fixed steps.
-        if {**PRE_DVAR, **state["config"]} != asdict(self.cfg):
+        # A field a checkpoint lacks was added since: the run used its default (tinv.harness.identity)
+        if {**_defaults(), **state["config"]} != asdict(self.cfg):
             raise ValueError(f"checkpoint {str(path)!r} was written for a different config of "
                              f"{self.cfg.placeholder!r}; use another checkpoint folder or delete it")
         with torch.no_grad():

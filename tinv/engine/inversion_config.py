@@ -4,58 +4,72 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Mapping
 
+from tinv.core.rules import FLAG, PROBABILITY, Rule, choice, count, number, optional, rate, rule, text
 from tinv.engine import dvar
+from tinv.engine.learners import specs
 from tinv.engine.templates import templates_for
+
+
+RATE = rate(5e-3)       # the paper's base rate, scaled by lr x grad_accum x n_devices x batch_size
 
 
 @dataclass
 class InversionConfig:
-    """The method as data (filled from Hydra's `cfg.method` + concept)."""
+    """The method as data (filled from Hydra's `cfg.method` + concept). A field's `rule`
+    (its metadata) is what the config check holds a user's value to (tinv.harness.validate)."""
     placeholder: str = "<S*>"
     initializer_word: str | None = None
-    num_vectors: int = 1                  # k
-    init: str = "word"                    # "word" | "random" (uniform in [0, 1))
-    progressive_interval: int | None = None   # optimizer steps per unlocked vector
-    reg_weight: float = 0.0
-    reg_form: str = "l2"                  # "l2": sum_i ||v_i - v0||^2 | "gram_mean": mean((V-V0)(V-V0)^T)
-    per_image_tokens: bool = False
-    per_image_prob: float = 0.25
-    lr: float = 5e-3                      # base rate
-    scale_lr: bool = True                 # lr x grad_accum x n_devices x batch_size
-    weight_decay: float = 0.01
-    batch_size: int = 4
-    grad_accum: int = 1
-    n_devices: int = 1                    # only enters the LR rule: this loop runs on one device
-    steps: int = 5000
+    num_vectors: int = field(default=1, metadata=rule(count(1, 2)))                  # k
+    init: str = field(default="word", metadata=rule(choice("word", "random")))      # "random": uniform in [0, 1)
+    progressive_interval: int | None = field(default=None, metadata=rule(optional(count(1, 2000))))  # optimizer steps per unlocked vector
+    reg_weight: float = field(default=0.0, metadata=rule(number(0.0, None, "0.01")))
+    # "l2": sum_i ||v_i - v0||^2 | "gram_mean": mean((V-V0)(V-V0)^T)
+    reg_form: str = field(default="l2", metadata=rule(choice("l2", "gram_mean")))
+    per_image_tokens: bool = field(default=False, metadata=rule(FLAG))
+    per_image_prob: float = field(default=0.25, metadata=rule(PROBABILITY))
+    lr: float = field(default=float(RATE.example), metadata=rule(RATE))                          # base rate
+    scale_lr: bool = field(default=True, metadata=rule(FLAG))       # lr x grad_accum x n_devices x batch_size
+    weight_decay: float = field(default=0.01, metadata=rule(number(0.0, None, "0.01")))
+    batch_size: int = field(default=4, metadata=rule(count(1, 4)))
+    grad_accum: int = field(default=1, metadata=rule(count(1, 1)))
+    n_devices: int = field(default=1, metadata=rule(count(1, 1)))  # only enters the LR rule: this loop runs on one device
+    steps: int = field(default=5000, metadata=rule(count(1, 5000)))
     seed: int = 23
     templates: str = "object"             # "object" | "style"
     style_noun: str = "painting"          # the style templates' medium noun (model.style_noun)
-    center_crop: bool = False
-    flip_p: float = 0.5
-    checkpoint_every: int = 0             # optimizer steps; 0 = never
-    stop: str = "fixed"                   # "fixed": all `steps` | "dvar": early stopping (tinv/engine/dvar.py)
-    dvar_window: int = dvar.WINDOW        # N = 310 and alpha = 0.15: the DVAR authors' values for
-    dvar_threshold: float = dvar.THRESHOLD    # textual inversion (arXiv 2302.04841; tinv/engine/dvar.py)
-    dvar_batch: int = dvar.BATCH          # pairs in the fixed batch (their eval batch, 4)
-    learner: str = "word"                 # "word" (the paper) | a successor: tinv/engine/learners/
-    learner_args: dict = field(default_factory=dict)   # the successor's own hyperparameters
-    class_noun: bool = False              # prompts say "S* <initializer>" (DreamBooth, Custom Diffusion)
+    center_crop: bool = field(default=False, metadata=rule(FLAG))
+    flip_p: float = field(default=0.5, metadata=rule(PROBABILITY))
+    checkpoint_every: int = field(default=0, metadata=rule(count(0, 500, " (0 = never)")))   # optimizer steps
+    # "fixed": all `steps` | "dvar": early stopping (tinv/engine/dvar.py)
+    stop: str = field(default="fixed", metadata=rule(choice("fixed", "dvar")))
+    # N = 310 and alpha = 0.15: the DVAR authors' values for textual inversion (arXiv 2302.04841;
+    # tinv/engine/dvar.py); the fixed batch has their eval batch's 4 pairs
+    dvar_window: int = field(default=dvar.WINDOW, metadata=rule(count(2, 310)))
+    dvar_threshold: float = field(default=dvar.THRESHOLD, metadata=rule(number(0.0, None, "0.15", what=" (0: log, never stop)")))
+    dvar_batch: int = field(default=dvar.BATCH, metadata=rule(count(1, 4)))
+    # "word" (the paper) | a successor: tinv/engine/learners/specs.py
+    learner: str = field(default="word", metadata=rule(choice(*specs.LEARNERS)))
+    learner_args: dict = field(default_factory=dict, metadata=rule(Rule(   # the successor's own hyperparameters
+        "a mapping of the successor's settings", lambda v: isinstance(v, Mapping), "{}")))
+    # prompts say "S* <initializer>" (DreamBooth, Custom Diffusion)
+    class_noun: bool = field(default=False, metadata=rule(FLAG))
     # Prior preservation (DreamBooth section 3.3; Custom Diffusion's regularization): each
     # micro-batch adds prior_loss_weight x Eq. 2 on a batch of class images under class_prompt
     # (its {} is the class noun, the concept's initializer). The class images are the model's
     # own samples of that prompt (tinv/engine/prior.py), or the images of a folder (class_images).
-    prior_preservation: bool = False
-    prior_loss_weight: float = 1.0        # --prior_loss_weight (both scripts' default)
-    num_class_images: int = 100           # train_dreambooth.py's --num_class_images default
-    class_prompt: str = "a photo of a {}"
-    class_images: str | None = None       # a folder of real class images; None = the model draws them
+    prior_preservation: bool = field(default=False, metadata=rule(FLAG))
+    prior_loss_weight: float = field(default=1.0, metadata=rule(number(0.0, None, "1.0")))  # --prior_loss_weight (both scripts' default)
+    num_class_images: int = field(default=100, metadata=rule(count(1, 100)))  # train_dreambooth.py's --num_class_images default
+    class_prompt: str = field(default="a photo of a {}", metadata=rule(text(
+        "a prompt with {} where the class noun goes", "a photo of a {}", lambda v: v.count("{}") == 1)))
+    # a folder of real class images; None = the model draws them
+    class_images: str | None = field(default=None, metadata=rule(optional(text(
+        "a folder of class images", "/data/class_images/dog", lambda v: v.strip() != ""))))
 
-    # Fields added after the paper's setups, with the value every earlier config had: a job
-    # identity or checkpoint made before them reads as made with these.
-    LATER = {"learner": "word", "learner_args": {}, "class_noun": False, "prior_preservation": False,
-             "prior_loss_weight": 1.0, "num_class_images": 100, "class_prompt": "a photo of a {}",
-             "class_images": None}
+    # A field added here needs nothing for old job ids, inversion keys and checkpoints: its
+    # default is what earlier runs had (tinv.harness.identity says how each reads it).
 
     def __post_init__(self):
         bad = []
@@ -75,11 +89,10 @@ class InversionConfig:
             bad.append("dvar_window must be >= 2, dvar_batch >= 1 and dvar_threshold >= 0 (0: log, never stop)")
         if not 0.0 <= self.per_image_prob <= 1.0 or not 0.0 <= self.flip_p <= 1.0:
             bad.append("per_image_prob and flip_p are probabilities in [0, 1]")
-        from tinv.engine.learners import NAMES, check_args     # light: no learner module is imported
-        if self.learner not in NAMES:
-            bad.append(f"learner={self.learner!r} (use one of {', '.join(NAMES)})")
+        if self.learner not in specs.LEARNERS:
+            bad.append(f"learner={self.learner!r} (use one of {', '.join(specs.LEARNERS)})")
         else:
-            bad += check_args(self.learner, self.learner_args)
+            bad += specs.check_args(self.learner, self.learner_args)
         if self.prior_preservation:
             if not self.initializer_word:
                 bad.append("prior_preservation needs an initializer_word (the class noun of the class prompt)")

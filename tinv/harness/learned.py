@@ -32,7 +32,7 @@ from typing import Any
 
 from tinv.core import atomic
 
-from tinv.harness import joblock, results
+from tinv.harness import identity, joblock, results
 from tinv.harness.loading import model_fingerprint
 
 log = logging.getLogger(__name__)
@@ -55,20 +55,8 @@ def key(plan) -> str:
     """12 hex digits naming the inversion a plan runs (the module docstring says what counts)."""
     from tinv.harness.plan import concept_fingerprint
     cfg = plan.cfg
-    # the held-out folder is evaluation only: a job with one reuses the inversion of the job without
-    concept = {k: v for k, v in cfg["concept"].items() if k != "heldout_path"}
-    spec = {**{k: v for k, v in cfg.items() if k != "eval"}, "concept": concept,
-            "_weights": model_fingerprint(cfg["model"]), "_concept": concept_fingerprint(cfg["concept"]),
-            "_inversion": _inversion_fields(plan.icfg),
-            "_pivotal": dataclasses.asdict(plan.pcfg) if plan.pcfg is not None else None}
-    return results.identity(spec)
-
-
-def _inversion_fields(icfg) -> dict:
-    """The InversionConfig as the key reads it: fields added later count only when they
-    differ from what every earlier config had, so earlier inversions keep their keys."""
-    later = type(icfg).LATER
-    return {k: v for k, v in dataclasses.asdict(icfg).items() if k not in later or v != later[k]}
+    return identity.inversion_key(cfg, model_fingerprint(cfg["model"]), concept_fingerprint(cfg["concept"]),
+                                  plan.icfg, plan.pcfg)
 
 
 def folder(plan) -> Path:

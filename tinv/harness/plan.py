@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from tinv.harness import prompts as P, results, store
+from tinv.harness import identity, prompts as P, results, store
 from tinv.harness.concepts import Concept, resolve_concept
 from tinv.core.errors import InputError
 from tinv.harness.loading import model_fingerprint
@@ -177,21 +177,12 @@ def job_location(cfg: dict) -> tuple[str, Path]:
     # The id hashes the resolved config AND what the job reads: the weights (a fixed
     # model.path or the shipped toy world, retrained in place, is a different job) and
     # the concept's files (new images in the same folder are a different job).
+    # What counts (and what a key added later must do to keep old ids): tinv.harness.identity.
     cfg = effective_config(cfg)
     c = cfg["concept"]
-    # Rows made before the placeholder was a setting have none in their config: the default
-    # placeholder is left out so those jobs keep their ids.
-    # The held-out folder came later too: unset, left out; set, its files count as the concept's do.
-    hashed = {**cfg, "concept": {k: v for k, v in c.items()
-                                 if not (k == "placeholder" and v in (None, DEFAULT_PLACEHOLDER))
-                                 and not (k == "heldout_path" and v is None)}}
-    if c.get("heldout_path"):
-        hashed["_heldout"] = heldout_fingerprint(c)
-    # NeTI's truncation came later: unset (null) it is left out, so earlier jobs keep their ids
-    if hashed["eval"].get("neti_truncation", 0) is None:
-        hashed["eval"] = {k: v for k, v in hashed["eval"].items() if k != "neti_truncation"}
-    job_id = results.identity({**hashed, "_weights": model_fingerprint(cfg["model"]),
-                               "_concept": concept_fingerprint(c)})
+    # a held-out folder (evaluation only) counts by its files, as the concept's do
+    job_id = identity.job_id(cfg, model_fingerprint(cfg["model"]), concept_fingerprint(c),
+                             heldout=heldout_fingerprint(c) if c.get("heldout_path") else None)
     concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
         or Path(str(c.get("path") or "concept")).name
     # The folder is in the job store, whatever the sweep (tinv/harness/store.py: the sweep's view),

@@ -1,7 +1,7 @@
 """Result rows: job identity, the job folder, atomic JSON, provenance.
 
 A job's identity is a hash of its resolved config minus the keys that say where and how
-it runs rather than what it computes (NON_IDENTITY_KEYS). So the job folder is a pure
+it runs rather than what it computes (tinv.harness.identity has the whole policy). So the job folder is a pure
 function of the experiment: a rerun finds its row and does nothing, a requeued job finds
 its checkpoint and resumes, and two sweeps naming the same job share its one folder in
 the job store (<results_root>/jobs/), so the job is computed once (tinv.harness.store keeps
@@ -9,7 +9,6 @@ each sweep's view of it).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -20,20 +19,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from tinv.harness.identity import digest
+
 SCHEMA = 1
 ROW_NAME = "result.json"
-# Top-level config keys that do not change what a job computes.
-NON_IDENTITY_KEYS = ("sweep", "results_root", "logger", "progress", "cpu_threads", "hydra", "launcher",
-                     "cluster")
 PACKAGES = ("tinv", "torch", "diffusers", "transformers", "open_clip_torch", "timm", "hydra-core",
             "omegaconf", "wandb", "numpy")
 
 
 def identity(config: dict) -> str:
-    """12 hex digits of the sha256 of the config (NON_IDENTITY_KEYS removed, keys sorted)."""
-    core = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
-    blob = json.dumps(core, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """12 hex digits naming `config` (tinv.harness.identity.digest)."""
+    return digest(config)
 
 
 # The job store: every job's folder, whichever sweep asked for it (a sweep's folder only

@@ -9,57 +9,19 @@ engine's InversionConfig, `method.pivotal` to its PivotalConfig.
 """
 from __future__ import annotations
 
-import math
 import re
 import shlex
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from tinv.core.errors import InputError
+from tinv.core.rules import FLAG, PROBABILITY, Rule, _int, choice, count, number, optional, rules_of
+from tinv.engine.inversion_config import InversionConfig
+from tinv.engine.learners.specs import SUCCESSORS
 
 DEFAULT_PLACEHOLDER = "<S*>"
 
 
-@dataclass(frozen=True)
-class Rule:
-    says: str                              # what the value must be, as the message says it
-    ok: Callable[[Any], bool]
-    example: str                           # a value that works, for the override shown
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def count(lo: int, example: int, what: str = "") -> Rule:
-    return Rule(f"a whole number >= {lo}{what}", lambda v: _int(v) and v >= lo, str(example))
-
-
-def number(lo: float, hi: float | None, example: str, lo_open: bool = False, what: str = "") -> Rule:
-    def ok(v: Any) -> bool:
-        return _num(v) and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
-    bound = f"> {lo:g}" if lo_open else f">= {lo:g}"
-    says = f"a number {bound}" + (f" and <= {hi:g}" if hi is not None else "") + what
-    return Rule(says, ok, example)
-
-
-def choice(*options: Any) -> Rule:
-    return Rule("one of " + ", ".join(map(str, options)),
-                lambda v: any(v == o and type(v) is type(o) for o in options), str(options[0]))
-
-
-def optional(rule: Rule) -> Rule:
-    return Rule(f"null or {rule.says}", lambda v: v is None or rule.ok(v), rule.example)
-
-
-FLAG = Rule("true or false", lambda v: isinstance(v, bool), "true")
 SEED = count(0, 0)
-PROBABILITY = number(0.0, 1.0, "0.5", what=" (a probability)")
-RATE = number(0.0, None, "5e-3", lo_open=True)
 # A placeholder is written into prompts by str.format and split on whitespace by tokenizers.
 PLACEHOLDER = Rule("a string with no spaces and no braces",
                    lambda v: isinstance(v, str) and re.fullmatch(r"[^\s{}]+", v) is not None, "<T*>")
@@ -69,27 +31,14 @@ PIVOTAL_PARAMS = choice("all", "attn", "attn2")
 TEMPLATE = Rule("a prompt with {} where the placeholder goes", lambda v: isinstance(v, str) and v.count("{}") == 1,
                 'A photo of {}')
 
-INVERSION = {
-    "steps": count(1, 5000), "batch_size": count(1, 4), "grad_accum": count(1, 1), "n_devices": count(1, 1),
-    "checkpoint_every": count(0, 500, " (0 = never)"), "num_vectors": count(1, 2),
-    "lr": RATE, "scale_lr": FLAG, "weight_decay": number(0.0, None, "0.01"),
-    "reg_weight": number(0.0, None, "0.01"), "reg_form": choice("l2", "gram_mean"),
-    "init": choice("word", "random"), "per_image_tokens": FLAG, "per_image_prob": PROBABILITY,
-    "center_crop": FLAG, "flip_p": PROBABILITY, "progressive_interval": optional(count(1, 2000)),
-    "stop": choice("fixed", "dvar"), "dvar_window": count(2, 310), "dvar_batch": count(1, 4),
-    "dvar_threshold": number(0.0, None, "0.15", what=" (0: log, never stop)"),
-    # tinv.engine.learners.NAMES, named here without importing the engine (a test keeps them equal)
-    "learner": choice("word", "xti", "neti", "custom_diffusion", "lora", "dreambooth"),
-    "learner_args": Rule("a mapping of the successor's settings", lambda v: isinstance(v, Mapping), "{}"),
-    "class_noun": FLAG,
-    "prior_preservation": FLAG,
-    "prior_loss_weight": number(0.0, None, "1.0"),
-    "num_class_images": count(1, 100),
-    "class_prompt": Rule("a prompt with {} where the class noun goes",
-                         lambda v: isinstance(v, str) and v.count("{}") == 1, "a photo of a {}"),
-    "class_images": optional(Rule("a folder of class images", lambda v: isinstance(v, str) and v.strip() != "",
-                                  "/data/class_images/dog")),
-}
+# InversionConfig's fields carry their rules (tinv.engine.inversion_config): a field is
+# declared, with its default and range, once.
+INVERSION = rules_of(InversionConfig)
+# A successor's settings per model, as conf/method/<its setup>.yaml reads them from
+# model.calibration.<setup>: each learner's own setting by its rule (tinv.engine.learners.specs),
+# the loop's budget and prior preservation by InversionConfig's.
+CALIBRATION = {f"model.calibration.{s.method}.{k}": r
+               for s in SUCCESSORS for k, r in {**INVERSION, **rules_of(s.args)}.items()}
 
 FIELDS: dict[str, Rule] = {
     "seed": SEED,
@@ -134,30 +83,17 @@ FIELDS: dict[str, Rule] = {
     "model.calibration.pivotal.lr": number(0.0, None, "1e-4", lo_open=True),
     "model.calibration.pivotal.steps": count(0, 60),
     "model.calibration.pivotal.params": PIVOTAL_PARAMS,
-    "model.calibration.custom_diffusion.lr": RATE,
-    "model.calibration.custom_diffusion.steps": count(1, 250),
-    "model.calibration.custom_diffusion.num_class_images": count(1, 200),
-    # conf/method/dreambooth_lora.yaml's settings per model (its learner checks the identifier is one token)
-    "model.calibration.dreambooth_lora.identifier": Rule("one word with no spaces or braces (a rare single-token word)",
-                                                         lambda v: isinstance(v, str) and re.fullmatch(r"[^\s{}<>]+", v) is not None,
-                                                         "sks"),
-    "model.calibration.dreambooth_lora.lr": number(0.0, None, "5e-4", lo_open=True),
-    "model.calibration.dreambooth_lora.steps": count(1, 300),
-    "model.calibration.dreambooth_lora.num_class_images": count(1, 100),
-    "model.calibration.dreambooth.lr": number(0.0, None, "5e-6", lo_open=True),
-    "model.calibration.dreambooth.steps": count(1, 800),
-    "model.calibration.dreambooth.num_class_images": count(1, 100),
-    "model.calibration.xti.steps": count(1, 500),
+    **CALIBRATION,
     "eval.reconstruction_prompt.object": TEMPLATE,
     "eval.reconstruction_prompt.style": TEMPLATE,
     **{f"model.inversion.{k}": r for k, r in INVERSION.items()},
     **{f"method.inversion.{k}": r for k, r in INVERSION.items()},
 }
 # Method fields the shipped methods fill from the model's calibration (${model.calibration...}):
-# a bad value there is named once, by the field the user set.
+# a bad value there is named once, by the field the user set. A successor's setup reads its
+# own, model.calibration.<method>.<field> (`_source`).
 SOURCES = {"method.pivotal.lr": "model.calibration.pivotal.lr", "method.pivotal.steps": "model.calibration.pivotal.steps",
-           "method.inversion.reg_weight": "model.calibration.reg_weight",
-           "method.inversion.steps": "model.calibration.dreambooth_lora.steps"}
+           "method.inversion.reg_weight": "model.calibration.reg_weight"}
 _MISSING = object()
 
 
@@ -168,6 +104,17 @@ def _get(cfg: Mapping[str, Any], path: str) -> Any:
             return _MISSING
         node = node[key]
     return node
+
+
+def _source(cfg: Mapping[str, Any], path: str) -> str:
+    """The model field a method field is read from, if any (else the field itself)."""
+    if path in SOURCES:
+        return SOURCES[path]
+    method = _get(cfg, "method.name")
+    for prefix in ("method.inversion.learner_args.", "method.inversion."):
+        if path.startswith(prefix) and f"model.calibration.{method}.{path[len(prefix):]}" in FIELDS:
+            return f"model.calibration.{method}.{path[len(prefix):]}"
+    return path
 
 
 def override(path: str, value: Any) -> str:
@@ -186,7 +133,8 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
         value = _get(cfg, path)
         if value is _MISSING or value == "???" or rule.ok(value):
             continue
-        if path in SOURCES and _get(cfg, SOURCES[path]) == value:
+        source = _source(cfg, path)
+        if source != path and _get(cfg, source) == value:
             continue        # interpolated from a model field, which its own rule names
         out.append(f"{path}={value!r} must be {rule.says}, e.g. {override(path, rule.example)}")
     return out

@@ -27,69 +27,20 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from tinv.engine.learners import specs
+
 if TYPE_CHECKING:      # the config check imports this module: torch is not needed for that
     import torch
 
     from tinv.engine.models import Parts
     from tinv.engine.pseudo_words import PseudoWord
 
-# learner name -> module under tinv.engine.learners ("word" is the paper's, no learner)
-MODULES = {"xti": "xti", "neti": "neti", "custom_diffusion": "custom_diffusion", "lora": "lora",
-           "dreambooth": "dreambooth"}
-NAMES = ("word", *MODULES)
-# Each learner's settings (InversionConfig.learner_args) and their defaults, as data here so
-# the config check reads them without importing a learner: a key not listed, or a value of
-# another type than its default's, is refused before any work starts.
-ARGS: dict[str, dict] = {
-    "word": {}, "xti": {},
-    # S*'s start: a vocabulary entry ('' = the initializer word); the authors' rare token
-    "custom_diffusion": {"init_token": "ktn",
-                         # their random rescale with its masked loss (train_custom_diffusion.py: on unless --noaug)
-                         "augment": True},
-    # DreamBooth-LoRA (lora.py): the rare identifier S* stands for, the LoRA's rank and own
-    # learning rate (train_dreambooth_lora.py's flags of those names); prior preservation is
-    # the loop's (InversionConfig.prior_preservation)
-    "lora": {"identifier": "sks", "rank": 4, "lr": 5e-4},
-    # DreamBooth (dreambooth.py): the whole UNet at train_dreambooth.py's --learning_rate
-    # default, the text encoder too with its --train_text_encoder
-    "dreambooth": {"identifier": "sks", "lr": 5e-6, "train_text_encoder": False},
-}
-# NeTI's mapper (neti.py), the authors' defaults (github.com/NeuralTextualInversion/NeTI)
-ARGS["neti"] = {
-    "hidden": 128,                  # models/neti_mapper.py set_net: Linear(., 128) twice
-    "frequencies": 1024,            # models/positional_encoding.py NeTIPositionalEncoding num_w
-    "sigma_t": 0.03,                # training/config.py pe_sigmas
-    "sigma_l": 2.0,
-    "time_anchors": 10,             # training/config.py num_pe_time_anchors
-    "nested_dropout": True,         # training/config.py use_nested_dropout
-    "nested_dropout_prob": 0.5,     # training/config.py nested_dropout_prob
-    "normalize_output": True,       # training/config.py normalize_mapper_output
-    "output_bypass": True,          # training/config.py output_bypass: the textual bypass
-    "bypass_scale": 0.2,            # models/neti_clip_text_encoder.py: existing_state + 0.2 * bypass
-}
-
-
-def check_args(name: str, args) -> list[str]:
-    """What is wrong with a learner's settings, one phrase each (empty: nothing)."""
-    known = ARGS.get(name, {})
-    bad = []
-    for k, v in dict(args or {}).items():
-        if k not in known:
-            bad.append(f"learner_args.{k} is not a setting of learner {name!r} "
-                       f"(it has {', '.join(sorted(known)) or 'none'})")
-        elif known[k] is not None and not _same_type(v, known[k]):
-            bad.append(f"learner_args.{k}={v!r} must be a {type(known[k]).__name__} like {known[k]!r}")
-    return bad
-
-
-def _same_type(v, default) -> bool:
-    if isinstance(default, bool) or isinstance(v, bool):
-        return isinstance(v, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(v, (int, float))
-    if isinstance(default, (list, tuple)):
-        return isinstance(v, (list, tuple))
-    return isinstance(v, type(default))
+# Each learner is declared once, in specs.LEARNERS (name, module, settings, setup, label);
+# these views keep the names the loop and the learners read.
+NAMES = tuple(specs.LEARNERS)
+MODULES = {s.name: s.module for s in specs.SUCCESSORS}
+ARGS: dict[str, dict] = {s.name: s.defaults() for s in specs.LEARNERS.values()}
+check_args = specs.check_args
 
 
 def settings(cfg) -> dict:
@@ -144,7 +95,7 @@ class Learner:
 
 def get(name: str) -> type[Learner] | None:
     """The learner class of `InversionConfig.learner`; None for the paper's plain word."""
-    if name == "word":
+    if name == specs.WORD:
         return None
     if name not in MODULES:
         raise ValueError(f"learner={name!r}: choose one of {', '.join(NAMES)}")

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tinv.engine.learners.specs import LEARNERS, SUCCESSORS as SUCCESSOR_SPECS
 from tinv.tools.suite import run_killable
 
 REPO = Path(__file__).resolve().parents[3]
@@ -335,7 +336,7 @@ def quickstart(a) -> dict:
 
 
 # ------------------------------------------------------------------------- successors
-SUCCESSORS = ("word", "xti", "neti", "custom_diffusion", "lora", "dreambooth")
+SUCCESSORS = tuple(LEARNERS)       # the paper's word first, then each learner (tinv/engine/learners/specs.py)
 
 
 def successors(a) -> dict:
@@ -388,7 +389,8 @@ def successors(a) -> dict:
 
 # ----------------------------------------------------------------------------- dry runs
 # One method per kind of learner (tests/test_dryrun.py runs the same ones on the CPU at 64 px).
-DRYRUN_METHODS = ("single_word", "xti", "neti", "custom_diffusion", "dreambooth_lora", "pivotal_tuning", "dreambooth")
+# The whole UNet's DreamBooth last, the registry's last: a part cut at its limit keeps the lighter ones.
+DRYRUN_METHODS = ("single_word", "pivotal_tuning", *(s.method for s in SUCCESSOR_SPECS))
 
 
 def dryrun(a) -> dict:
