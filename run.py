@@ -35,17 +35,19 @@ GROUPS = {"model": REPO / "conf" / "model", "method": REPO / "conf" / "method",
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig, packed=None) -> dict:
+    """packed: a packing launcher's shares of the sweep's packed inversion (tinv.launch.packing)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from tinv.harness.job import InputError, interrupted, run_job
+    from tinv.harness.job import InputError, Running, run_job
     from tinv.harness.logs import quiet_third_party
     quiet_third_party()
     choices = {k: v for k, v in HydraConfig.get().runtime.choices.items()
                if "/" not in k and v is not None}   # top-level groups only
     start = _now()
+    running = Running()     # the job in progress, for the Ctrl-C line
     try:
-        row = run_job(cfg, choices)
+        row = run_job(cfg, choices, running, packed)
         _point_to_row(HydraConfig.get().runtime.output_dir, row, start)
         return row
     except InputError as e:
@@ -54,7 +56,7 @@ def main(cfg: DictConfig) -> dict:
         _drop_logs(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        print(interrupted(), file=sys.stderr)
+        print(running.interrupted(), file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
 
 

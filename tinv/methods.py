@@ -37,20 +37,13 @@ from tinv.core.errors import InputError
 log = logging.getLogger("tinv.harness.job")    # its lines are the job's
 
 
-def seeds(cfg: Mapping[str, Any]) -> list[int]:
-    """The same noise seeds for every setup, prompt and concept (section 5.1)."""
-    e = cfg["eval"]
-    return list(range(int(e["seed"]), int(e["seed"]) + int(e["num_samples"])))
-
-
 def generate(plan, parts, texts: list[str], progress: bool) -> list:
-    """Each text's samples [S, 3, H, W] from the protocol's seeds (eval.*)."""
+    """Each text's samples [S, 3, H, W] from the protocol's seeds (plan.eval)."""
     from tinv.engine.sampling import sample
-    e = plan.cfg["eval"]
-    s = seeds(plan.cfg)
-    images = sample(parts, texts, s, steps=int(e["steps"]), guidance=float(e["guidance"]),
-                    eta=float(e["eta"]), batch_size=int(e["batch_size"]), progress=progress)
-    return list(images.split(len(s)))
+    e = plan.eval
+    images = sample(parts, texts, e.seeds, steps=e.steps, guidance=e.guidance, eta=e.eta,
+                    batch_size=e.batch_size, progress=progress)
+    return list(images.split(len(e.seeds)))
 
 
 def prompt_only_cached(plan, parts, texts: list[str], cache_dir, progress: bool) -> list:
@@ -62,10 +55,9 @@ def prompt_only_cached(plan, parts, texts: list[str], cache_dir, progress: bool)
     import torch
 
     from tinv.core import atomic
-    e = plan.cfg["eval"]
-    spec = {"model": plan.weights, "dtype": str(plan.cfg["model"].get("dtype")),
-            "device": str(parts.device.type), "seeds": seeds(plan.cfg),
-            **{k: e[k] for k in ("steps", "guidance", "eta")}, "one_prompt_per_call": True}
+    e = plan.eval
+    spec = {"model": plan.model.weights, "dtype": plan.model.dtype, "device": str(parts.device.type),
+            "seeds": e.seeds, "steps": e.steps, "guidance": e.guidance, "eta": e.eta, "one_prompt_per_call": True}
     files = {t: cache_dir / (hashlib.sha256(json.dumps({**spec, "text": t}, sort_keys=True)
                                             .encode()).hexdigest()[:20] + ".pt") for t in texts}
     missing = [t for t in texts if not files[t].exists()]
@@ -161,9 +153,8 @@ class Bipartite(Kind):
         from tinv.engine.ddim_inversion import bipartite
         t = time.perf_counter()
         latents = cache_latents(parts, images).mean[:, 0]
-        e = plan.cfg["eval"]
-        res = bipartite(parts, latents, [c.text for c in cells], [float(e["guidance"])], plan.icfg.placeholder,
-                        steps=int(e["steps"]), progress=progress, source_prompt=plan.recon.template)
+        res = bipartite(parts, latents, [c.text for c in cells], [plan.eval.guidance], plan.icfg.placeholder,
+                        steps=plan.eval.steps, progress=progress, source_prompt=plan.recon.template)
         for c, imgs in zip(cells, res.images[0]):
             c.images = imgs
         training["bipartite_s"] = time.perf_counter() - t
@@ -210,7 +201,7 @@ class PromptOnly(Kind):
 
     def sample(self, plan, parts, images, train01, cells, progress, training):
         from pathlib import Path
-        cache = Path(plan.cfg["results_root"]) / "_cache" / "prompt_only"
+        cache = Path(plan.results_root) / "_cache" / "prompt_only"
         for c, imgs in zip(cells, prompt_only_cached(plan, parts, [c.text for c in cells], cache, progress)):
             c.images = imgs
 

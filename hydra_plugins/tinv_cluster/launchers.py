@@ -5,6 +5,7 @@ they are declared here; what they add to hydra-submitit-launcher's lives in tinv
 what `packed` adds to Hydra's basic launcher in tinv.launch.packing.
 Imported by Hydra's plugin scan in every Hydra process: keep it light (no torch).
 """
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -65,10 +66,12 @@ class PackedLauncher(BasicLauncher):
 
         def run_unit(unit: list[int]) -> dict[int, Any]:
             runs = {}
-            with packing.packed_inversion([tasks[i] for i in unit], self.one_batch):
+            with packing.packed_inversion([tasks[i] for i in unit], self.one_batch) as shares:
+                # the jobs' task function (run.py's main) takes its share from `packed`
+                task = functools.partial(self.task_function, packed=shares) if len(unit) > 1 else self.task_function
                 for i in unit:
                     log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}")
-                    runs[i] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                    runs[i] = run_job(hydra_context=self.hydra_context, task_function=task,
                                       config=configs[i], job_dir_key="hydra.sweep.dir",
                                       job_subdir_key="hydra.sweep.subdir")
                     configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)

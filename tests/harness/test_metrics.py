@@ -9,6 +9,14 @@ from tinv.methods import KINDS
 from tinv.metrics import bootstrap, scores
 
 
+def typed(n_boot: int, evaluator: str = "toyworld", dino: bool = False, clip: dict | None = None) -> dict:
+    """A plan's typed evaluation and model settings (tinv.metrics.settings), as make_plan builds them."""
+    from tinv.metrics.settings import EvalSettings, ModelSettings
+    return {"eval": EvalSettings(seed=0, num_samples=1, steps=1, guidance=1.0, eta=0.0, batch_size=1,
+                                 bootstrap_n=n_boot, bootstrap_seed=0, clip=clip),
+            "model": ModelSettings(weights="w", evaluator=evaluator, dino=dino)}
+
+
 def test_editability_paper_and_public_code_differ_as_they_should():
     # two samples at +-45 degrees around the text direction
     t = np.array([1.0, 0.0])
@@ -87,8 +95,7 @@ def test_evaluate_leaves_out_self_pairs_where_sample_i_is_training_image_i(monke
     train = torch.eye(3).reshape(3, 3, 1, 1)          # three orthogonal "images"
     prompt = EvalPrompt("a photo of {} at night")
     from tinv.methods import kind_of
-    plan = NS(kind=kind_of(method), concept=NS(initializer="star"), cfg={"method": method, "model": {"evaluator": "toyworld"},
-                   "eval": {"bootstrap": {"n": 50, "seed": 0}}},
+    plan = NS(kind=kind_of(method), concept=NS(initializer="star"), **typed(50),
               prompts=[prompt], recon=NS(template="A photo of {}"))
     cells = [NS(prompt=-1, images=train.clone(), text="A photo of <S*>"),
              NS(prompt=0, images=train.clone(), text="a photo of <S*> at night")]
@@ -117,8 +124,7 @@ def test_editability_per_difficulty_level_averages_its_own_prompts(monkeypatch):
              {"style": "sketch", "size": "small", "background": "sky", "count": "two"}]
     prompts = [EvalPrompt(f"{{}} {k}", attributes=a) for k, a in enumerate(asked, 1)]
     plan = NS(kind=KINDS["learned word"], concept=NS(initializer="star"),
-              cfg={"method": {"name": "single_word"}, "model": {"evaluator": "toyworld"},
-              "eval": {"bootstrap": {"n": 20, "seed": 0}}}, prompts=prompts, recon=NS(template="A photo of {}"))
+              **typed(20), prompts=prompts, recon=NS(template="A photo of {}"))
     train = torch.zeros(2, 3, 1, 1)
     cells = [NS(prompt=-1, images=train, text="r")] + [NS(prompt=i, images=train, text=str(i)) for i in range(4)]
     m = protocol.evaluate(plan, cells, train, "cpu")["metrics"]
@@ -152,8 +158,7 @@ def test_dreambench_metrics_as_dreambench_computes_them(monkeypatch):
     train = eye[:2]                                       # real images: axes 0 and 1
     prompts = [EvalPrompt("a {} at night"), EvalPrompt("a {} on the moon")]
     plan = NS(kind=KINDS["learned word"], concept=NS(initializer="star"), prompts=prompts,
-              cfg={"method": {"name": "single_word"}, "model": {"evaluator": "toyworld"},
-                   "eval": {"bootstrap": {"n": 20, "seed": 0}}}, recon=NS(template="A photo of {}"))
+              **typed(20), recon=NS(template="A photo of {}"))
     cells = [NS(prompt=-1, images=train, text="r"),
              NS(prompt=0, images=eye[[0, 0]], text="a <S*> at night"),      # both samples on axis 0
              NS(prompt=1, images=eye[[1, 2]], text="a <S*> on the moon")]   # axis 1 and axis 2
@@ -216,8 +221,7 @@ def test_dino_rows_on_the_toy_world_and_where_a_model_runs_dino(monkeypatch, eva
     monkeypatch.setattr(encoders, "cached", lambda factory, *a: made.append(factory) or Identity())
     eye = torch.eye(3).reshape(3, 3, 1, 1)
     plan = NS(kind=KINDS["learned word"], concept=NS(initializer="star"), prompts=[EvalPrompt("a {} at night")],
-              cfg={"method": {"name": "single_word"}, "model": {"evaluator": evaluator, "dino": dino},
-                   "eval": {"bootstrap": {"n": 20, "seed": 0}, "clip": {"model": "x", "pretrained": None}}},
+              **typed(20, evaluator, dino, clip={"model": "x", "pretrained": None}),
               recon=NS(template="A photo of {}"))
     cells = [NS(prompt=-1, images=eye, text="r"), NS(prompt=0, images=eye, text="a <S*> at night")]
     m = protocol.evaluate(plan, cells, eye, "cpu")["metrics"]

@@ -168,10 +168,10 @@ def test_a_packed_inversion_leaves_out_a_job_another_process_is_computing(tmp_pa
     owner.start()
     try:
         assert ready.wait(120)
-        with packing.packed_inversion(cfgs):     # red_star's inversion is being computed elsewhere
-            assert learned.take(folders[0]) is None and learned.take(folders[1]) is None   # nothing packed
+        with packing.packed_inversion(cfgs) as shares:     # red_star's inversion is being computed elsewhere
+            assert shares.take(folders[0]) is None and shares.take(folders[1]) is None   # nothing packed
     finally:
         owner.kill()
         owner.join(30)
-    with packing.packed_inversion(cfgs):         # its owner is gone: the two are packed
-        assert learned.take(folders[0]) and learned.take(folders[1])
+    with packing.packed_inversion(cfgs) as shares:         # its owner is gone: the two are packed
+        assert shares.take(folders[0]) and shares.take(folders[1])

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,10 @@ from tinv.harness import convergence, joblock, preflight, prompts as P, results,
 from tinv.harness.attempts import Attempts, checkpoint_step
 from tinv.harness.concepts import heldout_images, resolve_concept, scan_images, training_images
 from tinv.core.errors import InputError
-from tinv.harness.loading import choose_device, load_model, model_fingerprint, set_cpu_threads
+from tinv.harness.loading import choose_device, load_model, set_cpu_threads
 from tinv.engine.progress import third_party as third_party_bars
-from tinv.harness.plan import (Cell, Plan, _plain, concept_fingerprint, default_choices,
+from tinv.harness.plan import (Cell, Plan, _plain, default_choices,
                        effective_config, finished_row, job_location, make_plan)
-from tinv.methods import seeds
 
 # Names tests and callers reach through tinv.harness.job (the job's public face).
 __all__ = ["InputError", "default_choices", "job_location", "make_plan", "resolve_concept", "run_job"]
@@ -113,29 +113,64 @@ def labelled(pixels, text: str):
 
 
 # ----------------------------------------------------------------------------- the job
-def run_job(cfg, choices: dict | None = None) -> dict:
-    """Run (or find) one job and return its result row. InputError: nothing written."""
+@dataclass
+class Running:
+    """The job in progress in this process, held by the caller (run.py keeps one so that
+    Ctrl-C can say where the job stopped: `interrupted`)."""
+    job_id: str | None = None
+    folder: Path | None = None
+    timings: dict | None = None
+    plan: Plan | None = None
+    attempts: Attempts | None = None
+
+    def beat(self) -> None:
+        """The lock's heartbeat: the attempt's record saved (tinv.harness.attempts)."""
+        if self.attempts:
+            self.attempts.save()
+
+    def interrupted(self) -> str:
+        """One line for Ctrl-C: where the job stopped and what a rerun does."""
+        if self.job_id is None:
+            return "interrupted before any job started; nothing was written"
+        stage = next((s for k, s in (("invert_s", "inverting"), ("sample_s", "sampling"), ("evaluate_s", "evaluating"))
+                      if k not in self.timings), "writing its row")
+        step, icfg = checkpoint_step(self.folder), self.plan.icfg
+        if icfg is None:
+            saved = "a rerun of the same command starts it again"
+        elif step is None:
+            saved = (f"no inversion checkpoint yet (the first comes at step {icfg.checkpoint_every}): "
+                     "a rerun of the same command starts it again")
+        else:
+            saved = (f"its inversion checkpoint holds step {step} of {icfg.steps}: a rerun of the same "
+                     "command resumes from there")
+        return f"interrupted: job {self.job_id} stopped while {stage}; {saved} ({self.folder})"
+
+
+def run_job(cfg, choices: dict | None = None, running: Running | None = None, packed=None) -> dict:
+    """Run (or find) one job and return its row. InputError: nothing written.
+    running: the caller's record of the job in progress (for Ctrl-C); packed: the launcher's
+    shares of a packed inversion (tinv.harness.learned.Shares), of which this job takes its own."""
     cfg = effective_config(_plain(cfg))
     validate.check(cfg)             # every field's type and range, in milliseconds
-    job_id, folder = job_location(cfg)
+    choices = {**default_choices(cfg), **(choices or {})}
+    plan = make_plan(cfg, choices)  # the concept resolved once: the id, the inversion and the row read the plan's
+    job_id, folder = job_location(cfg, plan.concept_files)
     done = _finished(cfg, folder)
     if done:
         log.info("job %s is done already: %s", job_id, folder / results.ROW_NAME)
         report(done)
         return done
-    choices = {**default_choices(cfg), **(choices or {})}
     preflight.check(cfg)            # every weight at hand, or one error (in seconds) and no job folder
-    plan = make_plan(cfg, choices)
     tokens.check(plan, scan_images(plan))   # images read, words against the tokenizer: before the model
-    with joblock.hold(folder, job_id, on_beat=lambda: _RUNNING.get("attempts") and _RUNNING["attempts"].save()) \
-            as waited:
+    running = running if running is not None else Running()
+    with joblock.hold(folder, job_id, on_beat=running.beat) as waited:
         done = _finished(cfg, folder)
         if done:                    # computed meanwhile by the process we waited for
             log.info("job %s was computed by %s: %s", job_id, "the process we waited for" if waited
                      else "another process", folder / results.ROW_NAME)
             report(done)
             return done
-        return _run(cfg, choices, plan, job_id, folder)
+        return _run(cfg, plan, job_id, folder, running, packed.take(folder) if packed else None)
 
 
 def _finished(cfg: dict, folder: Path) -> dict | None:
@@ -147,8 +182,9 @@ def _finished(cfg: dict, folder: Path) -> dict | None:
     return done
 
 
-def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dict:
+def _run(cfg: dict, plan: Plan, job_id: str, folder: Path, running: Running, share) -> dict:
     start, t0 = results.now(), time.perf_counter()
+    choices = plan.choices
     device = choose_device(str(cfg.get("device", "auto")))
     log.info("torch CPU threads: %d", set_cpu_threads(cfg.get("cpu_threads", "auto"), device))
     third_party_bars(cfg.get("progress") is True)     # transformers' "Loading weights" bar, ...
@@ -163,14 +199,15 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
            "folder": str(folder.resolve()), "timings": {}}
     log.info("job %s (%s on %s) -> %s", job_id, choices["method"], plan.concept.name, folder)
     tries = Attempts(folder, job_id, row["timings"], plan.icfg.steps if plan.icfg else None)
-    _RUNNING.update(job_id=job_id, folder=folder, timings=row["timings"], plan=plan, attempts=tries)
+    running.job_id, running.folder, running.timings, running.plan, running.attempts = \
+        job_id, folder, row["timings"], plan, tries
     try:
         setup = job_setup(choices, plan.concept.name)
         with tracking(cfg["logger"], folder, name=f"{plan.concept.name}-{choices['method']}",
                       group=cfg["sweep"], job_type=choices["method"], tags=setup_tags(setup),
                       config={**setup, "sweep": cfg["sweep"], "job_id": job_id, "cfg": cfg}) as tracker:
             row.update(execute(plan, parts, images, folder, device, bool(cfg.get("progress", True)),
-                               tracker, row["timings"], job_id))
+                               tracker, row["timings"], job_id, share))
             row["timings"]["total_s"] = _total_s(row["timings"], t0)
             row["status"] = "ok"
             tracker.summary({**row["metrics"], **{f"time/{k}": v for k, v in row["timings"].items()}})
@@ -181,44 +218,20 @@ def _run(cfg: dict, choices: dict, plan: Plan, job_id: str, folder: Path) -> dic
                    traceback=traceback.format_exc(limit=20))
         row["timings"]["total_s"] = _total_s(row["timings"], t0)   # with the stages that finished
         row["attempts"] = tries.close("failed")
-        _write_row(row, folder, device, start)
-        _RUNNING.clear()
+        _write_row(row, plan, folder, device, start)
         raise
     except KeyboardInterrupt:
-        tries.close("interrupted")    # no row: a rerun resumes; _RUNNING stays for interrupted()
+        tries.close("interrupted")    # no row: a rerun resumes; `running` says where it stopped
         raise
     finally:
-        _RUNNING.pop("attempts", None)
+        running.attempts = None
     row["attempts"] = tries.close("ok")
-    _write_row(row, folder, device, start)
-    _RUNNING.clear()
+    _write_row(row, plan, folder, device, start)
     report(row)
     return row
 
 
 # ----------------------------------------------------------------------------- what a person reads
-_RUNNING: dict[str, Any] = {}     # the job in progress in this process, for interrupted()
-
-
-def interrupted() -> str:
-    """One line for Ctrl-C: where the job stopped and what a rerun does."""
-    if not _RUNNING:
-        return "interrupted before any job started; nothing was written"
-    job_id, folder, timings, plan = (_RUNNING[k] for k in ("job_id", "folder", "timings", "plan"))
-    stage = next((s for k, s in (("invert_s", "inverting"), ("sample_s", "sampling"), ("evaluate_s", "evaluating"))
-                  if k not in timings), "writing its row")
-    step = checkpoint_step(folder)
-    if plan.icfg is None:
-        saved = "a rerun of the same command starts it again"
-    elif step is None:
-        saved = (f"no inversion checkpoint yet (the first comes at step {plan.icfg.checkpoint_every}): "
-                 "a rerun of the same command starts it again")
-    else:
-        saved = (f"its inversion checkpoint holds step {step} of {plan.icfg.steps}: a rerun of the same "
-                 "command resumes from there")
-    return f"interrupted: job {job_id} stopped while {stage}; {saved} ({folder})"
-
-
 def report(row: dict) -> None:
     """The end of a job: where it is, the headline metrics with their 95% intervals, and
     what each one means."""
@@ -257,9 +270,9 @@ def usage_lines(row: dict) -> list[str]:
             for k in USAGE if k in files and k in words]
 
 
-def _write_row(row: dict, folder: Path, device: str, start: str) -> None:
-    row["provenance"] = {**results.provenance(device, start, weights=model_fingerprint(row["config"]["model"])),
-                         "concept_files": concept_fingerprint(row["config"]["concept"])}
+def _write_row(row: dict, plan: Plan, folder: Path, device: str, start: str) -> None:
+    row["provenance"] = {**results.provenance(device, start, weights=plan.model.weights),
+                         "concept_files": plan.concept_files}
     atomic.write_json(folder / results.ROW_NAME, row)
 
 
@@ -270,118 +283,180 @@ def _total_s(timings: dict, t0: float) -> float:
 
 
 def execute(plan: Plan, parts, images, folder: Path, device: str, progress: bool, tracker,
-            timings: dict, job_id: str) -> dict:
+            timings: dict, job_id: str, share=None) -> dict:
     """invert -> sample -> evaluate; returns the row's metrics, artifacts, ...; fills
     `timings` stage by stage, so a failed row shows how far the job got. The inversion is
-    reused when a job differing only in eval.* made it already (tinv.harness.learned)."""
-    cfg = plan.cfg
-    artifacts: dict[str, Any] = {}
-    training: dict[str, Any] = {}
-    train01 = (images.pixels + 1) / 2
+    reused when a job differing only in eval.* made it already (tinv.harness.learned);
+    `share`: this job's share of a packed inversion (tinv.harness.learned.Packed), if any."""
+    train01 = (images.pixels + 1) / 2     # the training images as the evaluator reads them
+    t = time.perf_counter()
+    got = learn(plan, parts, images, folder, job_id, progress, share)
+    training, artifacts = (record_learning(plan, parts, got, folder, tracker) if got else ({}, {}))
+    timings.update(invert_timings(got, time.perf_counter() - t))
 
     t = time.perf_counter()
-    got = None
-    if plan.icfg is not None:
-        from tinv.harness import learned
-        # stored by a job of the same inversion, or computed here (alone, or this job's share
-        # of a packed inversion: tinv/launch/packing.py) and stored
-        got = learned.obtain(plan, parts, images, folder, job_id, progress, packed=learned.take(folder))
-        result = got.result
-        training = {"steps": result.steps, "lr_effective": result.lr_effective, "lr_rule": result.lr_rule,
-                    "loss_first": result.losses[0] if result.losses else None,
-                    "loss_last": result.losses[-1] if result.losses else None,
-                    "eval_loss_before": result.eval_loss_before, "eval_loss_after": result.eval_loss_after,
-                    "embedding_norm": result.embedding_norm, "embedding_dist_init": result.embedding_dist_init,
-                    "notes": dict(result.notes)}
-        if result.learner:  # S*'s vector is not what a successor learned: its norm and distance say nothing
-            for name in ("embedding_norm", "embedding_dist_init"):
-                training.pop(name)
-            training["notes"]["embedding"] = (f"no embedding_norm/embedding_dist_init: the {result.learner['name']} "
-                                              "learner's own parameters carry the concept, not S*'s vector")
-        if result.prior_losses:     # prior preservation: its term, and where its class images came from
-            icfg = plan.icfg
-            training["prior"] = {"weight": icfg.prior_loss_weight, "num_class_images": icfg.num_class_images,
-                                 "class_prompt": icfg.class_text, "class_images": icfg.class_images or "generated",
-                                 "loss_first": result.prior_losses[0], "loss_last": result.prior_losses[-1]}
-        if result.dvar:     # stop=dvar: where it stopped, and the fixed-batch loss it read
-            training["dvar"] = dict(result.dvar)
-        # when its fixed-batch loss first reached the single word's final one (tinv.harness.convergence)
-        reached = convergence.fields(cfg, plan.concept.name, result.curve, result.eval_loss_after)
-        if "note" in reached:
-            training["notes"]["steps_to_reference_loss"] = reached.pop("note")
-        training.update(reached)
-        atomic.write_json(folder / "losses.json", {"losses": result.losses,
-                                                   "diffusion_losses": result.diffusion_losses,
-                                                   **({"prior_losses": result.prior_losses} if result.prior_losses else {})})
-        artifacts["losses"] = "losses.json"
-        tracker.log_losses(result.losses)
-        if result.dvar:
-            tracker.log_losses(result.dvar["losses"], name="inversion/dvar_fixed_batch_loss")
-        exported, artifacts["triggers"] = export_embeddings(result, folder / "embeddings", parts.family)
-        artifacts["embeddings"] = {k: str(Path(v).relative_to(folder)) for k, v in exported.items()}
-        if result.learner:     # a successor's own files, in the formats users load (tinv/engine/learners)
-            from tinv.engine import learners
-            artifacts["learner"] = {k: str(Path(v).relative_to(folder)) for k, v in
-                                    learners.export(parts, result.learner, folder / "embeddings").items()}
-            training["learner"] = {"name": result.learner["name"], **plan.icfg.learner_args}
-            moved = result.learner.get("moved")     # None: a result stored before rows said it
-            if moved is not None:
-                training["learner"]["moved"] = moved
-                if moved < 0.01:    # a successor's row that equals its starting point must say so
-                    training["notes"]["learner"] = (
-                        f"the {result.learner['name']} learner's tensors moved {moved:.2%} (< 1%) from where "
-                        "they started: this row is practically the untrained setup; raise its lr or steps")
-        if plan.pcfg is not None:
-            from tinv.engine.pivotal import save_tuned
-            piv = got.pivotal               # the UNet in `parts` is tuned already
-            save_tuned(parts, piv, folder / "embeddings", plan.pcfg)
-            training["pivotal"] = {"steps": plan.pcfg.steps, "lr": plan.pcfg.lr, "params": plan.pcfg.params,
-                                   "tuned_tensors": len(piv.tuned),
-                                   "loss_last": piv.losses[-1] if piv.losses else None,
-                                   "eval_loss_before": piv.eval_loss_before,
-                                   "eval_loss_after": piv.eval_loss_after}
-            moved = pivotal_moved(piv.eval_loss_before, piv.eval_loss_after)
-            if moved < 0.01:   # a pivotal row that equals single-word's must say why
-                training["notes"]["pivotal"] = (
-                    f"the pivotal stage moved the fixed-batch loss by {moved:.2%} (< 1%): the tuned UNet is "
-                    f"practically the untuned one; raise model.calibration.pivotal.lr or .steps")
-    timings["invert_s"] = time.perf_counter() - t
-    if got and got.reused_from:
-        # no inversion ran for this row: its time went to reading the stored one
-        timings.update(invert_s=0.0, invert_reused_from=got.reused_from, invert_load_s=got.load_s)
-    elif got and got.packed:
-        from tinv.harness.learned import packed_timings
-        timings.update(packed_timings(got.packed, timings["invert_s"]))
-
-    t = time.perf_counter()
-    cells = plan.cells()
-    if got and got.result.learner:     # evaluation-time options of a successor (NeTI's truncation)
-        from tinv.engine import learners
-        learners.prepare_sampling(parts, got.result.learner, cfg["eval"])
-    plan.kind.sample(plan, parts, images, train01, cells, progress, training)
-    grids = save_grids(cells, folder / "samples")
-    artifacts["samples"] = {k: str(p.relative_to(folder)) for k, p in grids.items()}
-    tracker.log_images(grids)
+    cells = sample(plan, parts, images, train01, got, progress, training)
+    artifacts["samples"] = write_samples(cells, folder, tracker)
     timings["sample_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    held, held_from = heldout_images(plan, parts, Path(plan.results_root))   # a fixed held-out set, if any
+    scored = score(plan, cells, train01, held, device, training)
+    timings["evaluate_s"] = time.perf_counter() - t
+    tracker.log_table(scored["per_prompt"])
+    return {**scored, "artifacts": artifacts, "training": training, "concept": concept_record(plan, images),
+            "eval_protocol": protocol_record(plan, held_from)}
+
+
+# ----------------------------------------------------------------------------- execute's steps
+def learn(plan: Plan, parts, images, folder: Path, job_id: str, progress: bool, share):
+    """The job's learned word (and tuned UNet) in `parts` (tinv.harness.learned.Learned), or
+    None for a method that learns nothing: stored by a job of the same inversion, or computed
+    here (alone, or from this job's share of a packed inversion: tinv/launch/packing.py) and stored."""
+    if plan.icfg is None:
+        return None
+    from tinv.harness import learned
+    return learned.obtain(plan, parts, images, folder, job_id, progress, packed=share)
+
+
+def record_learning(plan: Plan, parts, got, folder: Path, tracker) -> tuple[dict, dict]:
+    """The row's `training` record and the learned files (losses, exports, the successor's and
+    the tuned UNet's): (training, artifacts)."""
+    training = training_record(plan, got.result)
+    artifacts = write_learned(parts, got.result, folder, tracker)
+    if got.result.learner:
+        artifacts["learner"] = learner_record(plan, parts, got.result, folder, training)
+    if plan.pcfg is not None:
+        training["pivotal"] = pivotal_record(plan, parts, got.pivotal, folder, training["notes"])
+    return training, artifacts
+
+
+def training_record(plan: Plan, result) -> dict:
+    """What the inversion did: steps, rates, losses, where the word went, the prior term,
+    DVAR's stop, when it reached the single word's loss."""
+    training = {"steps": result.steps, "lr_effective": result.lr_effective, "lr_rule": result.lr_rule,
+                "loss_first": result.losses[0] if result.losses else None,
+                "loss_last": result.losses[-1] if result.losses else None,
+                "eval_loss_before": result.eval_loss_before, "eval_loss_after": result.eval_loss_after,
+                "embedding_norm": result.embedding_norm, "embedding_dist_init": result.embedding_dist_init,
+                "notes": dict(result.notes)}
+    if result.learner:  # S*'s vector is not what a successor learned: its norm and distance say nothing
+        for name in ("embedding_norm", "embedding_dist_init"):
+            training.pop(name)
+        training["notes"]["embedding"] = (f"no embedding_norm/embedding_dist_init: the {result.learner['name']} "
+                                          "learner's own parameters carry the concept, not S*'s vector")
+    if result.prior_losses:     # prior preservation: its term, and where its class images came from
+        icfg = plan.icfg
+        training["prior"] = {"weight": icfg.prior_loss_weight, "num_class_images": icfg.num_class_images,
+                             "class_prompt": icfg.class_text, "class_images": icfg.class_images or "generated",
+                             "loss_first": result.prior_losses[0], "loss_last": result.prior_losses[-1]}
+    if result.dvar:     # stop=dvar: where it stopped, and the fixed-batch loss it read
+        training["dvar"] = dict(result.dvar)
+    # when its fixed-batch loss first reached the single word's final one (tinv.harness.convergence)
+    reached = convergence.fields(plan.cfg, plan.concept.name, result.curve, result.eval_loss_after)
+    if "note" in reached:
+        training["notes"]["steps_to_reference_loss"] = reached.pop("note")
+    training.update(reached)
+    return training
+
+
+def write_learned(parts, result, folder: Path, tracker) -> dict:
+    """The losses (losses.json, and to the tracker) and the learned word in every format users
+    load; returns the row's artifacts for them."""
+    atomic.write_json(folder / "losses.json", {"losses": result.losses, "diffusion_losses": result.diffusion_losses,
+                                               **({"prior_losses": result.prior_losses} if result.prior_losses else {})})
+    artifacts: dict[str, Any] = {"losses": "losses.json"}
+    tracker.log_losses(result.losses)
+    if result.dvar:
+        tracker.log_losses(result.dvar["losses"], name="inversion/dvar_fixed_batch_loss")
+    exported, artifacts["triggers"] = export_embeddings(result, folder / "embeddings", parts.family)
+    artifacts["embeddings"] = {k: str(Path(v).relative_to(folder)) for k, v in exported.items()}
+    return artifacts
+
+
+def learner_record(plan: Plan, parts, result, folder: Path, training: dict) -> dict:
+    """A successor's own files, in the formats users load (tinv/engine/learners); its name,
+    settings and how far its tensors moved go into `training`."""
+    from tinv.engine import learners
+    files = {k: str(Path(v).relative_to(folder)) for k, v in
+             learners.export(parts, result.learner, folder / "embeddings").items()}
+    training["learner"] = {"name": result.learner["name"], **plan.icfg.learner_args}
+    moved = result.learner.get("moved")     # None: a result stored before rows said it
+    if moved is not None:
+        training["learner"]["moved"] = moved
+        if moved < 0.01:    # a successor's row that equals its starting point must say so
+            training["notes"]["learner"] = (
+                f"the {result.learner['name']} learner's tensors moved {moved:.2%} (< 1%) from where "
+                "they started: this row is practically the untrained setup; raise its lr or steps")
+    return files
+
+
+def pivotal_record(plan: Plan, parts, piv, folder: Path, notes: dict) -> dict:
+    """The tuned UNet's tensors exported (the UNet in `parts` is tuned already) and the
+    stage's record; a note when it left the fixed-batch loss where it was."""
+    from tinv.engine.pivotal import save_tuned
+    save_tuned(parts, piv, folder / "embeddings", plan.pcfg)
+    record = {"steps": plan.pcfg.steps, "lr": plan.pcfg.lr, "params": plan.pcfg.params,
+              "tuned_tensors": len(piv.tuned), "loss_last": piv.losses[-1] if piv.losses else None,
+              "eval_loss_before": piv.eval_loss_before, "eval_loss_after": piv.eval_loss_after}
+    moved = pivotal_moved(piv.eval_loss_before, piv.eval_loss_after)
+    if moved < 0.01:   # a pivotal row that equals single-word's must say why
+        notes["pivotal"] = (f"the pivotal stage moved the fixed-batch loss by {moved:.2%} (< 1%): the tuned UNet is "
+                            f"practically the untuned one; raise model.calibration.pivotal.lr or .steps")
+    return record
+
+
+def invert_timings(got, elapsed: float) -> dict:
+    """The row's inversion timings: what this job spent; 0 and whose it used for a reused
+    inversion; its share of a packed one (tinv.harness.learned.packed_timings)."""
+    if got and got.reused_from:
+        # no inversion ran for this row: its time went to reading the stored one
+        return {"invert_s": 0.0, "invert_reused_from": got.reused_from, "invert_load_s": got.load_s}
+    if got and got.packed:
+        from tinv.harness.learned import packed_timings
+        return packed_timings(got.packed, elapsed)
+    return {"invert_s": elapsed}
+
+
+def sample(plan: Plan, parts, images, train01, got, progress: bool, training: dict) -> list[Cell]:
+    """Every cell's samples, as the method's kind makes them (tinv.methods); `train01` is the
+    evaluator's tensor of the training images (image-only's samples are that very tensor)."""
+    cells = plan.cells()
+    if got and got.result.learner:     # evaluation-time options of a successor (NeTI's truncation)
+        from tinv.engine import learners
+        learners.prepare_sampling(parts, got.result.learner, plan.cfg["eval"])
+    plan.kind.sample(plan, parts, images, train01, cells, progress, training)
+    return cells
+
+
+def write_samples(cells: list[Cell], folder: Path, tracker) -> dict:
+    """One grid per cell (samples/), logged; the row's artifact paths."""
+    grids = save_grids(cells, folder / "samples")
+    tracker.log_images(grids)
+    return {k: str(p.relative_to(folder)) for k, p in grids.items()}
+
+
+def score(plan: Plan, cells: list[Cell], train01, held, device: str, training: dict) -> dict:
+    """The protocol's metrics (tinv.metrics.protocol; `held`: the held-out images, or None),
+    and where the word went beside them."""
     from tinv.metrics.protocol import evaluate
-    held, held_from = heldout_images(plan, parts, Path(cfg["results_root"]))
     scored = evaluate(plan, cells, train01, device, None if held is None else (held.pixels + 1) / 2)
     if "embedding_norm" in training:   # where the word went, beside what it draws
         for name in ("embedding_norm", "embedding_dist_init"):
             # one inversion, no sample to resample: no interval (across seeds, run seeds)
             scored["metrics"][name], scored["metrics_ci"][name] = training[name], None
-    timings["evaluate_s"] = time.perf_counter() - t
-    tracker.log_table(scored["per_prompt"])
-    return {**scored, "artifacts": artifacts, "training": training,
-            "concept": {"name": plan.concept.name, "kind": plan.concept.kind,
-                        "folder": str(plan.concept.folder), "initializer": plan.concept.initializer,
-                        "n_images": len(images)},
-            "eval_protocol": {"prompt_set": P.prompt_set_name(cfg), "seeds": [seeds(cfg)[0], len(seeds(cfg))],
-                              "reconstruction_prompt": plan.recon.template,
-                              "editability_text": "prompt with the placeholder deleted",
-                              "editability_paper": "editability_clip_meanemb",
-                              "reconstruction_heldout": held_from,
-                              "evaluator": (cfg["eval"]["clip"] if cfg["model"]["evaluator"] == "clip"
-                                            else "toyworld")}}
+    return scored
+
+
+def concept_record(plan: Plan, images) -> dict:
+    c = plan.concept
+    return {"name": c.name, "kind": c.kind, "folder": str(c.folder), "initializer": c.initializer,
+            "n_images": len(images)}
+
+
+def protocol_record(plan: Plan, held_from) -> dict:
+    """How the row was scored: the prompts, the seeds, the held-out images, the evaluator."""
+    return {"prompt_set": P.prompt_set_name(plan.cfg), "seeds": [plan.eval.seeds[0], len(plan.eval.seeds)],
+            "reconstruction_prompt": plan.recon.template, "editability_text": "prompt with the placeholder deleted",
+            "editability_paper": "editability_clip_meanemb", "reconstruction_heldout": held_from,
+            "evaluator": plan.eval.clip if plan.model.evaluator == "clip" else "toyworld"}

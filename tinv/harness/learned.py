@@ -33,7 +33,6 @@ from typing import Any
 from tinv.core import atomic
 
 from tinv.harness import identity, joblock, results
-from tinv.harness.loading import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +52,8 @@ class Learned:
 
 def key(plan) -> str:
     """12 hex digits naming the inversion a plan runs (the module docstring says what counts)."""
-    from tinv.harness.plan import concept_fingerprint
     cfg = plan.cfg
-    return identity.inversion_key(cfg, model_fingerprint(cfg["model"]), concept_fingerprint(cfg["concept"]),
-                                  plan.icfg, plan.pcfg)
+    return identity.inversion_key(cfg, plan.model.weights, plan.concept_files, plan.icfg, plan.pcfg)
 
 
 def folder(plan) -> Path:
@@ -111,7 +108,7 @@ def class_images(plan, parts):
     from tinv.engine import prior
     if icfg.class_images:
         return prior.class_images(parts, icfg)
-    spec = {"weights": model_fingerprint(plan.cfg["model"]), "prompt": icfg.class_text, "n": icfg.num_class_images,
+    spec = {"weights": plan.model.weights, "prompt": icfg.class_text, "n": icfg.num_class_images,
             "seed": prior.CLASS_SEED, "steps": prior.CLASS_STEPS, "guidance": prior.CLASS_GUIDANCE,
             "resolution": parts.resolution}
     name = "_".join(icfg.class_text.split())[:40].replace("/", "_")
@@ -178,8 +175,8 @@ def install(parts, result):
 
 # ----------------------------------------------------------------------------- packed shares
 # A launcher that inverts several jobs together (tinv.launch.packing) hands each job its
-# share here, keyed by the job's folder; the job takes it where it would invert. A registry,
-# because a Hydra task function receives nothing but its config.
+# share through a Shares it owns and passes to the jobs' task function; the job takes its
+# own (keyed by its folder) where it would invert.
 @dataclass
 class Packed:
     """One job's share of a packed inversion."""
@@ -191,24 +188,25 @@ class Packed:
     one_batch: bool = False      # the group's micro-batches in one UNet call (rows equal alone only to float error)
 
 
-_READY: dict[str, Packed] = {}
+class Shares:
+    """A packed inversion's shares, by job folder, until each job takes its own."""
 
+    def __init__(self) -> None:
+        self._ready: dict[str, Packed] = {}
 
-def _key(folder) -> str:
-    return str(Path(folder).resolve())
+    @staticmethod
+    def _key(folder) -> str:
+        return str(Path(folder).resolve())
 
+    def offer(self, folder, packed: Packed) -> None:
+        self._ready[self._key(folder)] = packed
 
-def offer(folder, packed: Packed) -> None:
-    _READY[_key(folder)] = packed
+    def take(self, folder) -> Packed | None:
+        """The packed inversion waiting for the job in `folder`, if any (removed once taken)."""
+        return self._ready.pop(self._key(folder), None)
 
-
-def forget(folder) -> None:
-    _READY.pop(_key(folder), None)
-
-
-def take(folder) -> Packed | None:
-    """The packed inversion waiting for the job in `folder`, if any (removed once taken)."""
-    return _READY.pop(_key(folder), None)
+    def clear(self) -> None:
+        self._ready.clear()
 
 
 def packed_timings(packed: Packed, own_s: float) -> dict:

@@ -12,6 +12,7 @@ from tinv.harness.concepts import Concept, resolve_concept
 from tinv.core.errors import InputError
 from tinv.harness.loading import model_fingerprint
 from tinv.methods import Kind, kind_of
+from tinv.metrics.settings import EvalSettings, ModelSettings, eval_settings, model_settings
 from tinv.harness.prompts import EvalPrompt
 from tinv.harness.validate import DEFAULT_PLACEHOLDER, placeholder
 
@@ -46,7 +47,7 @@ class Cell:
 @dataclass
 class Plan:
     cfg: dict
-    concept: Concept
+    concept: Concept                # resolved once per job: everything after reads this one
     recon: EvalPrompt
     prompts: list[EvalPrompt]
     fillers: list[str | None]       # what replaces {}: [placeholder], captions, or [""]
@@ -54,11 +55,18 @@ class Plan:
     pcfg: Any = None                # PivotalConfig for pivotal tuning
     kind: Kind = field(default_factory=Kind)    # what the method does (tinv.methods)
     choices: dict = field(default_factory=dict)
+    eval: EvalSettings | None = None    # the protocol, typed (sampling and metrics read it)
+    model: ModelSettings | None = None  # what the model brings to it (evaluator, DINO, oracle, weights)
+    concept_files: str | None = None    # the concept folder's fingerprint (the job id, the inversion's key, the row)
 
     @property
     def weights(self) -> str:
         """The model's fingerprint (tinv.harness.loading.model_fingerprint): what its samples depend on."""
-        return model_fingerprint(self.cfg["model"])
+        return self.model.weights
+
+    @property
+    def results_root(self) -> str:
+        return str(self.cfg["results_root"])
 
     def cells(self) -> list[Cell]:
         out = []
@@ -85,8 +93,12 @@ def make_plan(cfg: dict, choices: dict) -> Plan:
     if not prompts:
         raise InputError(f"prompt list {P.prompt_set_name(cfg)!r} is empty")
     kind = kind_of(method)
+    try:
+        settings = eval_settings(cfg["eval"]), model_settings(cfg["model"], model_fingerprint(cfg["model"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"eval or model settings: {type(e).__name__}: {e}") from e
     plan = Plan(cfg, concept, recon, prompts, kind.fillers(method, concept, placeholder(cfg)), kind=kind,
-                choices=choices)
+                choices=choices, eval=settings[0], model=settings[1], concept_files=folder_fingerprint(concept.folder))
     plan.icfg = kind.inversion_config(cfg, concept, placeholder(cfg))
     plan.pcfg = kind.pivotal_config(cfg, plan.icfg, recon.template)
     return plan
@@ -148,14 +160,19 @@ _CONCEPT_PRINTS: dict[str, str] = {}
 
 
 def concept_fingerprint(c: Mapping[str, Any]) -> str | None:
-    """The sha256 of what the job reads from its concept folder: every file's name and bytes
-    (images and captions), so replacing the images in place is a new job. None when the
-    folder cannot be found (validation then names the problem). Hashed once per process
-    per (path, sizes, modification times)."""
+    """The fingerprint of a concept config's folder (`folder_fingerprint`); None when the
+    config names no folder that can be found (validation then names the problem)."""
     try:
         folder = resolve_concept(c).folder
     except (InputError, KeyError, TypeError, ValueError):
         return None
+    return folder_fingerprint(folder)
+
+
+def folder_fingerprint(folder: Path) -> str | None:
+    """The sha256 of what the job reads from its concept folder: every file's name and bytes
+    (images and captions), so replacing the images in place is a new job. None when the
+    folder does not exist. Hashed once per process per (path, sizes, modification times)."""
     if not folder.is_dir():
         return None
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -173,7 +190,12 @@ def heldout_fingerprint(c: Mapping[str, Any]) -> str | None:
     return concept_fingerprint({**c, "path": c["heldout_path"], "initializer": "-"})
 
 
-def job_location(cfg: dict) -> tuple[str, Path]:
+_RESOLVE = object()
+
+
+def job_location(cfg: dict, concept_files: str | None | object = _RESOLVE) -> tuple[str, Path]:
+    """The job's id and folder. `concept_files`: the concept folder's fingerprint when the
+    caller holds the plan already (plan.concept_files), else it is computed from the config."""
     # The id hashes the resolved config AND what the job reads: the weights (a fixed
     # model.path or the shipped toy world, retrained in place, is a different job) and
     # the concept's files (new images in the same folder are a different job).
@@ -181,7 +203,8 @@ def job_location(cfg: dict) -> tuple[str, Path]:
     cfg = effective_config(cfg)
     c = cfg["concept"]
     # a held-out folder (evaluation only) counts by its files, as the concept's do
-    job_id = identity.job_id(cfg, model_fingerprint(cfg["model"]), concept_fingerprint(c),
+    files = concept_fingerprint(c) if concept_files is _RESOLVE else concept_files
+    job_id = identity.job_id(cfg, model_fingerprint(cfg["model"]), files,
                              heldout=heldout_fingerprint(c) if c.get("heldout_path") else None)
     concept_name = c.get("name") or (f"dreambench_{c['subject']}" if c.get("subject") else None) \
         or Path(str(c.get("path") or "concept")).name

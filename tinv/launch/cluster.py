@@ -19,6 +19,8 @@ in its content-addressed job folder (or returns its finished row at once).
 from __future__ import annotations
 
 import concurrent.futures
+import copy
+import functools
 import logging
 import multiprocessing
 import signal
@@ -134,8 +136,11 @@ class PackedJobs:
     def __call__(self) -> list[Any]:
         if self.tasks is not None:
             from tinv.launch import packing
-            with packing.packed_inversion(self.tasks, self.one_batch):
-                return [self.launcher(*args) for args in self.job_args]
+            with packing.packed_inversion(self.tasks, self.one_batch) as shares:
+                # a copy of the launcher whose task function (run.py's main) gets the shares
+                launcher = copy.copy(self.launcher)
+                launcher.task_function = functools.partial(self.launcher.task_function, packed=shares)
+                return [launcher(*args) for args in self.job_args]
         # cloudpickle: the task function lives in run.py's __main__, which plain pickle
         # (what multiprocessing uses) cannot send to a spawned process.
         blobs = [cloudpickle.dumps((self.launcher, args)) for args in self.job_args]

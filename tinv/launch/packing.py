@@ -5,8 +5,9 @@ job's micro-batch through the UNet in its own batch shape (`one_batch`: all K in
 batch of K x batch_size, for about the price of a few single ones; docs/speed.md, "Exact or
 one batch"). Everything after the
 inversion stays per job: `tinv.harness.job.run_job` samples, scores and writes the row exactly as
-for an unpacked job. The hand-over is tinv.harness.learned's registry of packed shares:
-`packed_inversion` offers each job its share, the job takes it where it would invert.
+for an unpacked job. The hand-over is a tinv.harness.learned.Shares the launcher holds:
+`packed_inversion` yields it with each job's share in it, the launcher passes it to the jobs'
+task function (run.py's `packed=`), and each job takes its own where it would invert.
 
 Equivalence: each set draws from its own generator and is trained under its own
 placeholder (`<S*0>`, `<S*1>`, ...), renamed back to `<S*>` afterwards, and runs the UNet
@@ -90,23 +91,28 @@ def resolve_tasks(launcher: Any, job_overrides, initial_job_idx: int) -> tuple[l
 def pack_key(cfg: dict) -> str | None:
     """Jobs with the same key can share one `invert_packed` call; None: the job runs alone
     (done already, does not learn, or bad input, which its own run then reports)."""
+    return _packable(cfg)[0]
+
+
+def _packable(cfg: dict):
+    """(pack_key, the job's plan); the plan (its concept resolved once) is None where the key is."""
     try:
-        if finished_row(job_location(cfg)[1]):
-            return None
         plan = make_plan(cfg, {})
+        if finished_row(job_location(cfg, plan.concept_files)[1]):
+            return None, None
         preflight.check(cfg)
     except (InputError, KeyError, TypeError, ValueError):
-        return None
+        return None, None
     if plan.icfg is None or learned.stored(plan):   # nothing to learn, or learned already
-        return None
+        return None, None
     if plan.icfg.learner != "word":
-        return None     # a successor trains the shared model or conditions per layer: it runs alone
+        return None, None   # a successor trains the shared model or conditions per layer: it runs alone
     if plan.icfg.placeholder != PLACEHOLDER:
-        return None     # packed words are renamed back to the default placeholder: another runs alone
+        return None, None   # packed words are renamed back to the default placeholder: another runs alone
     return json.dumps({"model": cfg["model"], "device": cfg.get("device", "auto"),
                        "where": cfg["results_root"],
                        **{k: getattr(plan.icfg, k) for k in _SHARED_INVERSION}},
-                      sort_keys=True, default=str)
+                      sort_keys=True, default=str), plan
 
 
 def schedule(cfgs: list[dict], pack: int) -> list[list[int]]:
@@ -122,11 +128,11 @@ def schedule(cfgs: list[dict], pack: int) -> list[list[int]]:
     learners: dict[int, int] = {}          # id(unit) -> how many jobs it inverts
     unit_of: dict[str, list[int]] = {}     # inversion key -> the unit that inverts it
     for i, cfg in enumerate(cfgs):
-        key = pack_key(cfg)
+        key, plan = _packable(cfg)
         if key is None:
             units.append([i])
             continue
-        inversion = learned.key(make_plan(cfg, {}))
+        inversion = learned.key(plan)
         if inversion in unit_of:
             unit_of[inversion].append(i)
             continue
@@ -154,30 +160,32 @@ def renamed(result, i: int, icfg):
 
 
 @contextmanager
-def packed_inversion(cfgs: list[dict], one_batch: bool = False) -> Iterator[None]:
-    """Invert the jobs of `cfgs` (plain configs of one group) together; within the block,
-    `tinv.harness.job.run_job` of each of them uses its share instead of inverting. If the packed
-    inversion fails, the jobs run alone (each then fails, or not, on its own row).
+def packed_inversion(cfgs: list[dict], one_batch: bool = False) -> Iterator[learned.Shares]:
+    """Invert the jobs of `cfgs` (plain configs of one group) together; yields their shares
+    (tinv.harness.learned.Shares), which `tinv.harness.job.run_job(..., packed=shares)` of each
+    job takes instead of inverting. If the packed inversion fails, the shares are empty and the
+    jobs run alone (each then fails, or not, on its own row).
     one_batch: the jobs' micro-batches in one UNet call (faster; rows then equal the lone
     job's only to float error); else each job's in its own call, bit-identical to alone."""
-    folders = []
+    shares = learned.Shares()
     try:
-        folders = _invert_group(cfgs, one_batch) if len(cfgs) > 1 else []
+        if len(cfgs) > 1:
+            _invert_group(cfgs, shares, one_batch)
     except Exception:   # noqa: BLE001 - the jobs' own runs will report a real error
         log.exception("packed inversion of %d jobs failed; running them one by one", len(cfgs))
+        shares.clear()
     try:
-        yield
+        yield shares
     finally:
-        for f in folders:
-            learned.forget(f)
+        shares.clear()
 
 
-def _invert_group(cfgs: list[dict], one_batch: bool = False) -> list[str]:
+def _invert_group(cfgs: list[dict], shares: learned.Shares, one_batch: bool = False) -> None:
     from tinv.engine.inversion import invert_packed
     plans, ids, folders, seen = [], [], [], set()
     for cfg in cfgs:
-        job_id, folder = job_location(cfg)
         plan = make_plan(cfg, {})
+        job_id, folder = job_location(cfg, plan.concept_files)
         inversion = learned.key(plan) if plan.icfg is not None else None
         if inversion is None or inversion in seen or learned.stored(plan):
             continue        # learns nothing, or reuses another job's inversion (tinv.harness.learned)
@@ -188,7 +196,7 @@ def _invert_group(cfgs: list[dict], one_batch: bool = False) -> list[str]:
         ids.append(job_id)
         folders.append(folder)
     if len(plans) < 2:      # nothing to pack: the job inverts alone, as unpacked
-        return []
+        return
     t0 = time.perf_counter()
     first = cfgs[0]
     device = choose_device(str(first.get("device", "auto")))
@@ -209,6 +217,5 @@ def _invert_group(cfgs: list[dict], one_batch: bool = False) -> list[str]:
                         class_images=[learned.class_images(p, parts) for p in plans], one_batch=one_batch)
     group_s = time.perf_counter() - t
     for i, (res, plan, folder) in enumerate(zip(out, plans, folders)):
-        learned.offer(folder, learned.Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0,
-                                                  one_batch=one_batch))
-    return folders
+        shares.offer(folder, learned.Packed(ids[i], renamed(res, i, plan.icfg), group_s, ids, prep_s=t - t0,
+                                            one_batch=one_batch))

@@ -1,11 +1,12 @@
 """A job's samples -> its metrics: the evaluation protocol of section 5.1 (docs/harness.md).
 
-`evaluate(plan, cells, train, device, heldout)` takes the job plan (tinv.harness.plan.Plan: config,
-concept, prompts) and its cells (tinv.harness.plan.Cell: a prompt or prompt x caption with its
-samples) and returns the row's `metrics`, `metrics_ci`, `scores` and `per_prompt`. With `heldout`
-(images of the concept no training set uses, in [0, 1]) it adds reconstruction_clip_heldout:
-reconstruction against that fixed set, comparable across training-set sizes (appendix B), where
-reconstruction_clip is scored against each job's own training images.
+`evaluate(plan, cells, train, device, heldout)` takes the job plan (tinv.harness.plan.Plan:
+concept, prompts, and the typed `eval` and `model` settings of tinv.metrics.settings) and its
+cells (tinv.harness.plan.Cell: a prompt or prompt x caption with its samples) and returns the
+row's `metrics`, `metrics_ci`, `scores` and `per_prompt`. With `heldout` (images of the concept
+no training set uses, in [0, 1]) it adds reconstruction_clip_heldout: reconstruction against
+that fixed set, comparable across training-set sizes (appendix B), where reconstruction_clip
+is scored against each job's own training images.
 """
 from __future__ import annotations
 
@@ -17,15 +18,15 @@ from tinv.metrics import encoders, oracle, scores as S
 
 def evaluate(plan, cells: list, train: torch.Tensor, device: str, heldout: torch.Tensor | None = None) -> dict:
     """metrics, metrics_ci, per_prompt, scores: the protocol of section 5.1 (see docs/harness.md)."""
-    e, m = plan.cfg["eval"], plan.cfg["model"]
-    boot = dict(n_boot=int(e["bootstrap"]["n"]), seed=int(e["bootstrap"]["seed"]))
+    e, m = plan.eval, plan.model
+    boot = e.boot
     # Image-only's samples ARE the training images, and bipartite inversion's are each
     # training image regenerated from its own inverted noise: either way sample i is a
     # copy of training image i, so the (i, i) pair is left out of reconstruction.
     exclude_self = plan.kind.exclude_self
-    clip = (encoders.cached(encoders.ClipEncoder.toyworld, device) if m["evaluator"] == "toyworld"
-            else encoders.cached(encoders.ClipEncoder.from_open_clip, e["clip"]["model"],
-                                 e["clip"]["pretrained"], device))
+    clip = (encoders.cached(encoders.ClipEncoder.toyworld, device) if m.evaluator == "toyworld"
+            else encoders.cached(encoders.ClipEncoder.from_open_clip, e.clip["model"],
+                                 e.clip["pretrained"], device))
     memo: dict[tuple[int, int], np.ndarray] = {}
 
     def embed(enc, images):  # image-only reuses one tensor for every cell
@@ -72,10 +73,10 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str, heldout: torch
     # DINO: timm's ViT-S/16 for models with `dino: true`; on the toy world, where no DINO
     # was trained, the toy CLIP's image tower short of its projection (encoders.TowerEncoder).
     dino = None
-    if m["evaluator"] == "toyworld":
+    if m.evaluator == "toyworld":
         dino = encoders.cached(encoders.TowerEncoder.toyworld, device)
-    elif m.get("dino"):
-        dino = encoders.cached(encoders.DinoEncoder, e["dino"]["model"], _dino_weights(e["dino"]["pretrained"]),
+    elif m.dino:
+        dino = encoders.cached(encoders.DinoEncoder, e.dino["model"], _dino_weights(e.dino["pretrained"]),
                                device)
     if dino is not None:
         put("reconstruction_dino", S.reconstruction(
@@ -84,7 +85,7 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str, heldout: torch
         put("dreambench_dino", S.reconstruction(
             [S.pair_matrix(embed(dino, train), embed(dino, c.images), exclude_self) for c in edit_cells], **boot))
     oracle_cells = {}
-    if m.get("oracle"):
+    if m.oracle:
         oracle_cells = oracle.score_cells(plan, rec_cells, edit_cells, device, out, levels=by_level, **boot)
     out["per_prompt"] = per_prompt(plan, edit_cells, edit, oracle_cells)
     out["per_prompt"].insert(0, {"role": "reconstruction", "prompt": plan.recon.template,
