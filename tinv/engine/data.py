@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 # Files a concept folder may hold beside its images (tinv.harness.concepts reads the captions).
 NOT_IMAGES = ("captions.yaml", "captions.yml", "captions.json")
+# An image's optional mask: `<image>.mask.png` beside it, its size, white where the concept is
+# (a masked loss reads it: conf/method/masked_word.yaml).
+MASK_SUFFIX = ".mask.png"
 
 
 class ConceptError(ValueError):
@@ -46,14 +49,15 @@ def load_concept_images(folder: str | os.PathLike, size: int, center_crop: bool 
         raise ConceptError(f"concept folder {str(folder)!r} does not exist")
     if not folder.is_dir():
         raise ConceptError(f"concept path {str(folder)!r} is not a folder; give the folder of its images")
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.name not in NOT_IMAGES)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.name not in NOT_IMAGES and not p.name.endswith(MASK_SUFFIX))
     if not files:
         raise ConceptError(f"concept folder {str(folder)!r} holds no images; put the concept's 3-5 images in it")
     images, bad = [], []
     for p in files:      # every unusable file is named at once, not one per rerun
         try:
             images.append(to_tensor(load_image(p, size, center_crop)))
+            load_mask(p, size, center_crop)     # a mask beside it must fit it
         except ConceptError as e:
             bad.append(str(e))
     if bad:
@@ -80,6 +84,39 @@ def load_image(path: str | os.PathLike, size: int, center_crop: bool = False) ->
         left, top = (im.width - side) // 2, (im.height - side) // 2
         im = im.crop((left, top, left + side, top + side))
     return im.resize((size, size), resample=Image.Resampling.BICUBIC)
+
+
+def mask_path(image: str | os.PathLike) -> Path:
+    """Where an image's optional mask lies: `<image>.mask.png` beside it."""
+    image = Path(image)
+    return image.with_name(image.name + MASK_SUFFIX)
+
+
+def load_mask(image: str | os.PathLike, size: int, center_crop: bool = False) -> torch.Tensor | None:
+    """The mask of a training image as [1, size, size] in [0, 1] (white = 1: the concept),
+    cropped and resized as its image is; None when the image has none. A ConceptError names a
+    mask that cannot be read or whose size is not its image's."""
+    path = mask_path(image)
+    if not path.is_file():
+        return None
+    try:
+        with Image.open(image) as im:
+            want = ImageOps.exif_transpose(im).size
+        with Image.open(path) as m:
+            m.load()
+            m = ImageOps.exif_transpose(m)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ConceptError(f"mask {str(path)!r} cannot be read ({e}); replace or remove it") from e
+    if m.size != want:
+        raise ConceptError(f"mask {str(path)!r} is {m.size[0]}x{m.size[1]} but its image {Path(image).name!r} is "
+                           f"{want[0]}x{want[1]}; give each mask its image's size (white = the concept)")
+    m = to_8bit(m) if m.mode.startswith("I") or m.mode == "F" else m.convert("L")
+    if center_crop:
+        side = min(m.size)
+        left, top = (m.width - side) // 2, (m.height - side) // 2
+        m = m.crop((left, top, left + side, top + side))
+    m = m.resize((size, size), resample=Image.Resampling.BOX)     # coverage, not a sharpened edge
+    return torch.from_numpy(np.asarray(m, dtype=np.float32) / 255.0)[None]
 
 
 def to_8bit(im: Image.Image) -> Image.Image:
