@@ -22,7 +22,8 @@ KIND = {"single_word": "learned word", "two_word": "learned word", "three_word":
         "human_captions_short": "human captions", "human_captions_long": "human captions",
         "image_only": "image-only", "prompt_only": "prompt-only", "initializer_word": "initializer word",
         "xti": "learned word", "custom_diffusion": "word and class noun", "dreambooth_lora": "word and class noun",
-        "neti": "learned word", "neti_no_bypass": "learned word", "dreambooth": "word and class noun"}
+        "neti": "learned word", "neti_no_bypass": "learned word", "dreambooth": "word and class noun",
+        "masked_word": "learned word"}
 
 
 def test_every_method_yaml_is_one_kind_and_every_kind_is_used():

@@ -247,7 +247,7 @@ class _Set:
                    **({"leaves_out": self.learner.leaves_out} if self.learner and self.learner.leaves_out else {})},
             dvar=self.dvar_record(), curve=self.final_curve(after),
             learner={"name": self.cfg.learner, "state": self.learner.state(), "moved": self.learner_moved()}
-            if self.learner else {})
+            if self.learner and self.learner.own_state else {})
 
     def log_curve(self, parts: Parts) -> None:
         """The fixed-batch loss at this step, when it is one of the curve's (the last step's is
@@ -423,7 +423,11 @@ def _micro_batch(parts: Parts, sched: DDPMScheduler, sets: list[_Set], accum: in
     masks = [d[2] for d in drawn]
     mask = None if all(m is None for m in masks) else torch.cat(
         [m if m is not None else torch.ones(len(d[0]), 1, *d[0].shape[-2:]) for m, d in zip(masks, drawn)])
-    diffs = objective.loss(parts, sched, z, t, noise, cond, mask=mask, groups=[s.cfg.batch_size for s in sets])
+    weights = [s.learner.weight(d[2]) if s.learner else None for s, d in zip(sets, drawn)]
+    weight = None if all(w is None for w in weights) else torch.cat(
+        [w.to(z.device) if w is not None else torch.ones(len(d[0]), device=z.device) for w, d in zip(weights, drawn)])
+    diffs = objective.loss(parts, sched, z, t, noise, cond, weight=weight, mask=mask,
+                           groups=[s.cfg.batch_size for s in sets])
     losses, out = 0.0, []
     for s, diff in zip(sets, diffs):
         loss, prior = diff + s.regularizer(), 0.0

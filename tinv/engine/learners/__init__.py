@@ -11,6 +11,11 @@ The loop trains a pseudo-word S*; a successor adds its own math through a `Learn
 | custom_diffusion | S* + the cross-attention K/V projections | diffusers' Custom Diffusion processors | custom_diffusion.py |
 | lora | a LoRA on the UNet (peft), a fixed rare word | the LoRA-adapted UNet | lora.py |
 | dreambooth | the whole UNet (and text encoder by option), a fixed rare word | the fine-tuned UNet | dreambooth.py |
+| masked_word | S*'s vectors, Eq. 2 on the concept's mask only (Break-a-Scene's masked loss) | as the word | masked_word.py |
+
+A learner sees each drawn batch (`augment`: the images drawn, their flips, latents and
+prompts) and may change Eq. 2 there: a loss mask (Custom Diffusion's canvas, masked_word's
+concept mask), a per-sample weight (`weight`), a term of its own (`extra_loss`).
 
 A learner is chosen by `InversionConfig.learner`, its hyperparameters are
 `InversionConfig.learner_args` (a method YAML's `inversion.learner_args`). Its trained
@@ -58,6 +63,11 @@ class Learner:
     trains_word = True       # S*'s own vectors are in the optimizer (weight decay moves them too)
     trains_text = False      # the text encoder's weights train (then every prompt's encoding needs gradients)
     leaves_out = ""          # what of its authors' recipe the port does not run (the row's notes say it)
+    # Its own tensors carry (part of) the concept: the result keeps its state, a fresh model
+    # gets it back (`restore`), users get it as files (`export`), and S*'s vector alone says
+    # nothing of the concept. False: a variant of the paper's word that only shapes the
+    # batch or the loss (masked_word): the result is S*'s vector, as the plain word's.
+    own_state = True
 
     def __init__(self, parts: "Parts", word: "PseudoWord", cfg, gen: torch.Generator):
         self.parts, self.word, self.cfg, self.gen = parts, word, cfg, gen
@@ -77,6 +87,11 @@ class Learner:
         where `flip`; their latents and prompts): the latents, prompts and a loss mask
         [B, 1, h, w] (None: the whole image) the loop trains on."""
         return latents, prompts, None
+
+    def weight(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """A per-sample factor [B] on Eq. 2 for the batch `augment` returned with `mask` (None:
+        the plain mean; with a mask, Eq. 2 is each sample's mean over its mask)."""
+        return None
 
     def extra_loss(self, parts: "Parts", sched) -> torch.Tensor | None:
         """A loss term this set adds per micro-batch (e.g. DreamBooth's prior preservation)."""

@@ -91,6 +91,8 @@ LEARNERS: dict[str, LearnerSpec] = {s.name: s for s in (
                 label="Custom Diffusion"),
     LearnerSpec("lora", "lora", LoraArgs, method="dreambooth_lora", label="DreamBooth-LoRA"),
     LearnerSpec("dreambooth", "dreambooth", DreamBoothArgs, method="dreambooth", label="DreamBooth"),
+    # Break-a-Scene's masked loss on the word (Avrahami et al. 2023): needs the concept's masks
+    LearnerSpec("masked_word", "masked_word", method="masked_word", label="Masked word"),
 )}
 SUCCESSORS = tuple(s for s in LEARNERS.values() if s.module)
 
