@@ -6,14 +6,15 @@ concept resolution (tinv.harness.concepts), model loading (tinv.harness.loading)
 identity (tinv.harness.plan), the weights check (tinv.harness.preflight), the lock (tinv.harness.joblock) and the
 attempts (tinv.harness.attempts). The stages:
 
-1. identity: the job folder is named by a hash of the config, the weights and the
-   concept's files (tinv.harness.plan) and lives in the job store shared by all sweeps
-   (tinv.harness.store; the sweep's folder links to it); a folder holding an "ok" row means the
-   job is done, and its row is returned with no work.
+1. the plan and the identity: every field's type and range first (tinv.harness.validate), then
+   the plan (tinv.harness.plan: the concept resolved, once for the whole job; method fields,
+   prompts, the typed evaluation and model settings). The job folder is named by a hash of
+   the config, the weights and the concept's files and lives in the job store shared by all
+   sweeps (tinv.harness.store; the sweep's folder links to it); a folder holding an "ok" row
+   means the job is done, and its row is returned with no work.
 2. validation, BEFORE the lock, the job folder and the model load, so bad input raises
-   InputError and leaves nothing behind: every field's type and range (tinv.harness.validate,
-   first, before the id), weights (preflight), method fields and prompts (the plan), the
-   concept folder's images (read in full), then the pipeline's family, the initializer
+   InputError and leaves nothing behind: weights (preflight), the concept folder's images
+   (read in full, masks beside them checked), then the pipeline's family, the initializer
    and the placeholder against the model's tokenizer alone (tinv.harness.tokens).
 3. one computation: the job's lock; a second process on the same job waits for the
    first and returns its row.
