@@ -85,12 +85,13 @@ def compute(weights: dict[str, str] | None = None, full: bool = False, select=la
             pinned[m["name"]] = real(m)
         return pinned[m["name"]]
     ids, keys = {}, {}
-    with mock.patch.object(plan, "model_fingerprint", fingerprint), \
-            mock.patch.object(learned, "model_fingerprint", fingerprint):
+    # the plan holds the weights' fingerprint (plan.model.weights) the inversion key reads
+    with mock.patch.object(plan, "model_fingerprint", fingerprint):
         for name, cfg in configs(full, select).items():
             cfg = edit(cfg)
-            ids[name] = plan.job_location(cfg)[0]
             p = plan.make_plan(plan.effective_config(cfg), {})     # as tinv.harness.job makes it
+            ids[name] = plan.job_location(cfg, p.concept_files)[0]
+            assert ids[name] == plan.job_location(cfg)[0]          # the plan's concept = the config's
             if p.icfg is not None:
                 keys[name] = learned.key(p)
     return {"weights": pinned, "ids": ids, "inversions": keys}
