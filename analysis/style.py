@@ -38,7 +38,8 @@ SETUPS: dict[str, SetupStyle] = {
     # the paper's successors (issue 21), as the learner registry names and orders them
     # (tinv/engine/learners/specs.py), in reds: each its own marker
     **{s.method: SetupStyle(s.label, color, marker) for s, (color, marker) in zip(LEARNERS, cycle((
-        ("#d62728", "d"), ("#e6550d", "8"), ("#a50f15", "<"), ("#fb6a4a", ">"), ("#67000d", "D"))))},
+        ("#d62728", "d"), ("#e6550d", "8"), ("#a50f15", "<"), ("#fb6a4a", ">"), ("#67000d", "D"),
+        ("#fcae91", "p"))))},
     "image_only": SetupStyle("Image only", "#000000", "*"),
     "prompt_only": SetupStyle("Prompt only", "#7f7f7f", "*"),
 }

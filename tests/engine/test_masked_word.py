@@ -74,3 +74,11 @@ def test_a_built_in_toy_concept_gets_its_rendered_mask_and_an_edited_image_none(
     px[0, 0] = 255 - px[0, 0]
     Image.fromarray(px).save(edited)
     assert toy_mask(edited, 32) is None       # not the render: no mask is made up for it
+
+
+def test_pictures_without_files_train_whole_as_the_suites_timing_batches_do(make_parts):
+    from tinv.engine.data import ConceptImages
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    res = invert(make_parts("sd"), ConceptImages(pixels=pixels, paths=[]),
+                 InversionConfig(steps=1, learner="masked_word", **BASE), progress=False)
+    assert res.notes["leaves_out"].startswith("2 of 2 training images have no mask")

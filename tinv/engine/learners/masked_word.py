@@ -44,9 +44,12 @@ class MaskedWord(Learner):
 
     def augment(self, parts, images, idx, flip, latents, prompts):
         if self.masks is None:
-            self.masks, missing = concept_masks(images.paths, parts.resolution, self.cfg.center_crop)
+            if images.paths:
+                self.masks, missing = concept_masks(images.paths, parts.resolution, self.cfg.center_crop)
+            else:       # pictures with no files (the suite's timing batches): nothing to mask
+                self.masks, missing = torch.ones(len(images), 1, parts.resolution, parts.resolution), len(images)
             if missing:
-                self.leaves_out = (f"{missing} of {len(images.paths)} training images have no mask: their whole "
+                self.leaves_out = (f"{missing} of {len(images)} training images have no mask: their whole "
                                    f"picture counts; " + MaskedWord.leaves_out)
         m = self.masks[idx]
         m = torch.where(flip[:, None, None, None], m.flip(-1), m)
