@@ -33,7 +33,8 @@ def test_a_sweep_gets_its_own_folder_and_says_what_to_run_next(runs):
     name = folder.rsplit("/", 1)[1]
     assert name.startswith("method-image_only__concept-red_star+blue_heart__model-")
     assert "logger" not in name and "," not in name and "=" not in name
-    assert sorted(p.name for p in root.iterdir()) == sorted(["default", name, "jobs"])   # + the job store
+    # + the job store; "_"-folders are the root's caches (prompt-only samples, held-out images)
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith("_")) == sorted(["default", name, "jobs"])
     assert f"sweep {folder.rsplit('/', 1)[1]}: 2 jobs: 2 ok, 0 failed, 0 done already" in first
     assert "2 jobs: 0 ok, 0 failed, 2 done already" in again
     assert f"python analysis/collect.py {folder} -o {folder}/results.csv" in first
@@ -48,7 +49,7 @@ def test_a_sweep_gets_its_own_folder_and_says_what_to_run_next(runs):
 
 def test_collect_reports_nothing_missing_on_every_kind_of_folder(runs, tmp_path):
     root, first, _ = runs
-    [sweep] = [d for d in root.iterdir() if d.name not in ("default", "jobs")]
+    [sweep] = [d for d in root.iterdir() if d.name not in ("default", "jobs") and not d.name.startswith("_")]
     multiruns = sorted((sweep / "_hydra").glob("multirun-*"))
     assert multiruns, "Hydra's multirun folders are inside the sweep folder"
     # the root: one line per job (2: the single run is the sweep's red_star job)
