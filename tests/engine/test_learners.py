@@ -368,8 +368,10 @@ def test_dreambooth_lora_exports_a_file_a_stock_pipeline_loads(make_parts, conce
 def test_dreambooth_lora_refuses_bad_settings_before_training(make_parts, concept):
     with pytest.raises(ValueError, match="learner_args.rnak is not a setting of learner 'lora'"):
         lora_config(2, rnak=8)
-    with pytest.raises(ValueError, match="learner_args.rank=4.0 must be a int"):
+    with pytest.raises(ValueError, match="learner_args.rank=4.0 must be a whole number >= 1"):
         lora_config(2, rank=4.0)
+    with pytest.raises(ValueError, match="learner_args.rank=0 must be a whole number >= 1"):   # the registry's range
+        lora_config(2, rank=0)
     with pytest.raises(ValueError, match="identifier 'sks' is 3 tokens"):
         invert(make_parts("ldm"), concept, lora_config(2), progress=False)
 
