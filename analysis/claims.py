@@ -215,13 +215,33 @@ STYLE_CLAIMS = (
 )
 
 
+def _on(df: pd.DataFrame, setup: str, col: str) -> bool:
+    """Did `setup`'s rows run with the flag `col` on (False when the rows do not say)?"""
+    return col in df.columns and df.loc[df[SETUP_COLUMN] == setup, col].astype(str).str.lower() \
+        .isin(("true", "1", "1.0")).any()
+
+
+PRIOR = "method.inversion.prior_preservation"
+
+
 def _dreambooth_port(df: pd.DataFrame) -> str:
-    miss = ["a rank-4 LoRA on the UNet's attention, not the whole UNet fine-tuned"]
-    col = "method.inversion.learner_args.prior_preservation"
-    if col not in df.columns or not df.loc[df[SETUP_COLUMN] == "dreambooth_lora", col].astype(str).str.lower() \
-            .isin(("true", "1", "1.0")).any():
+    miss = ["a rank-4 LoRA on the UNet's attention, not the whole UNet fine-tuned (method=dreambooth runs that)"]
+    if not (_on(df, "dreambooth_lora", PRIOR) or _on(df, "dreambooth_lora", "method.inversion.learner_args.prior_preservation")):
         miss.append("no class-specific prior preservation loss")
     return "; ".join(miss)
+
+
+def _neti_port(df: pd.DataFrame) -> str:
+    if _on(df, "neti", "method.inversion.learner_args.output_bypass"):
+        return ""
+    return ("no textual bypass (the authors' default output_bypass, which their abstract credits with the gain in "
+            "convergence and visual fidelity)")
+
+
+def _custom_diffusion_port(df: pd.DataFrame) -> str:
+    if not _on(df, "custom_diffusion", PRIOR):
+        return "no prior preservation"
+    return "its prior preservation draws the model's own class samples, not retrieved real images (the authors' --real_prior)"
 
 
 # The paper's successors (issue 21) on the same protocol: each source's own claim against
@@ -253,8 +273,7 @@ SUCCESSOR_CLAIMS = (
           paper="Alaluf et al. 2023, NeTI (arXiv 2305.15391)",
           metrics="NeTI scores as Textual Inversion does: CLIP image similarity to the concept's images "
                   "(reconstruction) and CLIP text similarity to the prompt (editability)",
-          port=lambda df: "no textual bypass (the authors' default output_bypass, which their abstract credits "
-                          "with the gain in convergence and visual fidelity)"),
+          port=_neti_port),
     Claim("X3", "DreamBooth (trained as a LoRA) beats textual inversion on DINO, CLIP-I and CLIP-T",
           "Textual Inversion 0.569 / 0.780 / 0.255, DreamBooth (Stable Diffusion) 0.668 / 0.803 / 0.305 "
           "(DINO / CLIP-I / CLIP-T)", "Table 1",
@@ -273,7 +292,7 @@ SUCCESSOR_CLAIMS = (
           paper="Kumari et al. 2023, Custom Diffusion",
           metrics="text alignment: CLIPScore (2.5 x max(cosine, 0)) of image and prompt; image alignment: the "
                   "plain CLIP cosine of generated and target images",
-          port=lambda df: "no prior preservation with retrieved real images"),
+          port=_custom_diffusion_port),
 )
 CLAIMS = OBJECT_CLAIMS + STYLE_CLAIMS + SUCCESSOR_CLAIMS
 

@@ -51,5 +51,5 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
 
 def test_every_port_in_the_committed_successors_example_beats_prompt_only_on_every_object():
     v = controls.verdicts(controls.margins(pd.read_csv(EXAMPLE)))
-    assert {"xti", "neti", "custom_diffusion", "dreambooth_lora"} <= set(v["method"])
+    assert {"xti", "neti", "custom_diffusion", "dreambooth_lora"} <= set(v["method"])   # each port of the successors preset
     assert v["passes"].all(), controls.render(v)
