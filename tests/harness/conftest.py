@@ -102,3 +102,21 @@ def one_error(res, runs: Path) -> str:
     assert "Traceback" not in res.stderr
     assert not job_folders(runs) and not list(runs.rglob("result.json"))
     return line
+
+
+@pytest.fixture
+def identity_encoder(monkeypatch):
+    """CLIP replaced by the identity: an image's embedding is its flattened pixels, every text
+    embeds to ones (so a metric's arithmetic can be checked by hand)."""
+    import numpy as np
+
+    from tinv.metrics import encoders
+
+    class Identity:
+        def images(self, x):
+            return np.asarray(x, dtype=float).reshape(len(x), -1)
+
+        def texts(self, texts):
+            return np.ones((len(texts), 3))
+
+    monkeypatch.setattr(encoders, "cached", lambda *a, **k: Identity())

@@ -21,6 +21,7 @@ from tinv.toyworld import concepts as toy
 
 from .conftest import FAST, TOY, one_error, rows, run_cli, sweep_name
 from .test_config import _compose
+from .test_metrics import typed
 
 HELD = "reconstruction_clip_heldout"
 
@@ -101,21 +102,12 @@ def test_an_unset_heldout_path_keeps_job_ids_and_inversion_keys_and_a_set_one_on
     assert "heldout_path" not in default["concept"]
 
 
-def test_heldout_reconstruction_scores_the_samples_against_the_heldout_set_whatever_the_training_set(monkeypatch):
-    class Identity:   # embeddings = the images themselves, flattened
-        def images(self, x):
-            return np.asarray(x, dtype=float).reshape(len(x), -1)
-
-        def texts(self, texts):
-            return np.ones((len(texts), 3))
-
-    monkeypatch.setattr(encoders, "cached", lambda *a, **k: Identity())
+def test_heldout_reconstruction_scores_the_samples_against_the_heldout_set_whatever_the_training_set(identity_encoder):
     e = torch.eye(3).reshape(3, 3, 1, 1)
     samples = e[[0, 0]]                       # both samples draw image 0
     heldout = e[[0, 1]]                       # half the held-out set is image 0
     plan_ = NS(kind=KINDS["learned word"], concept=NS(initializer="star"), prompts=[EvalPrompt("{} at night")],
-               cfg={"method": {"name": "single_word"}, "model": {"evaluator": "toyworld"},
-                    "eval": {"bootstrap": {"n": 20, "seed": 0}}}, recon=NS(template="A photo of {}"))
+               **typed(20), recon=NS(template="A photo of {}"))   # the typed settings make_plan builds
     cells = [NS(prompt=-1, images=samples, text="r"), NS(prompt=0, images=samples, text="e")]
     small, large = e[[0]], e[[0, 1, 2, 2]]    # two training-set sizes
     got = [protocol.evaluate(plan_, cells, train, "cpu", heldout)["metrics"] for train in (small, large)]

@@ -77,21 +77,13 @@ def test_meanemb_interval_resamples_embeddings():
     ({"name": "bipartite_inversion", "learns": True, "bipartite": True}, 0.0),   # regenerations of each image
     ({"name": "single_word", "learns": True}, 1 / 3),                            # fresh samples: every pair counts
 ])
-def test_evaluate_leaves_out_self_pairs_where_sample_i_is_training_image_i(monkeypatch, method, expected):
+def test_evaluate_leaves_out_self_pairs_where_sample_i_is_training_image_i(identity_encoder, method, expected):
     from types import SimpleNamespace as NS
 
     import torch
 
     from tinv.metrics import encoders, protocol
 
-    class Identity:  # embeddings = the images themselves, flattened
-        def images(self, x):
-            return np.asarray(x, dtype=float).reshape(len(x), -1)
-
-        def texts(self, texts):
-            return np.ones((len(texts), 3))
-
-    monkeypatch.setattr(encoders, "cached", lambda *a, **k: Identity())
     train = torch.eye(3).reshape(3, 3, 1, 1)          # three orthogonal "images"
     prompt = EvalPrompt("a photo of {} at night")
     from tinv.methods import kind_of
