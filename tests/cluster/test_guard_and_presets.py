@@ -91,13 +91,20 @@ def test_launcher_presets_compose_and_instantiate(preset, tmp_path):
     assert launcher.pack_mode == "processes" and launcher.retries == 0
 
 
+def _sleepy_task(name, packed=None):
+    start = time.time()
+    time.sleep(1.0)
+    return name, os.getpid(), start, time.time(), packed
+
+
 class SleepyJob:
-    """Stands in for the launcher: one Hydra job that takes a second."""
+    """Stands in for the launcher: one Hydra job that takes a second, run through the
+    launcher's task function (run.py's main), which a batch pack hands the shares."""
+
+    task_function = staticmethod(_sleepy_task)
 
     def __call__(self, name):
-        start = time.time()
-        time.sleep(1.0)
-        return name, os.getpid(), start, time.time()
+        return self.task_function(name)
 
 
 def test_packed_jobs_run_side_by_side_each_in_its_own_process():
@@ -115,5 +122,6 @@ def test_batch_packs_run_in_this_process_in_order_and_requeue_with_their_configs
     out = pack()
     assert [o[0] for o in out] == ["a", "b"] and {o[1] for o in out} == {os.getpid()}
     assert out[0][3] <= out[1][2]                                 # one after the other
+    assert all(o[4] is not None for o in out)                     # each job got the pack's shares
     again = pack.checkpoint()
     assert again.function.tasks == [] and again.function.job_args == pack.job_args
