@@ -60,7 +60,8 @@ def plot_versus(df: pd.DataFrame, x: str, setups, references, metrics, xlabel: s
             c = ax.errorbar(s[x], s[m], yerr=[s[m] - s[f"{m}.lo"], s[f"{m}.hi"] - s[m]],
                             fmt="-" + st.marker, color=st.color, capsize=3, label=st.label)
             c.lines[0].set_gid(name)
-        for name in style.order(refs[SETUP_COLUMN].unique()):
+        # a sweep without its references (setsize before setsize_references) draws the lines alone
+        for name in style.order(refs[SETUP_COLUMN].unique() if SETUP_COLUMN in refs else []):
             r = refs[refs[SETUP_COLUMN] == name].iloc[0]
             if np.isnan(r[m]):
                 continue

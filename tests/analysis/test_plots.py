@@ -151,6 +151,17 @@ def test_setsize_one_point_per_size_and_references(results_csv):
     assert set(refs["editability_clip_meanemb.n_concepts"]) == {1}
 
 
+def test_setsize_without_references_draws_the_lines_alone(results_csv):
+    # `experiment=setsize` runs before `setsize_references`: its sweep folder (and the report
+    # drawn at its end) holds the single word's rows only
+    df = where(load_results(results_csv), ["eval.guidance=5"])
+    fig, lines, refs = plot_setsize.plot_setsize(df[df["method"] == "single_word"], n_boot=N_BOOT)
+    for ax in fig.axes:
+        assert list(_containers(ax)["single_word"].lines[0].get_xydata()[:, 0]) == [1, 2, 5, 10, 25]
+        assert not [l for l in ax.lines if str(l.get_gid()).startswith("ref:")]
+    assert refs.empty
+
+
 def test_guidance_lines_per_method(results_csv):
     df = load_results(results_csv)
     fig, lines, _ = plot_guidance.plot_guidance(df, n_boot=N_BOOT)
