@@ -231,6 +231,12 @@ def _dreambooth_port(df: pd.DataFrame) -> str:
     return "; ".join(miss)
 
 
+def _dreambooth_whole_port(df: pd.DataFrame) -> str:
+    if not _on(df, "dreambooth", PRIOR):
+        return "no class-specific prior preservation loss"
+    return ""
+
+
 def _neti_port(df: pd.DataFrame) -> str:
     if _on(df, "neti", "method.inversion.learner_args.output_bypass"):
         return ""
@@ -284,6 +290,19 @@ SUCCESSOR_CLAIMS = (
                   "same with CLIP image embeddings; CLIP-T: mean cosine of prompt and image CLIP embeddings (plain "
                   "cosines; the toy world's DINO is its CLIP tower, docs/harness.md)",
           port=_dreambooth_port),
+    # the same claim on the method as its paper runs it (the whole UNet, prior preservation):
+    # experiments/successors_controls.yaml has its rows
+    Claim("X3b", "DreamBooth as its paper runs it (the whole UNet fine-tuned, prior preservation) beats textual "
+          "inversion on DINO, CLIP-I and CLIP-T",
+          "Textual Inversion 0.569 / 0.780 / 0.255, DreamBooth (Stable Diffusion) 0.668 / 0.803 / 0.305 "
+          "(DINO / CLIP-I / CLIP-T)", "Table 1",
+          (_p("dreambooth", "dreambench_dino", RISE, optional=True),
+           _p("dreambooth", "dreambench_clip_i", RISE), _p("dreambooth", "dreambench_clip_t", RISE)),
+          paper="Ruiz et al. 2023, DreamBooth",
+          metrics="DINO: mean pairwise cosine of ViT-S/16 DINO embeddings, generated vs real images; CLIP-I: the "
+                  "same with CLIP image embeddings; CLIP-T: mean cosine of prompt and image CLIP embeddings (plain "
+                  "cosines; the toy world's DINO is its CLIP tower, docs/harness.md)",
+          port=_dreambooth_whole_port),
     Claim("X4", "Custom Diffusion follows the text better than textual inversion at comparable image alignment",
           "text-alignment 0.7602 vs 0.6126, image-alignment 0.7440 vs 0.7524 (Custom Diffusion vs Textual "
           "Inversion)", "Table, the CustomConcept101 benchmark",
@@ -649,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("csv", help="results table from analysis/collect.py")
     ap.add_argument("-o", "--out", required=True, help="markdown file to write")
     ap.add_argument("--claims", nargs="+", default=[], metavar="ID",
-                    help="only these claims (an id or its start: X = the successors' X1-X4)")
+                    help="only these claims (an id or its start: X = the successors' X1-X4 and X3b)")
     add_row_options(ap)
     args = ap.parse_args(argv)
     command = " ".join(["python analysis/claims.py", args.csv] + (["--where", *args.where] if args.where else [])

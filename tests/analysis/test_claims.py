@@ -104,13 +104,16 @@ def _decide(changes=None, kind="object", n_boot=200) -> dict:
     return {x.claim.id: x for x in claims.decide(rows, n_boot=n_boot)}
 
 
-BASE = {c.id: rb.HOLDS for c in claims.CLAIMS} | {"2b": rb.SMALL}   # 2b's rise is real but under d
+# 2b's rise is real but under d; the world has no whole-UNet DreamBooth rows (X3b's scenarios add them)
+BASE = {c.id: rb.HOLDS for c in claims.CLAIMS} | {"2b": rb.SMALL, "X3b": rb.NOT_DECIDABLE}
 
 
 def test_positive_control_every_claim_holds_where_the_world_makes_it_true():
     got = {**_decide(), **_decide(kind="style")}
     assert {k: x.verdict for k, x in got.items()} == BASE
-    assert all(not r.reason for x in got.values() for r in x.results if not getattr(r.item, "optional", False))
+    assert all(not r.reason for k, x in got.items() if k != "X3b" for r in x.results
+               if not getattr(r.item, "optional", False))
+    assert all("rows missing (" in r.reason for r in got["X3b"].results)
     # DINO, which the world (like the toy one) lacks, is said to be missing and left out of X3's verdict
     [dino] = [r for r in got["X3"].results if r.item.metric == "dreambench_dino"]
     assert dino.verdict == rb.NOT_DECIDABLE and "rows missing" in dino.reason
@@ -182,6 +185,10 @@ SCENARIOS = [
      NR, ""),
     ("X3", {(O, "dreambooth_lora", G, 5): w.dreambench(0.80, 0.28)}, N, ""),
     ("X4", {(O, "custom_diffusion", G, 5): w.dreambench(0.81, 0.25)}, N, ""),
+    # DreamBooth on the whole UNet: above the single word on CLIP-I and CLIP-T holds
+    ("X3b", {(O, "dreambooth", G, 5): w.dreambench(0.86, 0.28)}, H, ""),
+    # below the single word on both, and these rows do not say their prior was on: not reproduced
+    ("X3b", {(O, "dreambooth", G, 5): w.dreambench(0.70, 0.20)}, NR, ""),
     # §5.3's mechanism: the distance to the initializer no longer follows reconstruction
     ("17", {(O, s, G, 5): {"embedding_dist_init": v} for s, v in (("low_lr", 1.5), ("regularized", 1.2),
                                                                 ("high_lr", 0.4), ("three_word", 0.5))}, R, ""),
@@ -229,7 +236,7 @@ def test_every_claim_cites_a_section_and_quotes_the_paper():
     assert len({c.id for c in claims.CLAIMS}) == len(claims.CLAIMS)
     for c in claims.CLAIMS:
         assert c.section.startswith(("§", "Appendix", "Fig.", "Abstract", "Table")) and len(c.quote) > 20
-    assert {c.id for c in claims.CLAIMS if c.paper} == {"16", "S2", "X1", "X2", "X3", "X4"}   # cited as theirs
+    assert {c.id for c in claims.CLAIMS if c.paper} == {"16", "S2", "X1", "X2", "X3", "X3b", "X4"}   # cited as theirs
 
 
 # The paper's text is not in the repository (docs/reference.md names it: arXiv 2208.01618); TINV_PAPER points at a copy.
@@ -268,8 +275,8 @@ def test_claims_md_has_a_section_per_kind_with_d_per_metric(tmp_path, capsys):
     for line in text.splitlines():
         if line.startswith("| ") and not line.startswith("| ---"):
             assert len(re.findall(r"(?<!\\)\|", line)) in (4, 6), line
-    # 21 object + 2 style + 4 successor claims (issue 27 added 14b, 17, 18 and 19)
-    assert "All sections: 26 holds, 1 holds (small)" in text
+    # 21 object + 2 style + 5 successor claims (issue 27 added 14b, 17, 18 and 19; issue 29 X3b)
+    assert "All sections: 26 holds, 1 holds (small), 1 not decidable here" in text
     assert "| inversion steps | single-word's steps = 300.000 | 0.1 × spread = 30.000 |" in text
     # each part says its n, and each claim its verdict at half and double d
     assert "(n = 6 concepts × 12 samples/prompt) → holds" in text and "(n = 4 concepts × 12 samples/prompt)" in text
@@ -329,7 +336,7 @@ def test_claims_picks_the_successors_claims_alone(tmp_path):
     assert claims.main([str(csv), "--claims", "X", "-o", str(out), "--n-boot", "200"]) == 0
     text = out.read_text()
     ids = re.findall(r"^\| (\w+) \| .* \| [^|]+ \|$", text, re.M)      # claim rows, then the sensitivity table's
-    assert list(dict.fromkeys(i for i in ids if i not in ("metric", "expectation"))) == ["X1", "X2", "X3", "X4"]
+    assert list(dict.fromkeys(i for i in ids if i not in ("metric", "expectation"))) == ["X1", "X2", "X3", "X3b", "X4"]
     # each source's claim in its words, on its own metrics' definitions
     assert "converges faster than the original Textual Inversion" in text and "Metrics: text alignment: CLIPScore" in text
     assert "--claims X" in text and "neti@4" not in text and "NeTI, truncated to 4" in text
@@ -450,3 +457,10 @@ def test_figure_12_on_fewer_than_4_concepts_is_not_decidable_here():
     got = {x.claim.id: x for x in claims.decide(rows, n_boot=200)}
     assert got["14"].verdict == ND and got["14b"].verdict == ND
     assert "n = 3 concepts" in got["14"].results[0].children[0].reason
+
+
+def test_whole_unet_dreambooth_is_its_authors_port_only_with_its_prior_on():
+    rows = pd.DataFrame({"method": ["dreambooth", "single_word"], claims.PRIOR: [True, False]})
+    assert claims._dreambooth_whole_port(rows) == ""
+    assert "prior preservation" in claims._dreambooth_whole_port(rows.assign(**{claims.PRIOR: False}))
+    assert "prior preservation" in claims._dreambooth_whole_port(rows.drop(columns=[claims.PRIOR]))
