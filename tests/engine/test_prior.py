@@ -11,6 +11,7 @@ import torch
 
 from tinv.engine import prior
 from tinv.engine.inversion import InversionConfig, invert
+from tinv.metrics.settings import ModelSettings
 
 CFG = dict(initializer_word="cat", batch_size=2, seed=23, prior_preservation=True, num_class_images=3)
 
@@ -47,19 +48,21 @@ def test_the_store_draws_a_class_once_for_every_job_and_method_of_it(make_parts,
     from tinv.harness import learned
     calls = counting(monkeypatch)
     cfg = {"model": {"path": "tiny-sd-for-tests"}, "results_root": str(tmp_path)}
+    model = ModelSettings(weights="tiny-sd-for-tests")     # the plan's typed model block: its weights' fingerprint
     plans = [SimpleNamespace(icfg=InversionConfig(**CFG, learner=learner, class_noun=True,
                                                    learner_args={"identifier": "elmo"} if learner != "word" else {}),
-                             cfg=cfg) for learner in ("lora", "dreambooth", "word")]
+                             cfg=cfg, model=model) for learner in ("lora", "dreambooth", "word")]
     got = [learned.class_images(p, make_parts("sd")) for p in plans]
     assert calls == [("a photo of a cat", 3)]
     assert all(torch.equal(g.pixels, got[0].pixels) for g in got)
     folders = list((tmp_path / "jobs" / "_class_images").iterdir())
     assert len(folders) == 1 and folders[0].name.startswith("a_photo_of_a_cat-")
     # another class, or another count, is another set
-    dog = SimpleNamespace(icfg=dataclasses.replace(plans[2].icfg, initializer_word="dog"), cfg=cfg)
+    dog = SimpleNamespace(icfg=dataclasses.replace(plans[2].icfg, initializer_word="dog"), cfg=cfg, model=model)
     learned.class_images(dog, make_parts("sd"))
     assert calls[-1] == ("a photo of a dog", 3) and len(list((tmp_path / "jobs" / "_class_images").iterdir())) == 2
-    assert learned.class_images(SimpleNamespace(icfg=InversionConfig(initializer_word="cat"), cfg=cfg), None) is None
+    assert learned.class_images(SimpleNamespace(icfg=InversionConfig(initializer_word="cat"), cfg=cfg, model=model),
+                                None) is None
 
 
 def test_a_folder_of_real_class_images_is_used_as_it_is(make_parts, concept_dir, tmp_path, monkeypatch):
