@@ -223,7 +223,24 @@ def test_setsize_reads_reconstruction_against_the_heldout_images_where_every_row
     assert fig.axes[0].get_ylabel() == "Reconstruction: CLIP similarity to held-out images"
     assert "reconstruction_clip_heldout" in lines.columns and "reconstruction_clip" not in lines.columns
     from analysis.table import SETUP_COLUMN
-    one = df.index[df[SETUP_COLUMN] == "single_word"][0]
-    df.loc[one, "reconstruction_clip_heldout"] = np.nan     # one plotted row without: the training-set score, said
+    one = df.index[(df[SETUP_COLUMN] == "single_word") & (df["concept.n_images"] == 2)][0]
+    df.loc[one, "reconstruction_clip_heldout"] = np.nan     # one point of the line without: the training-set score, said
     fig, _, _ = plot_setsize.plot_setsize(df, n_boot=N_BOOT)
     assert fig.axes[0].get_ylabel() == "Reconstruction: CLIP image-image similarity"
+
+
+def test_setsize_keeps_the_heldout_score_when_a_size_has_a_twin_row_without_it(results_csv):
+    # the grid's own job (run before held-out images were scored) beside the set-size sweep's
+    # job of the same size: the line reads the held-out score, the twin adds nothing to it
+    df = where(load_results(results_csv), ["eval.guidance=5"])
+    from analysis.table import SETUP_COLUMN
+    sw = df[SETUP_COLUMN] == "single_word"
+    df.loc[sw, "reconstruction_clip_heldout"] = 0.5 + 0.01 * np.log(df.loc[sw, "concept.n_images"])
+    _, alone, _ = plot_setsize.plot_setsize(df, n_boot=N_BOOT)
+    twin = df[sw & (df["concept.n_images"] == 5)].assign(reconstruction_clip_heldout=np.nan)
+    fig, lines, refs = plot_setsize.plot_setsize(pd.concat([df, twin], ignore_index=True), n_boot=N_BOOT)
+    assert fig.axes[0].get_ylabel() == "Reconstruction: CLIP similarity to held-out images"
+    assert np.allclose(lines["reconstruction_clip_heldout"], alone["reconstruction_clip_heldout"])
+    # the references have no held-out score here: none drawn on that panel, all on the other
+    assert not [l for l in fig.axes[0].lines if str(l.get_gid()).startswith("ref:")]
+    assert [l for l in fig.axes[1].lines if str(l.get_gid()).startswith("ref:")]
