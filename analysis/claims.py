@@ -250,6 +250,20 @@ def _custom_diffusion_port(df: pd.DataFrame) -> str:
     return "its prior preservation draws the model's own class samples, not retrieved real images (the authors' --real_prior)"
 
 
+def _dreambooth_claim(cid: str, who: str, setup: str, port) -> Claim:
+    """DreamBooth's Table 1 claim, decided on the rows of `setup`."""
+    return Claim(cid, f"{who} beats textual inversion on DINO, CLIP-I and CLIP-T",
+                 "Textual Inversion 0.569 / 0.780 / 0.255, DreamBooth (Stable Diffusion) 0.668 / 0.803 / 0.305 "
+                 "(DINO / CLIP-I / CLIP-T)", "Table 1",
+                 (_p(setup, "dreambench_dino", RISE, optional=True),
+                  _p(setup, "dreambench_clip_i", RISE), _p(setup, "dreambench_clip_t", RISE)),
+                 paper="Ruiz et al. 2023, DreamBooth",
+                 metrics="DINO: mean pairwise cosine of ViT-S/16 DINO embeddings, generated vs real images; CLIP-I: "
+                         "the same with CLIP image embeddings; CLIP-T: mean cosine of prompt and image CLIP embeddings "
+                         "(plain cosines; the toy world's DINO is its CLIP tower, docs/harness.md)",
+                 port=port)
+
+
 # The paper's successors (issue 21) on the same protocol: each source's own claim against
 # textual inversion, in its words, on its metrics' definitions. On the toy world the
 # orderings are decided, not the sources' numbers.
@@ -280,29 +294,11 @@ SUCCESSOR_CLAIMS = (
           metrics="NeTI scores as Textual Inversion does: CLIP image similarity to the concept's images "
                   "(reconstruction) and CLIP text similarity to the prompt (editability)",
           port=_neti_port),
-    Claim("X3", "DreamBooth (trained as a LoRA) beats textual inversion on DINO, CLIP-I and CLIP-T",
-          "Textual Inversion 0.569 / 0.780 / 0.255, DreamBooth (Stable Diffusion) 0.668 / 0.803 / 0.305 "
-          "(DINO / CLIP-I / CLIP-T)", "Table 1",
-          (_p("dreambooth_lora", "dreambench_dino", RISE, optional=True),
-           _p("dreambooth_lora", "dreambench_clip_i", RISE), _p("dreambooth_lora", "dreambench_clip_t", RISE)),
-          paper="Ruiz et al. 2023, DreamBooth",
-          metrics="DINO: mean pairwise cosine of ViT-S/16 DINO embeddings, generated vs real images; CLIP-I: the "
-                  "same with CLIP image embeddings; CLIP-T: mean cosine of prompt and image CLIP embeddings (plain "
-                  "cosines; the toy world's DINO is its CLIP tower, docs/harness.md)",
-          port=_dreambooth_port),
+    _dreambooth_claim("X3", "DreamBooth (trained as a LoRA)", "dreambooth_lora", _dreambooth_port),
     # the same claim on the method as its paper runs it (the whole UNet, prior preservation):
     # experiments/successors_controls.yaml has its rows
-    Claim("X3b", "DreamBooth as its paper runs it (the whole UNet fine-tuned, prior preservation) beats textual "
-          "inversion on DINO, CLIP-I and CLIP-T",
-          "Textual Inversion 0.569 / 0.780 / 0.255, DreamBooth (Stable Diffusion) 0.668 / 0.803 / 0.305 "
-          "(DINO / CLIP-I / CLIP-T)", "Table 1",
-          (_p("dreambooth", "dreambench_dino", RISE, optional=True),
-           _p("dreambooth", "dreambench_clip_i", RISE), _p("dreambooth", "dreambench_clip_t", RISE)),
-          paper="Ruiz et al. 2023, DreamBooth",
-          metrics="DINO: mean pairwise cosine of ViT-S/16 DINO embeddings, generated vs real images; CLIP-I: the "
-                  "same with CLIP image embeddings; CLIP-T: mean cosine of prompt and image CLIP embeddings (plain "
-                  "cosines; the toy world's DINO is its CLIP tower, docs/harness.md)",
-          port=_dreambooth_whole_port),
+    _dreambooth_claim("X3b", "DreamBooth as its paper runs it (the whole UNet fine-tuned, prior preservation)",
+                      "dreambooth", _dreambooth_whole_port),
     Claim("X4", "Custom Diffusion follows the text better than textual inversion at comparable image alignment",
           "text-alignment 0.7602 vs 0.6126, image-alignment 0.7440 vs 0.7524 (Custom Diffusion vs Textual "
           "Inversion)", "Table, the CustomConcept101 benchmark",
