@@ -15,7 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
+if __package__ in (None, ""):  # run as a script: the repository's root on the path, as the other scripts do
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
 
 METRIC = "reconstruction_oracle"
 REFERENCES = ("prompt_only", "image_only")
