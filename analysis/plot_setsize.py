@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 
 from analysis import style  # noqa: E402
 from analysis.table import CONCEPT_COLUMN, N_BOOT, SETUP_COLUMN, metric_pair  # noqa: E402
-from analysis.versus import find_column, plot_versus, versus_main  # noqa: E402
+from analysis.versus import find_column, plot_versus, swept_rows, versus_main  # noqa: E402
 
 HELDOUT, TRAINING = "reconstruction_clip_heldout", "reconstruction_clip"
 # Where the harness may keep the number of training images, most specific first.
@@ -53,8 +53,7 @@ def _twins_without_heldout(df: pd.DataFrame, x: str, setups):
     some point cannot. A row without it may only go where a twin has it: a row of the same
     setup, concept and size with the same training-set score (the grid's own job, run before
     held-out images were scored, beside the set-size sweep's job of that size)."""
-    lines = df[df[SETUP_COLUMN].isin(setups) & df[x].notna()]
-    lines = lines[lines.groupby([SETUP_COLUMN, CONCEPT_COLUMN])[x].transform("nunique") >= 2]
+    lines = swept_rows(df, x, setups)
     if lines.empty:
         return None
     drop = []

@@ -30,6 +30,14 @@ def find_column(df: pd.DataFrame, candidates, what: str) -> str:
                      f"pass the column name with --x")
 
 
+def swept_rows(df: pd.DataFrame, x: str, setups) -> pd.DataFrame:
+    """The rows of `setups` on the lines over x: only (setup, concept) pairs actually swept
+    over x, so a table that also holds the Figure-10 grid does not pool its other concepts
+    into the grid's default x."""
+    rows = df[df[SETUP_COLUMN].isin(setups) & df[x].notna()]
+    return rows[rows.groupby([SETUP_COLUMN, CONCEPT_COLUMN])[x].transform("nunique") >= 2]
+
+
 def plot_versus(df: pd.DataFrame, x: str, setups, references, metrics, xlabel: str,
                 title: str, n_boot: int = N_BOOT, logx: bool = False):
     """Returns (figure, summary of the lines, summary of the references).
@@ -39,11 +47,7 @@ def plot_versus(df: pd.DataFrame, x: str, setups, references, metrics, xlabel: s
         raise ValueError(f"results table has no column {x!r}")
     protocol.require_comparable(df, ignore=(x,))  # x is swept on purpose
     require_metrics(df, metrics)
-    lines_df = df[df[SETUP_COLUMN].isin(setups) & df[x].notna()]
-    # Only (setup, concept) pairs actually swept over x: a table that also holds the
-    # Figure-10 grid must not pool its other concepts into the grid's default x.
-    swept = lines_df.groupby([SETUP_COLUMN, CONCEPT_COLUMN])[x].transform("nunique") >= 2
-    lines_df = lines_df[swept]
+    lines_df = swept_rows(df, x, setups)
     if lines_df.empty:
         raise ValueError(f"no concept of setups {list(setups)} was run at two or more values of {x!r}")
     lines = summarize(lines_df, metrics, by=(SETUP_COLUMN, x), n_boot=n_boot)
