@@ -691,3 +691,18 @@ def test_custom_diffusion_augments_as_its_authors_with_a_masked_loss(make_parts,
     again = batches()
     assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(drawn, again))   # the set's generator
     assert all(b[2] is None and not b[1][0].startswith(("a far", "very", "zoomed", "close")) for b in batches(augment=False))
+
+
+@pytest.mark.parametrize("learner", ["xti", "neti"])
+def test_sampling_streams_draw_the_same_images_with_per_layer_words(make_parts, concept, learner):
+    """Batches sampled side by side on threads (sampling.set_streams) are each computed as
+    alone: with a per-layer word (XTI's layers in the call's kwargs; NeTI's words, which swap
+    module state per call and so are sampled one batch at a time) the images equal one
+    stream's bit for bit."""
+    from tinv.engine.sampling import sample
+    parts = make_parts()
+    invert(parts, concept, config(learner, 2), progress=False)
+    args = dict(prompts=["a photo of <S*>", "<S*> at night"], seeds=[0, 1, 2], steps=3, batch_size=2,
+                progress=False)
+    one = sample(parts, **args, streams=1)
+    assert torch.equal(sample(parts, **args, streams=3), one)

@@ -95,3 +95,20 @@ def test_bad_arguments_are_named(kwargs, message):
     args = dict(prompts=PROMPTS, seeds=SEEDS, steps=2, progress=False) | kwargs
     with pytest.raises(ValueError, match=message):
         sample(parts, **args)
+
+
+def test_streams_compute_each_batch_as_alone(parts):
+    """Several batches at once (one thread each) give the images one stream gives, bit for
+    bit, eta > 0 noise included; the module setting is what sample() uses by default."""
+    from tinv.engine import sampling
+    args = dict(prompts=PROMPTS, seeds=SEEDS, steps=3, eta=1.0, batch_size=2, progress=False)
+    one = sample(parts, **args, streams=1)
+    assert torch.equal(sample(parts, **args, streams=3), one)
+    assert torch.equal(sample(parts, **args, streams=8), one)     # more streams than batches
+    try:
+        assert sampling.set_streams(2) == 2
+        assert torch.equal(sample(parts, **args), one)
+    finally:
+        sampling.set_streams(1)
+    with pytest.raises(ValueError, match="streams"):
+        sampling.set_streams(0)

@@ -124,7 +124,8 @@ def test_prompt_filling():
 
 def test_identity_ignores_where_and_how_a_job_runs():
     a = OmegaConf.to_container(_compose(), resolve=True)
-    b = OmegaConf.to_container(_compose("sweep=other", "logger=none", "results_root=/elsewhere"),
+    b = OmegaConf.to_container(_compose("sweep=other", "logger=none", "results_root=/elsewhere", "cpu_threads=2",
+                                        "sample_streams=3"),
                                resolve=True)
     c = OmegaConf.to_container(_compose("method=two_word"), resolve=True)
     d = OmegaConf.to_container(_compose("eval.guidance=7.5"), resolve=True)

@@ -70,3 +70,26 @@ def test_worker_threads_are_capped_at_their_share(monkeypatch):
         assert set_cpu_threads(2, "cpu") == 2               # an explicit count is the user's
     finally:
         torch.set_num_threads(before)
+
+
+def test_sampling_streams_follow_the_cores_share_and_device(monkeypatch):
+    """auto: this process's cores (a worker's share) over torch's threads; 1 on CUDA."""
+    import torch
+
+    from tinv.engine import sampling
+    from tinv.harness import loading
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setattr(loading, "usable_cores", lambda: 4)
+        monkeypatch.delenv(workers.SHARE_ENV, raising=False)
+        assert loading.set_sample_streams("auto", "cpu") == 4 == sampling._STREAMS
+        torch.set_num_threads(2)
+        assert loading.set_sample_streams("auto", "cpu") == 2
+        monkeypatch.setenv(workers.SHARE_ENV, "1")           # a sweep worker's share: one stream
+        assert loading.set_sample_streams("auto", "cpu") == 1
+        assert loading.set_sample_streams(3, "cpu") == 3     # an explicit count is the user's
+        assert loading.set_sample_streams("auto", "cuda") == 1
+    finally:
+        torch.set_num_threads(before)
+        sampling.set_streams(1)

@@ -1,6 +1,8 @@
 """The issue's acceptance gates, measured on the shipped weights with fixed seeds.
 
-Thresholds are the issue's; `python -m tinv.tools.gates` prints the same numbers.
+Thresholds are the issue's; `python -m tinv.tools.gates` prints the same numbers. The gates
+that sample and invert for minutes are marked `gates`: `python -m pytest -m gates` runs them
+(CI does, after the suite); the quick ones run with every `python -m pytest`.
 """
 import json
 
@@ -71,6 +73,7 @@ def test_autoencoder_keeps_named_attributes():
     assert not low, f"oracle on autoencoder reconstructions below 0.95: {low} (all: {acc})"
 
 
+@pytest.mark.gates
 @pytest.mark.slow
 def test_generation_follows_text():
     acc = gates.generation_gate(n_prompts=128, steps=20)
@@ -101,6 +104,7 @@ def inversion():
     return gates.inversion_gate(keep_vectors=True)
 
 
+@pytest.mark.gates
 @pytest.mark.slow
 def test_inversion_beats_the_coarse_word(inversion):
     passing = [k for k, v in inversion.items() if v["gain"] >= 0.2]
@@ -116,6 +120,7 @@ KNOWN_MISSES = {"toyworld4": {"blue_heart"}}
 UNTRAINED_MISSES = {"toyworld4": {"red_star"}}
 
 
+@pytest.mark.gates
 @pytest.mark.slow
 def test_unnamed_details_exist_in_the_input_space(inversion):
     # Positive control: a vector that draws each concept's accent and outline exists (chosen
@@ -128,6 +133,7 @@ def test_unnamed_details_exist_in_the_input_space(inversion):
     assert not low, f"unnamed details not reachable (< 0.8) for {low}: {res}"
 
 
+@pytest.mark.gates
 @pytest.mark.slow
 def test_inversion_learns_what_no_caption_says(inversion):
     unnamed = [v["inverted_unnamed"] for v in inversion.values()]
@@ -136,6 +142,7 @@ def test_inversion_learns_what_no_caption_says(inversion):
     assert lo > 0, f"single-word vs long captions on the unnamed details: [{lo:.3f}, {hi:.3f}] covers 0: {inversion}"
 
 
+@pytest.mark.gates
 @pytest.mark.slow
 def test_overfitted_word_loses_editability():
     # Positive control: the instrument sees a trade-off where one is built in. A word of 10
@@ -167,6 +174,7 @@ def test_gates_cli_refuses_unknown_gates_and_arguments_before_running(capsys):
         assert named in err, err
 
 
+@pytest.mark.gates
 @pytest.mark.slow
 def test_regularizer_halves_the_distance_to_the_initializer():
     res = gates.regularizer_gate()

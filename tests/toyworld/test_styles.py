@@ -41,18 +41,21 @@ def style_inversion():
     return styles.inversion_gate()
 
 
+@pytest.mark.gates
 def test_single_word_learns_each_look(style_inversion):
     per = {n: style_inversion[n]["single_word"]["all"] for n in styles.STYLE_CONCEPTS}
     assert min(per.values()) >= 0.6, per
     assert style_inversion["mean_single_word"] >= 0.7, per
 
 
+@pytest.mark.gates
 def test_single_word_beats_prompt_only_and_captions_on_styles(style_inversion):
     for ref in ("prompt_only", "captions_long"):
         gain = style_inversion[f"gain_over_{ref}"]
         assert gain["ci"][0] > 0, (ref, gain)
 
 
+@pytest.mark.gates
 def test_a_vector_draws_each_look():
     res = styles.existence_gate()
     for n in styles.STYLE_CONCEPTS:

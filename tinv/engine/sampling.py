@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from diffusers import DDIMScheduler
@@ -24,6 +25,20 @@ from tinv.engine import conditioning
 from tinv.engine.conditioning import Cond
 from tinv.engine.pseudo_words import PseudoWord, expand_prompt, token_names
 from tinv.engine.progress import bar as progress_bar
+
+# How many batches sample() computes at once, each on its own Python thread (set_streams).
+_STREAMS = 1
+
+
+def set_streams(n: int) -> int:
+    """Batches to sample at once on the CPU. The toy model's ops are too small for torch's
+    intra-op threads to pay (and two thread counts sum floats in two orders); two batches
+    side by side, each computed exactly as alone, use two cores with the rows unchanged."""
+    global _STREAMS
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"sampling streams must be an integer >= 1, got {n!r}")
+    _STREAMS = n
+    return n
 
 
 def installed_words(parts) -> list[PseudoWord]:
@@ -143,13 +158,15 @@ def _check(prompts, seeds, guidance, batch_size):
 @torch.no_grad()
 def sample(parts, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
            guidance: float = 5.0, eta: float = 0.0, batch_size: int = 64,
-           progress: bool = True) -> torch.Tensor:
+           progress: bool = True, streams: int | None = None) -> torch.Tensor:
     """Generate len(prompts) x len(seeds) images, [N, 3, H, W] in [0, 1] (float32, CPU).
 
     Image i shows prompts[i // len(seeds)] from seed seeds[i % len(seeds)]: prompt-major,
     and seed s starts from the same x_T under every prompt. Defaults follow the authors'
     evaluation script (DDIM 50 steps, eta 0, guidance 5.0). A batch may mix prompts;
-    batch_size counts images (the UNet sees twice that with guidance).
+    batch_size counts images (the UNet sees twice that with guidance). On the CPU, `streams`
+    batches (default: set_streams) are computed at once on as many threads, each exactly as
+    it would be alone, so the images do not depend on it.
     """
     _check(prompts, seeds, guidance, batch_size)
     unique = list(dict.fromkeys(prompts))
@@ -158,10 +175,10 @@ def sample(parts, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
     x_T, gens = initial_noise(parts, seeds)
     n_seeds, total = len(seeds), len(prompts) * len(seeds)
 
-    out = []
     n_batches = -(-total // batch_size)
     bar = progress_bar(total=n_batches * steps, desc="sampling", unit="step", disable=not progress)
-    for start in range(0, total, batch_size):
+
+    def one_batch(start: int) -> torch.Tensor:
         idx = torch.arange(start, min(start + batch_size, total))
         cond = table[which[idx // n_seeds]]
         uncond = table[-1:].expand(len(cond))
@@ -169,7 +186,21 @@ def sample(parts, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
         batch_gens = [_clone(gens[i % n_seeds]) for i in idx.tolist()] if eta > 0 else None
         latents = denoise(parts, x_T[idx % n_seeds], cond, uncond, steps, guidance, eta,
                           batch_gens, bar)
-        out.append(decode_latents(parts, latents))
+        return decode_latents(parts, latents)
+
+    starts = range(0, total, batch_size)
+    workers = min(streams or _STREAMS, n_batches) if parts.device.type == "cpu" else 1
+    if table.at is not None or table.values:
+        # NeTI's words swap the text encoder's embeddings and its values a layer's to_v for
+        # each call: module state that two threads would share, so its batches go one by one
+        workers = 1
+    if workers > 1:
+        if table.layers:          # wrap the processors once here, not from two threads
+            conditioning.route(parts.unet)
+        with ThreadPoolExecutor(workers, thread_name_prefix="tinv-sample") as pool:
+            out = list(pool.map(one_batch, starts))    # in order: image i stays image i
+    else:
+        out = [one_batch(start) for start in starts]
     bar.close()
     return torch.cat(out)
 

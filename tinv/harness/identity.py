@@ -23,8 +23,8 @@ import json
 from typing import Any, Mapping
 
 # Top-level config keys that do not change what a job computes.
-NON_IDENTITY_KEYS = ("sweep", "results_root", "logger", "progress", "cpu_threads", "hydra", "launcher",
-                     "cluster")
+NON_IDENTITY_KEYS = ("sweep", "results_root", "logger", "progress", "cpu_threads", "sample_streams", "hydra",
+                     "launcher", "cluster")
 _DEFAULT_PLACEHOLDER = "<S*>"       # tinv.harness.validate.DEFAULT_PLACEHOLDER (a test keeps them equal)
 # Config keys added after job ids were fixed -> the values that mean "as before": at one of
 # them the key is left out of the job id.

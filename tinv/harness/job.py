@@ -42,7 +42,7 @@ from tinv.harness import convergence, joblock, preflight, prompts as P, results,
 from tinv.harness.attempts import Attempts, checkpoint_step
 from tinv.harness.concepts import heldout_images, resolve_concept, scan_images, training_images
 from tinv.core.errors import InputError
-from tinv.harness.loading import choose_device, load_model, set_cpu_threads
+from tinv.harness.loading import choose_device, load_model, set_cpu_threads, set_sample_streams
 from tinv.engine.progress import third_party as third_party_bars
 from tinv.harness.plan import (Cell, Plan, _plain, default_choices,
                        effective_config, finished_row, job_location, make_plan)
@@ -187,7 +187,8 @@ def _run(cfg: dict, plan: Plan, job_id: str, folder: Path, running: Running, sha
     start, t0 = results.now(), time.perf_counter()
     choices = plan.choices
     device = choose_device(str(cfg.get("device", "auto")))
-    log.info("torch CPU threads: %d", set_cpu_threads(cfg.get("cpu_threads", "auto"), device))
+    log.info("torch CPU threads: %d, sampling streams: %d", set_cpu_threads(cfg.get("cpu_threads", "auto"), device),
+             set_sample_streams(cfg.get("sample_streams", "auto"), device))
     third_party_bars(cfg.get("progress") is True)     # transformers' "Loading weights" bar, ...
     parts = load_model(cfg["model"], device)
     images = training_images(plan, parts, Path(cfg["results_root"]))

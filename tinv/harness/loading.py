@@ -51,6 +51,27 @@ def set_cpu_threads(setting, device: str) -> int:
     return int(setting)
 
 
+def set_sample_streams(setting, device: str) -> int:
+    """Sampling batches computed at once (tinv.engine.sampling.set_streams): an int, or
+    "auto" = this process's cores (a sweep worker's share) over torch's threads, 1 on CUDA.
+
+    Unlike torch's threads, streams never change a row (each batch is computed as alone),
+    and Python threads that wait do not spin, so "auto" looks at the cores, not the load.
+    """
+    import torch
+
+    from tinv.engine import sampling
+    if device.startswith("cuda") or setting in (None, "none"):
+        return sampling.set_streams(1)
+    if setting == "auto":
+        cores = usable_cores()
+        share = os.environ.get(SHARE_ENV)
+        if share:
+            cores = min(cores, max(1, int(share)))
+        setting = max(1, cores // torch.get_num_threads())
+    return sampling.set_streams(int(setting))
+
+
 def _dtype(name: str, device: str) -> torch.dtype:
     import torch
     if name == "auto":

@@ -47,6 +47,8 @@ FIELDS: dict[str, Rule] = {
     "progress": FLAG,
     "cpu_threads": Rule("auto or a whole number >= 1", lambda v: v in ("auto", "none", None) or (_int(v) and v >= 1),
                         "auto"),
+    "sample_streams": Rule("auto or a whole number >= 1", lambda v: v in ("auto", "none", None) or (_int(v) and v >= 1),
+                           "auto"),
     "train_images": optional(count(1, 5, " (the first N images)")),
     "sweep": Rule("a folder name (no slashes)", lambda v: isinstance(v, str) and v.strip() not in ("", ".", "..")
                   and "/" not in v, "default"),

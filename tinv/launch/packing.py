@@ -35,7 +35,7 @@ from typing import Any, Iterator
 from tinv.harness import joblock, learned, preflight, results
 from tinv.harness.concepts import training_images
 from tinv.core.errors import InputError
-from tinv.harness.loading import choose_device, load_model, set_cpu_threads
+from tinv.harness.loading import choose_device, load_model, set_cpu_threads, set_sample_streams
 from tinv.engine.progress import third_party as third_party_bars
 from tinv.harness.plan import PLACEHOLDER, check_initializer, finished_row, job_location, make_plan
 
@@ -201,6 +201,7 @@ def _invert_group(cfgs: list[dict], shares: learned.Shares, one_batch: bool = Fa
     first = cfgs[0]
     device = choose_device(str(first.get("device", "auto")))
     set_cpu_threads(first.get("cpu_threads", "auto"), device)
+    set_sample_streams(first.get("sample_streams", "auto"), device)
     third_party_bars(first.get("progress") is True)
     parts = load_model(first["model"], device)
     for plan in plans:
