@@ -70,7 +70,7 @@ def test_the_pivotal_parameter_sets_are_the_engines():
     ("model.inversion.checkpoint_every=-5", "model.inversion.checkpoint_every"),
     ("method=pivotal_tuning model.calibration.pivotal.lr=0", "model.calibration.pivotal.lr"),
     ("seed=abc", "seed"), ("progress=maybe", "progress"), ("train_images=0", "train_images"),
-    ("cpu_threads=0", "cpu_threads"), ("sample_streams=none2", "sample_streams"), ("device=gpu", "device"), ("model.dtype=fp16", "model.dtype"),
+    ("cpu_threads=0", "cpu_threads"), ("sample_streams=0", "sample_streams"), ("device=gpu", "device"), ("model.dtype=fp16", "model.dtype"),
     ("concept.kind=person", "concept.kind"), ("'concept.placeholder=\"<S *>\"'", "concept.placeholder"),
 ])
 def test_a_bad_value_is_named_with_a_fix_that_passes(override, field):

@@ -32,6 +32,12 @@ def choose_device(device: str) -> str:
     return device
 
 
+def _within_share(cores: int) -> int:
+    """`cores`, at most a sweep worker's share of them (SHARE_ENV) when this process is one."""
+    share = os.environ.get(SHARE_ENV)
+    return min(cores, max(1, int(share))) if share else cores
+
+
 def set_cpu_threads(setting, device: str) -> int:
     """Torch's CPU threads: an int, or "auto" = the cores no one else is using (>= 1).
 
@@ -43,10 +49,7 @@ def set_cpu_threads(setting, device: str) -> int:
     if device.startswith("cuda") or setting in (None, "none"):
         return torch.get_num_threads()
     if setting == "auto":
-        setting = max(1, usable_cores() - int(os.getloadavg()[0] + 0.5))
-        share = os.environ.get(SHARE_ENV)
-        if share:
-            setting = min(setting, max(1, int(share)))
+        setting = _within_share(max(1, usable_cores() - int(os.getloadavg()[0] + 0.5)))
     torch.set_num_threads(int(setting))
     return int(setting)
 
@@ -64,11 +67,7 @@ def set_sample_streams(setting, device: str) -> int:
     if device.startswith("cuda") or setting in (None, "none"):
         return sampling.set_streams(1)
     if setting == "auto":
-        cores = usable_cores()
-        share = os.environ.get(SHARE_ENV)
-        if share:
-            cores = min(cores, max(1, int(share)))
-        setting = max(1, cores // torch.get_num_threads())
+        setting = max(1, _within_share(usable_cores()) // torch.get_num_threads())
     return sampling.set_streams(int(setting))
 
 

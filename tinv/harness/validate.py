@@ -22,6 +22,8 @@ DEFAULT_PLACEHOLDER = "<S*>"
 
 
 SEED = count(0, 0)
+# cpu_threads and sample_streams: how many of the cores a job uses, never what it computes
+CORES = Rule("auto or a whole number >= 1", lambda v: v in ("auto", "none", None) or (_int(v) and v >= 1), "auto")
 # A placeholder is written into prompts by str.format and split on whitespace by tokenizers.
 PLACEHOLDER = Rule("a string with no spaces and no braces",
                    lambda v: isinstance(v, str) and re.fullmatch(r"[^\s{}]+", v) is not None, "<T*>")
@@ -45,10 +47,8 @@ FIELDS: dict[str, Rule] = {
     "device": Rule("auto, cpu, cuda or cuda:N", lambda v: isinstance(v, str) and re.fullmatch(
         r"auto|cpu|mps|cuda(:\d+)?", v) is not None, "auto"),
     "progress": FLAG,
-    "cpu_threads": Rule("auto or a whole number >= 1", lambda v: v in ("auto", "none", None) or (_int(v) and v >= 1),
-                        "auto"),
-    "sample_streams": Rule("auto or a whole number >= 1", lambda v: v in ("auto", "none", None) or (_int(v) and v >= 1),
-                           "auto"),
+    "cpu_threads": CORES,
+    "sample_streams": CORES,
     "train_images": optional(count(1, 5, " (the first N images)")),
     "sweep": Rule("a folder name (no slashes)", lambda v: isinstance(v, str) and v.strip() not in ("", ".", "..")
                   and "/" not in v, "default"),
