@@ -111,15 +111,6 @@ def test_inversion_beats_the_coarse_word(inversion):
     assert len(passing) >= 7, f"only {passing} beat the coarse word by >= 0.2: {inversion}"
 
 
-# Existence-gate misses measured and written down (docs/toyworld.md, "ToyWorld 4"): ToyWorld 4's
-# blue_heart reaches 0.781 (25 of 32 held-out samples) with its best vector, under the 0.8 bar.
-KNOWN_MISSES = {"toyworld4": {"blue_heart"}}
-# The editability control's own control on ToyWorld 4: red_star's 10 untrained vectors follow
-# the edits 0.059 less often than prompt-only (bar 0.05), against 0.490 for the same vectors
-# over-fitted (docs/toyworld.md, "ToyWorld 4").
-UNTRAINED_MISSES = {"toyworld4": {"red_star"}}
-
-
 @pytest.mark.gates
 @pytest.mark.slow
 def test_unnamed_details_exist_in_the_input_space(inversion):
@@ -127,9 +118,6 @@ def test_unnamed_details_exist_in_the_input_space(inversion):
     # among the compound vectors and the learned word on some seeds, scored on others).
     res = gates.existence_gate(inverted={k: v["vector"] for k, v in inversion.items()})
     low = {k: v["unnamed"] for k, v in res.items() if v["unnamed"] < 0.8}
-    if low and set(low) <= KNOWN_MISSES.get(gates.MODEL, set()):
-        # a recorded miss, not a pass: docs/toyworld.md's gate table says it; any other concept fails
-        pytest.xfail(f"known existence-gate miss on {gates.MODEL}: {low}")
     assert not low, f"unnamed details not reachable (< 0.8) for {low}: {res}"
 
 
@@ -146,22 +134,25 @@ def test_inversion_learns_what_no_caption_says(inversion):
 @pytest.mark.slow
 def test_overfitted_word_loses_editability():
     # Positive control: the instrument sees a trade-off where one is built in. A word of 10
-    # vectors at 20x the rate for 5x the steps carries its photos' shared context into every
-    # edit prompt; the same 10 vectors untrained do not, so the gap is the fitting's.
+    # vectors at 20x the rate for 5x the steps carries its photos' shared context and look into
+    # every edit prompt. Its control: the same 10 vectors untrained, paired cell by cell, so the
+    # gap is seen to be the fitting's and not the tokens'. (Their distance to prompt-only is
+    # what the class word itself costs an appearance edit, "a plain star" against "a plain": a
+    # property of the prompts, reported by the gate, not a gate.)
     res = gates.editability_gate()
     concepts = {k: v for k, v in res.items() if isinstance(v, dict) and "gap" in v}
     gap = sum(v["gap"] for v in concepts.values()) / len(concepts)
     assert gap >= 0.15, f"over-fitted word only {gap:.3f} below prompt-only: {res}"
     lo, hi = gates.paired_interval(res["cell_gaps"])
     assert lo > 0, f"over-fitted word vs prompt-only: [{lo:.3f}, {hi:.3f}] covers 0: {res}"
-    over = {k: round(v["untrained_gap"], 3) for k, v in concepts.items() if v["untrained_gap"] > 0.05}
-    assert set(over) <= UNTRAINED_MISSES.get(gates.MODEL, set()), f"untrained vectors lose editability: {over}: {res}"
+    lo, hi = gates.paired_interval(res["cell_gaps_untrained"])
+    assert lo > 0, f"over-fitted word vs the same vectors untrained: [{lo:.3f}, {hi:.3f}] covers 0: {res}"
+    assert all(v["fit_gap"] > 0 for v in concepts.values()), res
     assert all(v["image_only"] <= 0.3 for v in concepts.values()), res
-    # prompt-only still follows the edits (the text-following gates are tested above)
-    assert min(res["followed"]["prompt_only"].values()) >= 0.85, res
-    if over:
-        # a recorded miss, not a pass: docs/toyworld.md's gate table says it
-        pytest.xfail(f"known miss on {gates.MODEL}: the untrained vectors' gap {over} > 0.05")
+    # prompt-only follows every asked attribute, most at once, well above chance (<= 0.5):
+    # the edits are drawable, off the ceiling (conf/eval/prompts/toyworld4.yaml)
+    assert min(res["followed"]["prompt_only"].values()) >= 0.6, res
+    assert res["prompt_only"] <= 0.9, res
 
 
 def test_gates_cli_refuses_unknown_gates_and_arguments_before_running(capsys):

@@ -32,6 +32,15 @@ def test_follows_text(parts):
     assert min(acc.values()) >= 0.9, acc
 
 
+def test_the_oracle_grades_every_edit_prompt():
+    # Positive control of oracle editability: renders that have a prompt's asked attributes are
+    # read as having them, so a sample that misses one is the model's miss (the prompts ask
+    # what the model draws less than always: conf/eval/prompts/toyworld4.yaml).
+    res = gates.prompt_grading_gate()
+    assert len(res) == 13 and "a checkered {}" in res, res   # 9 object and 4 style prompts
+    assert min(res.values()) >= 0.95, res
+
+
 @pytest.mark.gates
 def test_coarse_layers_draw_the_shape_and_fine_layers_the_colour():
     # P+'s observation as a positive control: prompt A at every cross-attention layer except
