@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as a script: make `analysis` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis.table import atomic_write_text  # noqa: E402
+from analysis.table import atomic_file, atomic_write_text  # noqa: E402
 
 ROW_FILE = "result.json"
 STORE = "jobs"   # tinv.harness.results.STORE: the job store under the runs root
@@ -504,8 +504,12 @@ def write_outputs(df: pd.DataFrame, issues: list[JobIssue], out: Path, folders: 
     sidecar also says what made the rows: the commits they were computed at (`commits`), the
     command line of every Hydra run in the folders read (`commands`) and how the table was
     collected (`collect`), so a committed example states how to make it again."""
-    atomic_write_text(out, df.to_csv(index=False))
-    jobs = out.with_name(out.stem + ".jobs.json")
+    if out.suffix == ".gz":     # a large example is stored gzipped; pandas reads it by its name
+        with atomic_file(out) as tmp:
+            df.to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
+    else:
+        atomic_write_text(out, df.to_csv(index=False))
+    jobs = out.with_name(out.name.removesuffix(".gz").removesuffix(".csv") + ".jobs.json")
     n_ok = int((df["status"] == "ok").sum()) if "status" in df else 0
     root = df.attrs.get("runs_root")
     folders = [str(f) for f in folders]

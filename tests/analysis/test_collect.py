@@ -186,6 +186,21 @@ def test_job_dir_is_relative_to_the_runs_root(tmp_path):
     assert str(tmp_path) not in out.read_text()    # no absolute folder of this machine in the table
 
 
+def test_a_table_named_csv_gz_is_written_gzipped_with_the_same_sidecar_name(tmp_path):
+    # the large committed example (analysis/examples/sweeps.csv.gz) is made by collect itself
+    runs = tmp_path / "runs"
+    for method in ("single_word", "two_word"):
+        write_row(runs / "s" / f"red_star-{method}-abc", make_row(method, "red_star"))
+    df, _ = collect.collect([runs])
+    out = tmp_path / "sweeps.csv.gz"
+    collect.write_outputs(df, [], out, [runs])
+    assert out.read_bytes()[:2] == b"\x1f\x8b"                         # gzip's magic
+    back = pd.read_csv(out)
+    assert back["method"].tolist() == df["method"].tolist() and back.shape == df.shape
+    assert json.loads((tmp_path / "sweeps.jobs.json").read_text())["ok"] == len(df)
+    assert not (tmp_path / "sweeps.csv.jobs.json").exists()
+
+
 def test_reruns_on_a_runs_root_leave_nothing_missing(tmp_path):
     """A finished job run again (Hydra's `_hydra/<time>` with no row of its own) and a run
     with no overrides at all are matched to their rows, by tinv_job.json or by choices."""
