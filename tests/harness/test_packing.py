@@ -130,5 +130,24 @@ def test_one_batch_packing_moves_the_vectors(tmp_path, alone):
     one = by_method(tmp_path, "one")
     assert one["single_word"]["timings"]["packed_one_batch"] is True
     ea, eb = embeddings(alone["single_word"]), embeddings(one["single_word"])
-    assert not torch.equal(ea["<S*>"], eb["<S*>"])
     assert float((ea["<S*>"] - eb["<S*>"]).abs().max()) < 1e-3      # float error, not another result
+    if torch.equal(ea["<S*>"], eb["<S*>"]) and _batch_invariant():
+        # some CPUs (seen on an AMD EPYC dev VM) run this UNet bit for bit alike at batch 4 and
+        # 8: there the one-batch pair must learn the same vectors, and the control shows nothing
+        pytest.skip("this CPU's kernels are batch invariant for the toy UNet at batch 4 vs 8")
+    assert not torch.equal(ea["<S*>"], eb["<S*>"])
+
+
+def _batch_invariant() -> bool:
+    """Whether the toy UNet gives 4 samples the same output bit for bit alone and inside a
+    batch of 8 (the packed pair's one batch) on this CPU."""
+    from tinv.engine.models import load_parts
+    from tinv.toyworld import MODEL_DIR
+    from .conftest import TOY
+    if not TOY:
+        return False
+    unet, g = load_parts(MODEL_DIR).unet, torch.Generator().manual_seed(0)
+    x, t = torch.randn(8, 4, 16, 16, generator=g), torch.randint(0, 1000, (8,), generator=g)
+    c = torch.randn(8, 77, unet.config.cross_attention_dim, generator=g)
+    with torch.no_grad():
+        return torch.equal(unet(x[:4], t[:4], c[:4]).sample, unet(x, t, c).sample[:4])
