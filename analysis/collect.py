@@ -509,7 +509,7 @@ def write_outputs(df: pd.DataFrame, issues: list[JobIssue], out: Path, folders: 
             df.to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
     else:
         atomic_write_text(out, df.to_csv(index=False))
-    jobs = out.with_name(out.name.removesuffix(".gz").removesuffix(".csv") + ".jobs.json")
+    jobs = out.with_name(Path(out.name.removesuffix(".gz")).stem + ".jobs.json")
     n_ok = int((df["status"] == "ok").sum()) if "status" in df else 0
     root = df.attrs.get("runs_root")
     folders = [str(f) for f in folders]

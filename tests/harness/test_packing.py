@@ -13,7 +13,7 @@ import torch
 
 from tinv.engine.embeddings_io import read_embeddings
 
-from .conftest import FAST, rows, run_cli
+from .conftest import FAST, TOY, rows, run_cli
 from .test_run import check_row
 
 # Three learning jobs (per-image tokens: the renaming of <S*3-img0> back to <S*-img0>) and
@@ -143,7 +143,6 @@ def _batch_invariant() -> bool:
     batch of 8 (the packed pair's one batch) on this CPU."""
     from tinv.engine.models import load_parts
     from tinv.toyworld import MODEL_DIR
-    from .conftest import TOY
     if not TOY:
         return False
     unet, g = load_parts(MODEL_DIR).unet, torch.Generator().manual_seed(0)

@@ -27,11 +27,12 @@ INVERSION_CONCEPTS = ("red_star", "blue_heart", "green_cross", "orange_arrow", "
                       "pink_square", "yellow_triangle", "white_circle")
 
 
-def fresh_renders(n: int = 1000, seed: int = FRESH_SEED) -> tuple[torch.Tensor, list[dict]]:
-    """n fresh scenes (any attributes, concepts included): images [n, 3, 32, 32] in [0, 1]."""
+def fresh_renders(n: int = 1000, seed: int = FRESH_SEED, **fixed) -> tuple[torch.Tensor, list[dict]]:
+    """n fresh scenes (any attributes, concepts included; `fixed` pins some): images
+    [n, 3, 32, 32] in [0, 1]."""
     from tinv.toyworld.render import render_array
     rng = np.random.default_rng(seed)
-    scenes = [attributes.sample(rng) for _ in range(n)]
+    scenes = [attributes.sample(rng, **fixed) for _ in range(n)]
     imgs = np.stack([render_array(a, seed + i) for i, a in enumerate(scenes)])
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255, scenes
 
@@ -52,13 +53,10 @@ def prompt_grading_gate(n: int = 64, seed: int = FRESH_SEED) -> dict[str, float]
     (every other attribute drawn at random). Where it is high, a sample that misses an asked
     attribute missed it: the model failed the edit, not the oracle the reading."""
     from tinv.toyworld.oracle import oracle_editability
-    from tinv.toyworld.render import render_array
-    rng, out = np.random.default_rng(seed), {}
+    oracle, out = load_oracle(), {}
     for p in _read_prompt_file(kinds=("object", "style")):
-        scenes = [attributes.sample(rng, **p["attributes"]) for _ in range(n)]
-        imgs = torch.from_numpy(np.stack([render_array(a, seed + i) for i, a in enumerate(scenes)]))
-        pred = load_oracle().predict(imgs.permute(0, 3, 1, 2).float() / 255)
-        out[p["text"]] = float(np.mean(oracle_editability(pred, p["attributes"])))
+        imgs, _ = fresh_renders(n, seed, **p["attributes"])
+        out[p["text"]] = float(np.mean(oracle_editability(oracle.predict(imgs), p["attributes"])))
     return out
 
 
