@@ -12,6 +12,7 @@ they are the training images themselves (scored without pairing an image with it
 | tuned generator | learns, pivotal | the learned word | DDIM from the seeds, tuned UNet |
 | bipartite inversion | learns, bipartite | the learned word | DDIM-inverted training images, regenerated |
 | human captions | captions: short/long | each caption | DDIM from the seeds, per caption |
+| human captions in turn | captions, caption_seeds: in_turn | caption i mod n at seed i | DDIM from the seeds, once each |
 | image-only | reference: image_only | nothing | the training images |
 | prompt-only | reference: prompt_only | "" | DDIM from the seeds, shared by all jobs |
 | initializer word | reference: initializer | the concept's initializer | DDIM from the seeds |
@@ -37,8 +38,9 @@ from tinv.core.errors import InputError
 log = logging.getLogger("tinv.harness.job")    # its lines are the job's
 
 
-def generate(plan, parts, texts: list[str], progress: bool) -> list:
-    """Each text's samples [S, 3, H, W] from the protocol's seeds (plan.eval)."""
+def generate(plan, parts, texts: list, progress: bool) -> list:
+    """Each text's samples [S, 3, H, W] from the protocol's seeds (plan.eval); a text given
+    as a list has one entry per seed."""
     from tinv.engine.sampling import sample
     e = plan.eval
     images = sample(parts, texts, e.seeds, steps=e.steps, guidance=e.guidance, eta=e.eta,
@@ -77,6 +79,7 @@ class Kind:
     learns = True            # tinv.harness.learned runs (or reuses) the inversion
     tunes = False            # pivotal tuning after the inversion
     captions = False         # one filler per human caption, scores averaged over them
+    in_turn = False          # one cell per prompt, seed i under filler i mod n (Plan.cells)
     exclude_self = False     # the samples are (regenerations of) the training images
 
     def fillers(self, method: Mapping, concept, placeholder: str) -> list[str | None]:
@@ -129,7 +132,7 @@ class Kind:
     def sample(self, plan, parts, images, train01, cells, progress: bool, training: dict) -> None:
         """Give every cell its images; `images` are the ConceptImages, `train01` the same
         pixels in [0, 1] as the evaluator gets them; `training` takes what the row should say."""
-        for c, imgs in zip(cells, generate(plan, parts, [c.text for c in cells], progress)):
+        for c, imgs in zip(cells, generate(plan, parts, [c.texts or c.text for c in cells], progress)):
             c.images = imgs
 
 
@@ -174,6 +177,17 @@ class Captions(Kind):
                              f"{concept.name!r}: add concept.captions.{which} (or a captions.yaml "
                              f"in {str(concept.folder)!r})")
         return list(caps)
+
+
+class CaptionsInTurn(Captions):
+    """The human captions drawn once per seed, caption i mod n at seed i: each prompt gets
+    the protocol's samples, from the same seeds as every other setup, where `Captions`
+    draws every caption at every seed (n times the samples, and the sampling time)."""
+    name = "human captions in turn"
+    in_turn = True
+
+
+CAPTION_SEEDS = {"each": "human captions", "in_turn": "human captions in turn"}
 
 
 class ImageOnly(Kind):
@@ -232,7 +246,7 @@ class InitializerWord(Kind):
         return [concept.initializer]
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (Kind(), Tuned(), Bipartite(), Captions(), ImageOnly(),
+KINDS: dict[str, Kind] = {k.name: k for k in (Kind(), Tuned(), Bipartite(), Captions(), CaptionsInTurn(), ImageOnly(),
                                                PromptOnly(), InitializerWord(), ClassNoun())}
 REFERENCES: dict[str, Kind] = {"image_only": KINDS["image-only"], "prompt_only": KINDS["prompt-only"],
                                "initializer": KINDS["initializer word"]}
@@ -242,7 +256,11 @@ def kind_of(method: Mapping) -> Kind:
     """The kind a method YAML describes (the module table); an InputError for flags that
     name none."""
     if method.get("captions"):
-        return KINDS["human captions"]
+        draw = method.get("caption_seeds") or "each"
+        if draw not in CAPTION_SEEDS:
+            raise InputError(f"method {method['name']!r}: caption_seeds={draw!r} is none of "
+                             f"{', '.join(CAPTION_SEEDS)}")
+        return KINDS[CAPTION_SEEDS[draw]]
     ref = method.get("reference")
     if ref:
         if ref not in REFERENCES:

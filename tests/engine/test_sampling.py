@@ -57,6 +57,21 @@ def test_seed_fixes_noise_whatever_the_prompt_or_batch(parts):
     assert torch.equal(x_a[0], x_b[0]) and not torch.equal(x_b[0], x_b[1])
 
 
+def test_a_prompt_given_per_seed_draws_each_seed_under_its_own_text(parts):
+    """The human captions in turn: seed i under text i; each image is the one its text draws
+    at that seed in the plain grid (same x_T, same conditioning), the batch layout aside."""
+    grid = sample(parts, PROMPTS, SEEDS, steps=4, guidance=3.0, batch_size=4, progress=False)
+    turns = [PROMPTS[1], PROMPTS[0], PROMPTS[1]]
+    mixed = sample(parts, [PROMPTS[0], turns], SEEDS, steps=4, guidance=3.0, batch_size=4, progress=False)
+    assert mixed.shape == grid.shape
+    torch.testing.assert_close(mixed[:3], grid[:3], atol=1e-5, rtol=0)        # a plain row stays as it was
+    for i, text in enumerate(turns):
+        torch.testing.assert_close(mixed[3 + i], grid[3 * PROMPTS.index(text) + i], atol=1e-5, rtol=0)
+    assert (mixed[4] - grid[4]).abs().max() > 1e-3        # seed 1 really drew the other text
+    with pytest.raises(ValueError, match="one text for each of the 3 seeds"):
+        sample(parts, [PROMPTS[:2]], SEEDS, steps=2, progress=False)
+
+
 def test_guidance_and_prompt_change_the_images(parts):
     g1 = sample(parts, PROMPTS, [0], steps=4, guidance=1.0, progress=False)
     g7 = sample(parts, PROMPTS, [0], steps=4, guidance=7.0, progress=False)

@@ -19,7 +19,7 @@ KIND = {"single_word": "learned word", "two_word": "learned word", "three_word":
         "progressive": "learned word", "regularized": "learned word", "per_image_tokens": "learned word",
         "high_lr": "learned word", "low_lr": "learned word", "single_word_dvar": "learned word",
         "pivotal_tuning": "tuned generator", "bipartite_inversion": "bipartite inversion",
-        "human_captions_short": "human captions", "human_captions_long": "human captions",
+        "human_captions_short": "human captions in turn", "human_captions_long": "human captions in turn",
         "image_only": "image-only", "prompt_only": "prompt-only", "initializer_word": "initializer word",
         "xti": "learned word", "custom_diffusion": "word and class noun", "dreambooth_lora": "word and class noun",
         "neti": "learned word", "neti_no_bypass": "learned word", "dreambooth": "word and class noun",
@@ -31,7 +31,10 @@ def test_every_method_yaml_is_one_kind_and_every_kind_is_used():
     for m in METHODS:
         cfg = OmegaConf.to_container(_compose(f"method={m}"), resolve=True)
         assert methods.kind_of(cfg["method"]).name == KIND[m], m
-    assert set(KIND.values()) == set(methods.KINDS)
+    # every caption at every seed: the captions' other draw, a field of the same YAMLs
+    each = OmegaConf.to_container(_compose("method=human_captions_short", "method.caption_seeds=each"), resolve=True)
+    assert methods.kind_of(each["method"]).name == "human captions"
+    assert set(KIND.values()) | {"human captions"} == set(methods.KINDS)
 
 
 def test_method_yamls_inherit_a_base_and_state_only_what_differs():
@@ -47,6 +50,24 @@ def test_method_yamls_inherit_a_base_and_state_only_what_differs():
             else:
                 assert bases[base].get(key, object()) != value, (m, key)
     assert "inversion" not in bases["fixed"]        # references and captions carry no inversion block
+
+
+def test_the_captions_in_turn_give_each_prompt_the_seeds_every_setup_gets():
+    """caption_seeds=in_turn: one cell per prompt, seed i under caption i mod 5, as many
+    samples as the single word's cell; `each`: a cell per caption, every seed in each."""
+    def plan(*extra):
+        return make_plan(OmegaConf.to_container(_compose("concept=red_star", *extra), resolve=True), {})
+    word, turn = plan("method=single_word"), plan("method=human_captions_short")
+    each = plan("method=human_captions_short", "method.caption_seeds=each")
+    caps, seeds = turn.fillers, turn.eval.seeds
+    assert len(caps) == 5 and len(seeds) > len(caps)
+    assert [(c.prompt, c.caption) for c in turn.cells()] == [(c.prompt, c.caption) for c in word.cells()]
+    for cell, p in zip(turn.cells(), [turn.recon] + turn.prompts):
+        assert cell.texts == [p.fill(caps[i % 5]) for i in range(len(seeds))]
+        assert cell.asked == [p.fill(c) for c in caps]
+    assert len(each.cells()) == 5 * len(word.cells()) and all(c.texts is None for c in each.cells())
+    with pytest.raises(InputError, match="caption_seeds='twice' is none of each, in_turn"):
+        methods.kind_of({"name": "x", "captions": "short", "caption_seeds": "twice"})
 
 
 def test_flags_that_name_no_kind_are_refused():

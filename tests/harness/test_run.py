@@ -78,7 +78,11 @@ def test_every_method_runs_end_to_end(runs):
     # references and baselines do what they say
     assert found["image_only"]["timings"]["invert_s"] < 0.01 and "embeddings" not in found["image_only"]["artifacts"]
     captions = [p for p in found["human_captions_short"]["per_prompt"] if p["role"] == "editability"]
-    assert all(len(p["generated"]) == 5 and "<S*>" not in p["generated"][0] for p in captions)
+    # drawn in turn (seed i under caption i mod 5): as many captions as seeds, up to all 5, and
+    # each caption prompt has the samples the learned word's prompt has
+    assert all(len(p["generated"]) == min(5, p["n"]) and "<S*>" not in p["generated"][0] for p in captions)
+    word = [p for p in found["single_word"]["per_prompt"] if p["role"] == "editability"]
+    assert [p["n"] for p in captions] == [p["n"] for p in word]
     assert list((runs / "_cache" / "prompt_only").glob("*.pt")), "prompt-only samples were not cached"
     assert "pivotal" in found["pivotal_tuning"]["training"]
     # the same noise seeds for every setup

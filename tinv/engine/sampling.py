@@ -147,6 +147,10 @@ def decode_latents(parts, latents: torch.Tensor) -> torch.Tensor:
 def _check(prompts, seeds, guidance, batch_size):
     if isinstance(prompts, str) or not len(prompts):
         raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    for p in prompts:
+        if not isinstance(p, str) and (len(p) != len(seeds) or not all(isinstance(t, str) for t in p)):
+            raise ValueError(f"a prompt given per seed needs one text for each of the {len(seeds)} "
+                             f"seeds, got {p!r}")
     if not len(seeds):
         raise ValueError("seeds must be a non-empty list of integers")
     if guidance < 1.0:
@@ -156,22 +160,25 @@ def _check(prompts, seeds, guidance, batch_size):
 
 
 @torch.no_grad()
-def sample(parts, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
+def sample(parts, prompts: Sequence[str | Sequence[str]], seeds: Sequence[int], steps: int = 50,
            guidance: float = 5.0, eta: float = 0.0, batch_size: int = 64,
            progress: bool = True, streams: int | None = None) -> torch.Tensor:
     """Generate len(prompts) x len(seeds) images, [N, 3, H, W] in [0, 1] (float32, CPU).
 
     Image i shows prompts[i // len(seeds)] from seed seeds[i % len(seeds)]: prompt-major,
-    and seed s starts from the same x_T under every prompt. Defaults follow the authors'
+    and seed s starts from the same x_T under every prompt. A prompt given as a list holds
+    one text per seed (the human captions in turn: seed i under caption i mod 5), so such a
+    row is batched like any other. Defaults follow the authors'
     evaluation script (DDIM 50 steps, eta 0, guidance 5.0). A batch may mix prompts;
     batch_size counts images (the UNet sees twice that with guidance). On the CPU, `streams`
     batches (default: set_streams) are computed at once on as many threads, each exactly as
     it would be alone, so the images do not depend on it.
     """
     _check(prompts, seeds, guidance, batch_size)
-    unique = list(dict.fromkeys(prompts))
+    per_image = [t for p in prompts for t in ([p] * len(seeds) if isinstance(p, str) else p)]
+    unique = list(dict.fromkeys(per_image))
     table = encode_prompts(parts, unique + [""])  # last row: the unconditional prompt ""
-    which = torch.tensor([unique.index(p) for p in prompts])
+    which = torch.tensor([unique.index(t) for t in per_image])
     x_T, gens = initial_noise(parts, seeds)
     n_seeds, total = len(seeds), len(prompts) * len(seeds)
 
@@ -180,7 +187,7 @@ def sample(parts, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
 
     def one_batch(start: int) -> torch.Tensor:
         idx = torch.arange(start, min(start + batch_size, total))
-        cond = table[which[idx // n_seeds]]
+        cond = table[which[idx]]
         uncond = table[-1:].expand(len(cond))
         # a seed's generator is shared by its prompts, so eta > 0 noise is cloned per image
         batch_gens = [_clone(gens[i % n_seeds]) for i in idx.tolist()] if eta > 0 else None

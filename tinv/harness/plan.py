@@ -35,8 +35,14 @@ class Cell:
     """One set of samples scored together: a prompt, or a prompt x caption."""
     prompt: int                     # -1 = reconstruction, else index into the prompt list
     caption: int | None             # index of the human caption, if any
-    text: str                       # what the model was asked
+    text: str                       # what the model was asked (its label)
     images: torch.Tensor | None = None   # [S, 3, H, W] in [0, 1]
+    texts: list[str] | None = None  # one text per seed where the seeds were asked different texts
+
+    @property
+    def asked(self) -> list[str]:
+        """The distinct texts its samples were drawn from."""
+        return list(dict.fromkeys(self.texts)) if self.texts else [self.text]
 
     @property
     def key(self) -> str:
@@ -71,6 +77,14 @@ class Plan:
     def cells(self) -> list[Cell]:
         out = []
         for p_i, p in enumerate([self.recon] + self.prompts):
+            if self.kind.in_turn:
+                # seed i under filler i mod n: one cell of as many samples as any setup's, so
+                # every score (the mean embedding's above all) reads the same sample count
+                texts = [p.fill(self.fillers[i % len(self.fillers)]) for i in range(len(self.eval.seeds))]
+                n = len(dict.fromkeys(texts))
+                out.append(Cell(p_i - 1, None, f"{texts[0]} (+{n - 1} more in turn)" if n > 1 else texts[0],
+                                texts=texts))
+                continue
             for c_i, filler in enumerate(self.fillers):
                 text = p.fill(filler) if filler is not None else p.template
                 caption = c_i if self.kind.captions else None
