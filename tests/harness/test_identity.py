@@ -103,3 +103,13 @@ def test_the_identity_policy_names_the_configs_default_placeholder_and_real_fiel
     assert identity.JOB_ID_INVERSION_FIELDS <= {f.name for f in dataclasses.fields(InversionConfig)}
     assert identity.INVERSION_KEY_FIELDS < identity.JOB_ID_INVERSION_FIELDS
     assert identity.PIVOTAL_KEY_FIELDS <= {f.name for f in dataclasses.fields(PivotalConfig)}
+
+
+def test_a_row_names_the_cpu_model_not_only_its_instruction_set(tmp_path):
+    """Two CPUs can give a job's floats different last bits, so the row's device says which."""
+    from tinv.harness import results
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n")
+    assert results.cpu_model(str(info)).startswith("AMD EPYC 7B13, ")
+    assert results.cpu_model(str(tmp_path / "absent")) != ""          # no /proc: the ISA, as before
+    assert results.device_name("cpu").startswith("cpu (") and "cores" in results.device_name("cpu")
