@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from tinv import methods
 from tinv.core.errors import InputError
 from tinv.harness.plan import make_plan
+from tinv.metrics import protocol
 
 from .conftest import FAST, REPO, rows, run_cli
 from .test_config import METHODS, _compose
@@ -64,7 +65,7 @@ def test_the_captions_in_turn_give_each_prompt_the_seeds_every_setup_gets():
     assert [(c.prompt, c.caption) for c in turn.cells()] == [(c.prompt, c.caption) for c in word.cells()]
     for cell, p in zip(turn.cells(), [turn.recon] + turn.prompts):
         assert cell.texts == [p.fill(caps[i % 5]) for i in range(len(seeds))]
-        assert cell.asked == [p.fill(c) for c in caps]
+        assert protocol.drawn_texts(cell) == [p.fill(c) for c in caps]
     assert len(each.cells()) == 5 * len(word.cells()) and all(c.texts is None for c in each.cells())
     with pytest.raises(InputError, match="caption_seeds='twice' is none of each, in_turn"):
         methods.kind_of({"name": "x", "captions": "short", "caption_seeds": "twice"})

@@ -40,11 +40,6 @@ class Cell:
     texts: list[str] | None = None  # one text per seed where the seeds were asked different texts
 
     @property
-    def asked(self) -> list[str]:
-        """The distinct texts its samples were drawn from."""
-        return list(dict.fromkeys(self.texts)) if self.texts else [self.text]
-
-    @property
     def key(self) -> str:
         base = "reconstruction" if self.prompt < 0 else f"p{self.prompt:02d}"
         return base if self.caption is None else f"{base}_c{self.caption}"

@@ -72,6 +72,7 @@ FIELDS: dict[str, Rule] = {
     "eval.bootstrap.n": count(1, 1000),
     "eval.bootstrap.seed": SEED,
     "method.progressive_fraction": optional(number(0.0, 1.0, "0.4", lo_open=True)),
+    "method.caption_seeds": optional(choice("in_turn", "each")),
     "method.dvar_window_fraction": optional(number(0.0, 1.0, "0.0508", lo_open=True, what=" (DVAR window: share of steps)")),
     "method.pivotal.lr": number(0.0, None, "1e-4", lo_open=True),
     "method.pivotal.steps": count(0, 60),

@@ -89,7 +89,7 @@ def evaluate(plan, cells: list, train: torch.Tensor, device: str, heldout: torch
         oracle_cells = oracle.score_cells(plan, rec_cells, edit_cells, device, out, levels=by_level, **boot)
     out["per_prompt"] = per_prompt(plan, edit_cells, edit, oracle_cells)
     out["per_prompt"].insert(0, {"role": "reconstruction", "prompt": plan.recon.template,
-                                 "generated": [t for c in rec_cells for t in c.asked],
+                                 "generated": [t for c in rec_cells for t in drawn_texts(c)],
                                  "n": int(sum(len(c.images) for c in rec_cells)),
                                  **{k: v for k, v in out["metrics"].items() if k.startswith("reconstruction")}})
     return out
@@ -117,13 +117,20 @@ def _dino_weights(pretrained) -> bool | str:
         else bool(pretrained)
 
 
+def drawn_texts(cell) -> list[str]:
+    """The distinct texts a cell's samples were drawn from (the human captions in turn: each
+    caption once; tinv.harness.plan.Cell.texts)."""
+    texts = getattr(cell, "texts", None)
+    return list(dict.fromkeys(texts)) if texts else [cell.text]
+
+
 def per_prompt(plan, edit_cells: list, edit: dict, oracle_cells: dict) -> list[dict]:
     """One entry per editability prompt, each metric averaged over its captions."""
     rows = []
     for p_i, p in enumerate(plan.prompts):
         idx = [i for i, c in enumerate(edit_cells) if c.prompt == p_i]
         row = {"role": "editability", "prompt": p.template, "text": p.edit_text,
-               "generated": [t for i in idx for t in edit_cells[i].asked], "attributes": p.attributes,
+               "generated": [t for i in idx for t in drawn_texts(edit_cells[i])], "attributes": p.attributes,
                "n": int(sum(len(edit_cells[i].images) for i in idx)),
                "editability_clip_meanemb": float(np.mean([edit["meanemb"]["cells"][i] for i in idx])),
                "editability_clip_persample": float(np.mean([edit["persample"]["cells"][i] for i in idx]))}
