@@ -73,8 +73,8 @@ class Plan:
         out = []
         for p_i, p in enumerate([self.recon] + self.prompts):
             if self.kind.in_turn:
-                # seed i under filler i mod n: one cell of as many samples as any setup's, so
-                # every score (the mean embedding's above all) reads the same sample count
+                # seed i under filler i mod n: one cell per prompt holding the protocol's seeds,
+                # as every other setup's does (not n cells of them: n times the sampling)
                 texts = [p.fill(self.fillers[i % len(self.fillers)]) for i in range(len(self.eval.seeds))]
                 n = len(dict.fromkeys(texts))
                 out.append(Cell(p_i - 1, None, f"{texts[0]} (+{n - 1} more in turn)" if n > 1 else texts[0],
