@@ -17,6 +17,7 @@ from tinv.core.errors import InputError
 from tinv.core.rules import FLAG, PROBABILITY, Rule, _int, choice, count, number, optional, rules_of
 from tinv.engine.inversion_config import InversionConfig
 from tinv.engine.learners.specs import SUCCESSORS
+from tinv.methods import CAPTION_SEEDS
 
 DEFAULT_PLACEHOLDER = "<S*>"
 
@@ -72,7 +73,7 @@ FIELDS: dict[str, Rule] = {
     "eval.bootstrap.n": count(1, 1000),
     "eval.bootstrap.seed": SEED,
     "method.progressive_fraction": optional(number(0.0, 1.0, "0.4", lo_open=True)),
-    "method.caption_seeds": optional(choice("in_turn", "each")),
+    "method.caption_seeds": optional(choice(*CAPTION_SEEDS)),   # the registry's draws
     "method.dvar_window_fraction": optional(number(0.0, 1.0, "0.0508", lo_open=True, what=" (DVAR window: share of steps)")),
     "method.pivotal.lr": number(0.0, None, "1e-4", lo_open=True),
     "method.pivotal.steps": count(0, 60),
