@@ -74,7 +74,8 @@ def configs(full: bool, select=lambda name: True) -> dict[str, dict]:
 def compute(weights: dict[str, str] | None = None, full: bool = False, select=lambda name: True,
             edit=lambda cfg: cfg) -> dict:
     """{"weights": {model: fingerprint}, "ids": {job name: id}, "inversions": {job name: the key
-    of its inversion in the job store (tinv.harness.learned.key), for jobs that learn}};
+    of its learned word in the job store (tinv.harness.learned.key), for jobs that learn},
+    "tunings": {job name: the key of its pivotal tuning (learned.tuned_key), for jobs that tune}};
     `weights` pins the fingerprints; `select` picks jobs by name, `edit` changes each config."""
     from tinv.harness import learned, loading, plan
     real = loading.model_fingerprint
@@ -84,7 +85,7 @@ def compute(weights: dict[str, str] | None = None, full: bool = False, select=la
         if m["name"] not in pinned:
             pinned[m["name"]] = real(m)
         return pinned[m["name"]]
-    ids, keys = {}, {}
+    ids, keys, tunings = {}, {}, {}
     # the plan holds the weights' fingerprint (plan.model.weights) the inversion key reads
     with mock.patch.object(plan, "model_fingerprint", fingerprint):
         for name, cfg in configs(full, select).items():
@@ -94,7 +95,9 @@ def compute(weights: dict[str, str] | None = None, full: bool = False, select=la
             assert ids[name] == plan.job_location(cfg)[0]          # the plan's concept = the config's
             if p.icfg is not None:
                 keys[name] = learned.key(p)
-    return {"weights": pinned, "ids": ids, "inversions": keys}
+            if p.pcfg is not None:
+                tunings[name] = learned.tuned_key(p)
+    return {"weights": pinned, "ids": ids, "inversions": keys, "tunings": tunings}
 
 
 def main() -> None:

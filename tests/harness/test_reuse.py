@@ -1,7 +1,9 @@
 """A sweep over evaluation settings only inverts each concept once (tinv/harness/learned.py): jobs
 that differ only in eval.* reuse one stored inversion (and pivotal-tuned UNet), say so in
 their timings, and get exactly what a fresh inversion of their own gives; under the
-packed launcher and with two processes at once, too."""
+packed launcher and with two processes at once, too. Setups that start from the single word
+(bipartite inversion, pivotal tuning) reuse its word the same way; a setup that learns
+another word does not."""
 from __future__ import annotations
 
 import multiprocessing
@@ -88,6 +90,36 @@ def test_jobs_differing_only_in_eval_run_one_inversion_identical_to_a_fresh_one(
     assert run_job(_cfg(root, *other_eval)) == second and counted["invert"] == 2
 
 
+def test_bipartite_and_pivotal_start_from_the_single_words_word_and_equal_their_fresh_rows(tmp_path, counted):
+    root = tmp_path / "runs"
+    single = run_job(_cfg(root, "method=single_word"))
+    bipartite = run_job(_cfg(root, "method=bipartite_inversion"))
+    tuned = run_job(_cfg(root, "method=pivotal_tuning"))
+    assert counted == {"invert": 1, "pivotal": 1}                     # one word for three setups
+    assert bipartite["timings"]["invert_reused_from"] == single["job_id"] and bipartite["timings"]["invert_s"] == 0
+    assert "invert_reused_from" not in tuned["timings"]              # the tuning ran here ...
+    assert tuned["timings"]["invert_word_from"] == single["job_id"] and tuned["timings"]["invert_s"] > 0  # ... from its word
+    assert torch.equal(_learned(bipartite)["<S*>"], _learned(single)["<S*>"])
+    words = sorted(p.parent.name for p in (root / "jobs" / "_inversions").glob("*/learned.pt"))
+    assert len(words) == 2 and sum("-word-" in w for w in words) == 1 and sum("-pivotal_tuning-" in w for w in words) == 1
+
+    # each alone in an empty store learns its own word: the same bits, the same row
+    for method, shared in (("bipartite_inversion", bipartite), ("pivotal_tuning", tuned)):
+        before = dict(counted)
+        fresh = run_job(_cfg(tmp_path / method, f"method={method}"))
+        assert counted["invert"] == before["invert"] + 1 and fresh["job_id"] == shared["job_id"]
+        got, want = _learned(shared), _learned(fresh)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+        assert shared["metrics"] == fresh["metrics"]
+        assert shared["training"]["fixed_batch_curve"] == fresh["training"]["fixed_batch_curve"]
+
+    # the control: a setup that learns another word (regularized) inverts its own
+    before = counted["invert"]
+    reg = run_job(_cfg(root, "method=regularized"))
+    assert counted["invert"] == before + 1 and "invert_reused_from" not in reg["timings"]
+    assert reg["training"] != single["training"]
+
+
 def test_an_unreadable_stored_inversion_is_computed_again(tmp_path, counted):
     root = tmp_path / "runs"
     first = run_job(_cfg(root, "eval.guidance=5.0"))
@@ -128,6 +160,9 @@ def test_schedule_puts_a_job_that_reuses_an_inversion_in_the_unit_that_makes_it(
             _cfg(tmp_path, "concept=red_star", "eval.guidance=2.0")]
     assert packing.schedule(cfgs, 2) == [[0, 1, 2]]      # 2 inversions in the pack; job 2 rides
     assert packing.schedule(cfgs, 1) == [[0, 2], [1]]    # after the job that makes its inversion
+    setups = [_cfg(tmp_path, f"method={m}") for m in ("single_word", "bipartite_inversion", "regularized",
+                                                       "pivotal_tuning")]
+    assert packing.schedule(setups, 1) == [[0, 1, 3], [2]]   # the setups of the single word's word ride with it
 
 
 def test_two_processes_needing_one_inversion_compute_it_once(runs):

@@ -123,7 +123,7 @@ def job_id(cfg: Mapping[str, Any], weights: str, concept: str | None, heldout: s
 def inversion_key(cfg: Mapping[str, Any], weights: str, concept: str | None, icfg, pcfg) -> str:
     """The key of the inversion a job runs: the job's config without `eval` (as its id hashes
     it, but with the placeholder whatever its value), the InversionConfig (later fields at
-    their default left out) and the PivotalConfig."""
+    their default left out) and the PivotalConfig. Pivotal tuning's artifact is stored under it."""
     later = {k: v for k, v in LATER.items() if k not in _NOT_LATER_FOR_INVERSIONS}
     base = {k: v for k, v in _config(cfg, later).items() if k != "eval"}
     if isinstance(base.get("concept"), Mapping):
@@ -133,3 +133,11 @@ def inversion_key(cfg: Mapping[str, Any], weights: str, concept: str | None, icf
             "_pivotal": _later_dropped(dataclasses.asdict(pcfg), PIVOTAL_KEY_FIELDS, type(pcfg))
             if pcfg is not None else None}
     return digest(spec)
+
+
+def word_key(cfg: Mapping[str, Any], weights: str, concept: str | None, icfg) -> str:
+    """The key of the learned word alone: inversion_key without `method` and without pivotal
+    tuning. Everything a method sets for learning reaches the loop through its InversionConfig
+    (tinv.methods.Kind.inversion_config), so setups that differ only after the word is learned
+    (bipartite inversion and pivotal tuning start from the single word's) share one word."""
+    return inversion_key({k: v for k, v in cfg.items() if k != "method"}, weights, concept, icfg, None)

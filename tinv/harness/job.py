@@ -410,14 +410,17 @@ def pivotal_record(plan: Plan, parts, piv, folder: Path, notes: dict) -> dict:
 
 def invert_timings(got, elapsed: float) -> dict:
     """The row's inversion timings: what this job spent; 0 and whose it used for a reused
-    inversion; its share of a packed one (tinv.harness.learned.packed_timings)."""
+    inversion; its share of a packed one (tinv.harness.learned.packed_timings); for pivotal
+    tuning from another job's word, whose word (`invert_word_from`)."""
     if got and got.reused_from:
         # no inversion ran for this row: its time went to reading the stored one
         return {"invert_s": 0.0, "invert_reused_from": got.reused_from, "invert_load_s": got.load_s}
+    # pivotal tuning from a stored word: invert_s is the tuning's time
+    word = {"invert_word_from": got.word_from} if got and got.word_from else {}
     if got and got.packed:
         from tinv.harness.learned import packed_timings
-        return packed_timings(got.packed, elapsed)
-    return {"invert_s": elapsed}
+        return {**packed_timings(got.packed, elapsed), **word}
+    return {"invert_s": elapsed, **word}
 
 
 def sample(plan: Plan, parts, images, train01, got, progress: bool, training: dict) -> list[Cell]:

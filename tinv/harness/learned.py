@@ -1,25 +1,30 @@
-"""One inversion per concept and setup, whatever the evaluation: the learned word (and the
-pivotal-tuned UNet tensors) kept in the job store and reused by every job that differs
-only in `eval.*` (guidance, sample count, prompts, sampler).
+"""One inversion per concept and learned word, whatever the evaluation or the setup around it:
+the learned word (and the pivotal-tuned UNet tensors) kept in the job store and reused by
+every job that learns the same word: jobs that differ only in `eval.*` (guidance, sample
+count, prompts, sampler), and setups that differ only after the word is learned (bipartite
+inversion and pivotal tuning start from the single word's own: section 5.2 and appendix A).
 
 A sweep over evaluation settings (the guidance presets, more samples, another prompt
-list) is then a sweep of sampling and scoring: each concept is inverted once, and each
-row says whose inversion it used (`timings.invert_reused_from`, `invert_s` 0).
+list) is then a sweep of sampling and scoring, and the quickstart learns each concept's single
+word once for three setups; each row says whose word it used (`timings.invert_reused_from`,
+`invert_s` 0, or for pivotal tuning the tuning's own time).
 
-The key: the job's identity (its resolved config, the weights' and the concept files'
-fingerprints; tinv.harness.plan.job_location) without `eval`, plus the InversionConfig and
-PivotalConfig the job would run. Those two carry what the learning takes from elsewhere:
-pivotal tuning's prompt is `eval.reconstruction_prompt`, so pivotal jobs that differ there
-are different inversions and never share.
+Two keys (tinv.harness.identity):
+- the word's (`word_key`): the job's identity (its resolved config, the weights' and the
+  concept files' fingerprints; tinv.harness.plan.job_location) without `eval` and without
+  `method`, plus the InversionConfig, which carries everything a method sets for learning;
+- pivotal tuning's (`inversion_key`): the same with `method` and the PivotalConfig, which
+  carries what the tuning takes from elsewhere: its prompt is `eval.reconstruction_prompt`,
+  so pivotal jobs that differ there tune apart (from the same word).
 
-The artifact: `<results_root>/jobs/_inversions/<concept>-<method>-<key>/`: `learned.pt` (the
-InversionResult: vectors, losses, statistics; the PivotalResult) and, for pivotal tuning,
-`pivotal_unet.safetensors` (the tuned tensors), each written atomically once the inversion
-(and pivotal tuning) ended, learned.pt last. It is computed under a lock
-beside it (tinv.harness.joblock: a dead owner does not hold it), so of two jobs that need the same
-inversion at the same time one computes and the other waits and reuses it. The job that
-computes it inverts as before (resuming from its own folder's checkpoint), so an
-interrupted inversion resumes exactly as it did before the store.
+The artifacts: `<results_root>/jobs/_inversions/<concept>-<learner>-<word key>/learned.pt`
+(the InversionResult: vectors, losses, statistics), and for pivotal tuning
+`<concept>-<method>-<key>/`: `pivotal_unet.safetensors` (the tuned tensors) and learned.pt
+(the word again, and the PivotalResult). Each is written atomically once its stage ended,
+learned.pt last, and computed under a lock beside it (tinv.harness.joblock: a dead owner does
+not hold it), so of two jobs that need the same artifact at the same time one computes and the
+other waits and reuses it. The job that computes a word inverts as before (resuming from its
+own folder's checkpoint), so an interrupted inversion resumes exactly as it did before the store.
 """
 from __future__ import annotations
 
@@ -48,53 +53,83 @@ class Learned:
     packed: Any = None             # the Packed share the result came from, if any
     reused_from: str | None = None  # the job id that computed it, when this job did not
     load_s: float = 0.0            # time to install a reused artifact
+    word_from: str | None = None   # pivotal tuning computed here from this job's stored word
 
 
 def key(plan) -> str:
-    """12 hex digits naming the inversion a plan runs (the module docstring says what counts)."""
-    cfg = plan.cfg
-    return identity.inversion_key(cfg, plan.model.weights, plan.concept_files, plan.icfg, plan.pcfg)
+    """12 hex digits naming the word a plan learns (the module docstring says what counts)."""
+    return identity.word_key(plan.cfg, plan.model.weights, plan.concept_files, plan.icfg)
 
 
 def folder(plan) -> Path:
-    return (Path(plan.cfg["results_root"]) / results.STORE / "_inversions"
-            / f"{plan.concept.name}-{plan.cfg['method']['name']}-{key(plan)}")
+    """Where the plan's learned word is stored."""
+    return _root(plan) / f"{plan.concept.name}-{plan.icfg.learner}-{key(plan)}"
+
+
+def tuned_key(plan) -> str:
+    """12 hex digits naming the pivotal tuning a plan runs (plans that tune only)."""
+    return identity.inversion_key(plan.cfg, plan.model.weights, plan.concept_files, plan.icfg, plan.pcfg)
+
+
+def tuned_folder(plan) -> Path:
+    """Where the plan's pivotal tuning is stored (its word and tuned UNet)."""
+    return _root(plan) / f"{plan.concept.name}-{plan.cfg['method']['name']}-{tuned_key(plan)}"
+
+
+def _root(plan) -> Path:
+    return Path(plan.cfg["results_root"]) / results.STORE / "_inversions"
 
 
 def stored(plan) -> bool:
-    """Is this plan's inversion in the store already (then its job reuses it)?"""
+    """Is this plan's word in the store already (then its job reuses it)?"""
     return (folder(plan) / FILE).is_file()
 
 
 def obtain(plan, parts, images, job_folder: Path, job_id: str, progress: bool, packed=None) -> Learned:
-    """The job's learned word (and tuned UNet) in `parts`: the stored one when a job of the
-    same inversion made it, else computed here (from `packed`, this job's share of a packed
-    inversion (Packed, from tinv.launch.packing), or by inverting) and stored for the jobs that differ
-    only in eval.*."""
-    where = folder(plan)
+    """The job's learned word (and tuned UNet) in `parts`: the stored one when a job that learns
+    the same word made it, else computed here (from `packed`, this job's share of a packed
+    inversion (Packed, from tinv.launch.packing), or by inverting) and stored for the others.
+    Pivotal tuning then tunes from that word, or reuses a stored tuning of it."""
+    if plan.pcfg is None:
+        return _stored_or_made(folder(plan), parts, "inversion",
+                               lambda: _invert(plan, parts, images, job_folder, packed, progress), job_id)
+    return _stored_or_made(tuned_folder(plan), parts, "pivotal tuning",
+                           lambda: _tune(plan, parts, images, job_folder, job_id, packed, progress), job_id, plan.pcfg)
+
+
+def _stored_or_made(where: Path, parts, what: str, make, job_id: str, pcfg=None) -> Learned:
+    """The artifact in `where`, installed, or made by `make` under the folder's lock and stored."""
     found = _installed(parts, where)
     if found:
         return found
-    with joblock.hold(where, f"inversion {where.name}") as waited:
+    with joblock.hold(where, f"{what} {where.name}") as waited:
         found = _installed(parts, where)   # made meanwhile by the job we waited for
         if found:
             return found
         if waited:
-            log.info("the inversion %s was not finished by the job we waited for: computing it", where.name)
-        learned = _compute(plan, parts, images, job_folder, packed, progress)
-        _store(where, learned, job_id, parts, plan.pcfg)
+            log.info("the %s %s was not finished by the job we waited for: computing it", what, where.name)
+        learned = make()
+        _store(where, learned, job_id, parts, pcfg)
         return learned
 
 
-def _compute(plan, parts, images, job_folder: Path, packed, progress: bool) -> Learned:
-    from tinv.engine import checkpoint, inversion, pivotal
+def _invert(plan, parts, images, job_folder: Path, packed, progress: bool) -> Learned:
+    from tinv.engine import checkpoint, inversion
     if packed:
-        result = install(parts, packed.result)
-    else:
-        result = inversion.invert(parts, images, plan.icfg, ckpt_dir=checkpoint.job_dir(job_folder), progress=progress,
-                                  class_images=class_images(plan, parts))
-    piv = pivotal.pivotal_tune(parts, images, plan.pcfg, progress=progress) if plan.pcfg is not None else None
-    return Learned(result, piv, packed)
+        return Learned(install(parts, packed.result), None, packed)
+    result = inversion.invert(parts, images, plan.icfg, ckpt_dir=checkpoint.job_dir(job_folder), progress=progress,
+                              class_images=class_images(plan, parts))
+    return Learned(result)
+
+
+def _tune(plan, parts, images, job_folder: Path, job_id: str, packed, progress: bool) -> Learned:
+    """Pivotal tuning from the plan's word (stored, or learned here first): its own seed and
+    batches (tinv.engine.pivotal), so it tunes the same whoever learned the word."""
+    from tinv.engine import pivotal
+    word = _stored_or_made(folder(plan), parts, "inversion",
+                           lambda: _invert(plan, parts, images, job_folder, packed, progress), job_id)
+    tuned = pivotal.pivotal_tune(parts, images, plan.pcfg, progress=progress)
+    return Learned(word.result, tuned, word.packed, word_from=word.reused_from, load_s=word.load_s)
 
 
 def class_images(plan, parts):
@@ -121,7 +156,7 @@ def class_images(plan, parts):
     return prior.class_images(parts, icfg, cache=where)
 
 
-def _store(where: Path, learned: Learned, job_id: str, parts, pcfg) -> None:
+def _store(where: Path, learned: Learned, job_id: str, parts, pcfg=None) -> None:
     """The tuned UNet tensors first (pivotal_unet.safetensors, as a job exports them), then
     learned.pt, whose presence says the artifact is whole; both written atomically."""
     from tinv.engine import pivotal
