@@ -24,6 +24,8 @@ def test_the_breakdown_adds_up_by_construction():
              _row("image_only", invert_s=0.0, sample_s=0.0, evaluate_s=0.5, total_s=2.0)]
     b = time_report.breakdown(rows_)
     assert list(b) == ["single_word", "image_only"]
+    tuned = time_report.breakdown([_row("pivotal_tuning", invert_s=2.0, sample_s=5.0, total_s=8.0, invert_word_from="a")])
+    assert tuned["pivotal_tuning"]["reused"] == 1 and tuned["pivotal_tuning"]["invert"] == 2.0   # tuned from a's word
     assert b["single_word"] == {"jobs": 2, "reused": 1, "invert": 3.0, "sample": 10.0, "evaluate": 2.0,
                                 "other": 1.5, "pack wait": 2.0, "total": 18.5}     # 4.0 shared by 2 jobs
     assert b["image_only"]["other"] == 1.5 and b["image_only"]["pack wait"] == 0.0

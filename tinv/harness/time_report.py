@@ -2,8 +2,11 @@
 
 From the rows the sweep's jobs returned (their `timings`) and the sweep's wall time, in
 seconds of wall time per setup (method):
+  reused     jobs whose word another job learned (tinv.harness.learned): `invert_reused_from`,
+             or pivotal tuning from a stored word (`invert_word_from`)
   invert     sum of invert_s: a packed job's holds its even share of the group's inversion,
-             a job that reused another job's inversion (tinv.harness.learned) has 0
+             a job that reused another job's inversion (tinv.harness.learned) has 0, pivotal
+             tuning from a stored word its tuning's time
   sample     sum of sample_s
   evaluate   sum of evaluate_s
   other      sum of total_s - (invert_s + sample_s + evaluate_s): loading the model and the
@@ -44,7 +47,7 @@ def breakdown(rows: Iterable[Mapping]) -> dict[str, dict[str, float]]:
         total = float(t["total_s"]) if t.get("total_s") is not None else sum(stages)
         wait = pack_wait_s(t)
         b["jobs"] += 1
-        b["reused"] += "invert_reused_from" in t
+        b["reused"] += "invert_reused_from" in t or "invert_word_from" in t
         for column, value in zip(("invert", "sample", "evaluate"), stages):
             b[column] += value
         b["other"] += max(0.0, total - sum(stages))
