@@ -36,7 +36,9 @@ def check_row(row: dict, folder: Path) -> None:
         assert len(row["scores"][name]) > 0 and all(math.isfinite(s) for s in row["scores"][name])
     edit = [p for p in row["per_prompt"] if p["role"] == "editability"]
     assert len(edit) == 2 and all(p["text"] and "{}" not in p["text"] for p in edit)  # fast: 2 prompts
-    assert set(row["timings"]) == {"invert_s", "sample_s", "evaluate_s", "total_s"}
+    stages = {"invert_s", "sample_s", "evaluate_s", "total_s"}
+    reuse = {"invert_reused_from", "invert_load_s", "invert_word_from"}   # another job's word (learned.py)
+    assert stages <= set(row["timings"]) <= stages | reuse, sorted(row["timings"])
     assert row["timings"]["total_s"] >= row["timings"]["sample_s"] > 0
     prov = row["provenance"]
     assert prov["sha"] and prov["versions"]["torch"] and prov["device"] and prov["host"]
@@ -85,6 +87,13 @@ def test_every_method_runs_end_to_end(runs):
     assert [p["n"] for p in captions] == [p["n"] for p in word]
     assert list((runs / "_cache" / "prompt_only").glob("*.pt")), "prompt-only samples were not cached"
     assert "pivotal" in found["pivotal_tuning"]["training"]
+    # one word for the three setups that start from the single word: the first in the sweep
+    # (bipartite_inversion, the methods run in name order) learns it, the others reuse it
+    maker = found["bipartite_inversion"]
+    assert not {"invert_reused_from", "invert_word_from"} & set(maker["timings"])
+    assert found["single_word"]["timings"]["invert_reused_from"] == maker["job_id"]
+    assert found["pivotal_tuning"]["timings"]["invert_word_from"] == maker["job_id"]
+    assert sum("invert_reused_from" in r["timings"] for r in found.values()) == 1   # no other setup's word is theirs
     # the same noise seeds for every setup
     assert len({json.dumps(r["eval_protocol"]["seeds"]) for r in found.values()}) == 1
 
