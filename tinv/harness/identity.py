@@ -2,8 +2,10 @@
 
 A job's id is 12 hex digits of the sha256 of its resolved config (tinv.harness.plan.
 effective_config) without the keys that say where and how it runs (NON_IDENTITY_KEYS), plus
-the fingerprints of what it reads (the weights, the concept's files). An inversion's key
-(tinv.harness.learned) is the same without `eval`, plus the InversionConfig and PivotalConfig.
+the fingerprints of what it reads (the weights, the concept's files). The job store's keys
+(tinv.harness.learned): a learned word's is the same without `eval` and `method`, plus the
+InversionConfig (word_key); pivotal tuning's, without `eval` only, plus the InversionConfig
+and PivotalConfig (inversion_key).
 
 The rule that keeps computed rows found: a setting added after an identity was fixed counts
 only where it differs from the value every earlier job had (its default). So

@@ -53,7 +53,7 @@ class Learned:
     packed: Any = None             # the Packed share the result came from, if any
     reused_from: str | None = None  # the job id that computed it, when this job did not
     load_s: float = 0.0            # time to install a reused artifact
-    word_from: str | None = None   # pivotal tuning computed here from this job's stored word
+    word_from: str | None = None   # pivotal tuning ran here, from the word this job id stored
 
 
 def key(plan) -> str:

@@ -118,10 +118,10 @@ def _packable(cfg: dict):
 def schedule(cfgs: list[dict], pack: int) -> list[list[int]]:
     """The sweep's jobs (indices into `cfgs`) as units to run in order: groups of at most
     `pack` compatible learning jobs, in sweep order, and every other job alone. A unit runs
-    where its first job stands in the sweep. A job that needs the same inversion as a job
-    already grouped (they differ only in eval.*: tinv.harness.learned) rides in that job's unit,
-    after it, and reuses its inversion: one unit, so even units running at once on a
-    cluster never wait on each other's inversion."""
+    where its first job stands in the sweep. A job that needs the same word as a job already
+    grouped (they differ only in eval.*, or only after the word is learned: tinv.harness.learned)
+    rides in that job's unit, after it, and reuses its word: one unit, so even units running at
+    once on a cluster never wait on each other's inversion."""
     check_pack(pack)
     units: list[list[int]] = []
     open_group: dict[str, list[int]] = {}
