@@ -96,10 +96,11 @@ def _drop_logs(hydra_dir: Path) -> None:
 
 
 def _argv(argv: list[str]) -> list[str]:
-    """`concept=all` is a sweep over every built-in concept: it needs -m."""
-    if any(expand_all(a) != a for a in argv) and not {"-m", "--multirun"} & set(argv):
-        print("error: concept=all runs one job per built-in concept; add -m "
-              "(python run.py -m ... concept=all)", file=sys.stderr)
+    """`concept=all` (`objects`, `styles`) is a sweep over built-in concepts: it needs -m."""
+    fans = [a for a in argv if expand_all(a) != a]
+    if fans and not {"-m", "--multirun"} & set(argv):
+        print(f"error: {fans[0]} runs one job per built-in concept; add -m "
+              f"(python run.py -m ... {fans[0]})", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     # Hydra composes the command line before the sweeper sees it, so the rewrite happens here
     # (the tinv sweeper does the same for hydra.sweeper.params in experiment presets).

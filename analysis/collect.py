@@ -62,9 +62,10 @@ STORE = "jobs"   # tinv.harness.results.STORE: the job store under the runs root
 _ERROR_LINE = re.compile(r"^(Traceback \(most recent call last\)|\S*(Error|Exception)\b.*:|.*\bCUDA out of memory"
                          r"|\[[^\]]*\]\[[^\]]*\]\[(ERROR|CRITICAL)\])", re.MULTILINE)
 _LOG_SUFFIXES = (".log", ".err", ".out", ".txt")
-# Choice values that the tinv sweeper expands itself (`concept=all`); Hydra's basic
+# Choice values that the tinv sweeper expands itself (`concept=all`, `objects`, `styles`:
+# its CONCEPT_SETS, which tests/harness/test_config.py holds this equal to); Hydra's basic
 # expansion keeps them as one job, so they match any value here.
-WILDCARD_VALUES = {"all"}
+WILDCARD_VALUES = {"all", "objects", "styles"}
 
 
 LEADING_COLUMNS = ("job_id", "status", "sweep", "method", "concept", "model", "eval", "seed")

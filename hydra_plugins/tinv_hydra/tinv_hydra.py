@@ -6,6 +6,7 @@ puts it on PYTHONPATH, so launcher jobs in new processes find it too).
 This module is imported by Hydra's plugin scan in every Hydra process: keep it light.
 """
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -32,14 +33,40 @@ EXPERIMENT_GROUP = "experiment"
 
 # Concept options that are not built-in concepts: they need a path from the user.
 NOT_BUILT_IN = ("folder", "dreambench*")
-ALL_CONCEPTS = "glob(*,exclude=[" + ",".join(NOT_BUILT_IN) + "])"
+CONCEPT_DIR = REPO_ROOT / "conf" / "concept"
+
+
+def _glob_without(names) -> str:
+    return "glob(*,exclude=[" + ",".join((*NOT_BUILT_IN, *names)) + "])"
+
+
+def _built_in(kind: str) -> List[str]:
+    """The built-in concepts whose config says `kind: <kind>` (a line read, not a YAML
+    parse: this module loads in every Hydra process)."""
+    names = []
+    for path in sorted(CONCEPT_DIR.glob("*.yaml")):
+        if any(fnmatch.fnmatch(path.stem, pattern) for pattern in NOT_BUILT_IN):
+            continue
+        found = re.search(r"^kind:\s*(\w+)", path.read_text(), re.M)
+        if found and found.group(1) == kind:
+            names.append(path.stem)
+    return names
+
+
+ALL_CONCEPTS = _glob_without(())
+# `concept=objects` / `concept=styles`: every built-in concept of one kind, as a glob that
+# leaves the other kind out (so a new concept file joins its kind's sweeps by itself).
+CONCEPT_SETS = {"all": ALL_CONCEPTS,
+                "objects": _glob_without(_built_in("style")),
+                "styles": _glob_without(_built_in("object"))}
 
 
 def expand_all(override: str) -> str:
-    """`concept=all` -> Hydra's glob over every built-in concept; anything else unchanged."""
+    """`concept=all|objects|styles` -> Hydra's glob over those built-in concepts; anything
+    else unchanged."""
     key, sep, value = override.partition("=")
-    if sep and key.lstrip("+~") == "concept" and value.strip() == "all":
-        return f"{key}={ALL_CONCEPTS}"
+    if sep and key.lstrip("+~") == "concept" and value.strip() in CONCEPT_SETS:
+        return f"{key}={CONCEPT_SETS[value.strip()]}"
     return override
 
 
@@ -174,7 +201,7 @@ def own_sweep_name(config: Any, arguments: List[str], params: dict) -> Optional[
 
 
 def _readable(value: str) -> str:
-    return "all" if value.strip() == ALL_CONCEPTS else value.strip()
+    return next((name for name, glob in CONCEPT_SETS.items() if value.strip() == glob), value.strip())
 
 
 def sweep_summary(returns: List[Any], n: int, results_root: str, sweep: str,

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -148,6 +149,28 @@ def test_concept_all_means_every_built_in_concept():
     assert expand_all("concept=all") == "concept=glob(*,exclude=[folder,dreambench*])"
     for untouched in ("concept=red_star", "method=all", "concept=glob(*)", "-m"):
         assert expand_all(untouched) == untouched
+
+
+def test_concept_objects_and_styles_split_the_built_in_concepts_by_kind():
+    """`concept=objects` / `styles` expand to globs that Hydra's config repo resolves to the
+    concept files of that kind, together every built-in concept, each once."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from analysis.collect import WILDCARD_VALUES
+    from hydra_plugins.tinv_hydra.tinv_hydra import CONCEPT_SETS, expand_all
+
+    options = sorted(p.stem for p in (REPO / "conf" / "concept").glob("*.yaml"))
+
+    def members(name):
+        override = OverridesParser.create().parse_override(expand_all(f"concept={name}"))
+        return set(override.value().filter(options))
+
+    kinds = {p.stem: yaml.safe_load(p.read_text())["kind"] for p in (REPO / "conf" / "concept").glob("*.yaml")}
+    objects, styles, every = members("objects"), members("styles"), members("all")
+    assert objects and styles and objects | styles == every and not objects & styles
+    assert {kinds[n] for n in objects} == {"object"} and {kinds[n] for n in styles} == {"style"}
+    assert not every & {"folder", "dreambench"}        # they need a path from the user
+    assert WILDCARD_VALUES == set(CONCEPT_SETS)        # collect matches what the sweeper expands
 
 
 DREAMBENCH_FILE = """Classes
