@@ -117,3 +117,19 @@ def test_the_bench_part_plans_dvar_steps_saved():
     assert list(sec) == list(SECTIONS["bench"])
     assert (sec["dvar_steps_saved"], sec["dvar_steps"], sec["dvar_window"]) == (265.0, dvar["steps"], 15)
     assert all(bench_section(res)[k] is None for k in SECTIONS["bench"] if k.startswith("dvar_"))
+
+
+def test_the_quickstart_part_counts_the_presets_jobs():
+    """The quickstart part's `jobs` is the preset's grid as the sweeper expands it (its
+    `concept: objects` is 8 concepts, not one), so `complete` compares rows with the real
+    count; --quick's subset is 3."""
+    import yaml
+
+    from hydra_plugins.tinv_hydra.tinv_hydra import concept_names
+    from tinv.tools.suite.parts import grid_size
+    params = yaml.safe_load((REPO / "experiments" / "quickstart.yaml").read_text())["hydra"]["sweeper"]["params"]
+    objects = [p.stem for p in (REPO / "conf" / "concept").glob("*.yaml")
+               if yaml.safe_load(p.read_text()).get("kind") == "object" and p.stem not in ("folder", "dreambench")]
+    assert sorted(concept_names(params["concept"])) == sorted(objects)
+    assert grid_size(False) == len(params["method"].split(",")) * len(objects)
+    assert grid_size(True) == 3

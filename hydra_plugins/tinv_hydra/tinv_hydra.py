@@ -61,6 +61,19 @@ CONCEPT_SETS = {"all": ALL_CONCEPTS,
                 "styles": _glob_without(_built_in("object"))}
 
 
+def concept_names(value: str) -> List[str]:
+    """The concept options a sweep value names (`all`, `objects`, `red_star,blue_heart`,
+    `glob(...)`), resolved as Hydra's sweeper resolves them against conf/concept/."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    override = OverridesParser.create().parse_override(expand_all(f"concept={value}"))
+    options = sorted(p.stem for p in CONCEPT_DIR.glob("*.yaml"))
+    if isinstance(override.value(), Glob):
+        return list(override.value().filter(options))
+    return list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(override.value())]
+
+
 def expand_all(override: str) -> str:
     """`concept=all|objects|styles` -> Hydra's glob over those built-in concepts; anything
     else unchanged."""

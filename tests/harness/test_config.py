@@ -157,12 +157,13 @@ def test_concept_objects_and_styles_split_the_built_in_concepts_by_kind():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from analysis.collect import WILDCARD_VALUES
-    from hydra_plugins.tinv_hydra.tinv_hydra import CONCEPT_SETS, expand_all
+    from hydra_plugins.tinv_hydra.tinv_hydra import CONCEPT_SETS, concept_names, expand_all
 
     options = sorted(p.stem for p in (REPO / "conf" / "concept").glob("*.yaml"))
 
     def members(name):
         override = OverridesParser.create().parse_override(expand_all(f"concept={name}"))
+        assert set(concept_names(name)) == set(override.value().filter(options))   # the suite counts by it
         return set(override.value().filter(options))
 
     kinds = {p.stem: yaml.safe_load(p.read_text())["kind"] for p in (REPO / "conf" / "concept").glob("*.yaml")}
@@ -171,6 +172,8 @@ def test_concept_objects_and_styles_split_the_built_in_concepts_by_kind():
     assert {kinds[n] for n in objects} == {"object"} and {kinds[n] for n in styles} == {"style"}
     assert not every & {"folder", "dreambench"}        # they need a path from the user
     assert WILDCARD_VALUES == set(CONCEPT_SETS)        # collect matches what the sweeper expands
+    assert concept_names("red_star,blue_heart") == ["red_star", "blue_heart"]
+    assert concept_names("white_circle") == ["white_circle"]
 
 
 DREAMBENCH_FILE = """Classes

@@ -297,11 +297,9 @@ def grid_size(quick: bool) -> int:
     import yaml
     if quick:
         return 3
+    from hydra_plugins.tinv_hydra.tinv_hydra import concept_names
     params = yaml.safe_load((REPO / "experiments" / "quickstart.yaml").read_text())["hydra"]["sweeper"]["params"]
-    concepts = [p for p in (REPO / "conf" / "concept").glob("*.yaml")
-                if p.stem != "folder" and not p.stem.startswith("dreambench")]
-    n_concepts = len(concepts) if params["concept"] == "all" else len(str(params["concept"]).split(","))
-    return len(str(params["method"]).split(",")) * n_concepts
+    return len(str(params["method"]).split(",")) * len(concept_names(str(params["concept"])))
 
 
 def quickstart(a) -> dict:
