@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "fixtures" / "job_ids.json"
 MODELS = ("toyworld", "toyworld4")
 EXPERIMENTS = ("quickstart", "successors", "successors_controls")
+# Concepts a preset's committed example adds on the command line: the sweeps' example runs
+# the quickstart's styles into its sweep (`concept=styles`, docs/results.md).
+ADDED = {"quickstart": "styles"}
 BUILT_IN = sorted(p.stem for p in (REPO / "conf" / "concept").glob("*.yaml")
                   if p.stem != "folder" and not p.stem.startswith("dreambench"))
 
@@ -38,12 +41,16 @@ def _compose(overrides: list[str]) -> dict:
 def jobs() -> list[tuple[str, list[str]]]:
     """(name, overrides) of every job: each preset's sweep (its methods x concepts) on each
     model, and the default job."""
+    sys.path.insert(0, str(REPO))
+    from hydra_plugins.tinv_hydra.tinv_hydra import concept_names
     out = []
     for model in MODELS:
         out.append((f"{model}/default", [f"model={model}"]))
         for exp in EXPERIMENTS:
             params = yaml.safe_load((REPO / "experiments" / f"{exp}.yaml").read_text())["hydra"]["sweeper"]["params"]
-            concepts = BUILT_IN if params["concept"] == "all" else params["concept"].split(",")
+            concepts = concept_names(params["concept"])
+            if exp in ADDED:
+                concepts += [c for c in concept_names(ADDED[exp]) if c not in concepts]
             for method in params["method"].split(","):
                 for concept in concepts:
                     out.append((f"{model}/{exp}/{method}/{concept}",
