@@ -40,25 +40,25 @@ def _glob_without(names) -> str:
     return "glob(*,exclude=[" + ",".join((*NOT_BUILT_IN, *names)) + "])"
 
 
-def _built_in(kind: str) -> List[str]:
-    """The built-in concepts whose config says `kind: <kind>` (a line read, not a YAML
-    parse: this module loads in every Hydra process)."""
-    names = []
+def _kinds() -> dict:
+    """{built-in concept: its config's `kind:`} (a line read, not a YAML parse: this module
+    loads in every Hydra process)."""
+    kinds = {}
     for path in sorted(CONCEPT_DIR.glob("*.yaml")):
         if any(fnmatch.fnmatch(path.stem, pattern) for pattern in NOT_BUILT_IN):
             continue
         found = re.search(r"^kind:\s*(\w+)", path.read_text(), re.M)
-        if found and found.group(1) == kind:
-            names.append(path.stem)
-    return names
+        kinds[path.stem] = found.group(1) if found else None
+    return kinds
 
 
 ALL_CONCEPTS = _glob_without(())
 # `concept=objects` / `concept=styles`: every built-in concept of one kind, as a glob that
 # leaves the other kind out (so a new concept file joins its kind's sweeps by itself).
+_KIND = _kinds()
 CONCEPT_SETS = {"all": ALL_CONCEPTS,
-                "objects": _glob_without(_built_in("style")),
-                "styles": _glob_without(_built_in("object"))}
+                "objects": _glob_without(n for n, k in _KIND.items() if k != "object"),
+                "styles": _glob_without(n for n, k in _KIND.items() if k != "style")}
 
 
 def concept_names(value: str) -> List[str]:

@@ -27,8 +27,10 @@ EXPERIMENTS = ("quickstart", "successors", "successors_controls")
 # Concepts a preset's committed example adds on the command line: the sweeps' example runs
 # the quickstart's styles into its sweep (`concept=styles`, docs/results.md).
 ADDED = {"quickstart": "styles"}
-BUILT_IN = sorted(p.stem for p in (REPO / "conf" / "concept").glob("*.yaml")
-                  if p.stem != "folder" and not p.stem.startswith("dreambench"))
+sys.path.insert(0, str(REPO))             # the tinv Hydra plugins (`concept=all`, the `experiment` group)
+from hydra_plugins.tinv_hydra.tinv_hydra import concept_names  # noqa: E402
+
+BUILT_IN = concept_names("all")
 
 
 def _compose(overrides: list[str]) -> dict:
@@ -41,8 +43,6 @@ def _compose(overrides: list[str]) -> dict:
 def jobs() -> list[tuple[str, list[str]]]:
     """(name, overrides) of every job: each preset's sweep (its methods x concepts) on each
     model, and the default job."""
-    sys.path.insert(0, str(REPO))
-    from hydra_plugins.tinv_hydra.tinv_hydra import concept_names
     out = []
     for model in MODELS:
         out.append((f"{model}/default", [f"model={model}"]))
